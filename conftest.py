@@ -1,0 +1,1 @@
+pytest_plugins = ["fte_stack.pytest_plugin"]

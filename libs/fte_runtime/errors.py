@@ -1,0 +1,151 @@
+"""Domain errors and the one place they become canonical gRPC statuses.
+
+Servicers raise these; the server runtime turns them into a `google.rpc.Status` with an
+`ErrorInfo` (reason UPPER_SNAKE, domain = the service) and, for validation failures, a
+`BadRequest` with field violations. Anything else becomes INTERNAL with no internals leaked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class FteError(Exception):
+    """Base of every domain error. `reason` is a stable UPPER_SNAKE identifier."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    default_reason: str = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(FteError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: list[FieldViolation] | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.violations = list(violations or [])
+
+
+class NotFound(FteError):
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(FteError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(FteError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(FteError):
+    """A concurrency conflict, e.g. a stale etag: the caller should re-read and retry."""
+
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ABORTED"
+
+
+class PermissionDenied(FteError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(FteError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(FteError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(FteError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+@dataclass
+class Violations:
+    """Collects field violations, then raises them together."""
+
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, field_path: str, description: str) -> None:
+        self.items.append(FieldViolation(field_path, description))
+
+    def check(self, ok: bool, field_path: str, description: str) -> None:
+        if not ok:
+            self.add(field_path, description)
+
+    def require(self, value: object, field_path: str) -> None:
+        self.check(bool(value), field_path, "is required")
+
+    def raise_if_any(self, message: str = "the request is invalid") -> None:
+        if self.items:
+            detail = "; ".join(f"{v.field}: {v.description}" for v in self.items)
+            raise InvalidArgument(f"{message}: {detail}", violations=self.items)
+
+
+def to_rpc_status(error: FteError, domain: str) -> status_pb2.Status:
+    """The `google.rpc.Status` for a domain error."""
+    details: list[any_pb2.Any] = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
+    details.append(info)
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+        details.append(bad)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+
+
+def internal_status(domain: str) -> status_pb2.Status:
+    """The status of an unexpected failure: no exception text reaches the caller."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=domain))
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[info])
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo of a status, if it carries one (for clients and tests)."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None

@@ -1,0 +1,262 @@
+"""The grpc.aio server every service runs: health, reflection, and one interceptor that carries
+the cross-cutting concerns (correlation id, deadline, auth, error mapping, metrics, request log)
+so servicers hold only domain logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from fte_runtime.auth import PUBLIC, Authenticator
+from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, deadline_var, new_correlation_id, principal_var
+from fte_runtime.errors import FteError, PermissionDenied, internal_status, to_rpc_status
+from fte_runtime.metrics import GRPC_HANDLED, GRPC_LATENCY, serve_metrics
+from fte_runtime.settings import GrpcServerSettings
+
+log = logging.getLogger("fte.grpc")
+
+Context = Any  # grpc.aio.ServicerContext; its stubs do not fit these wrappers
+
+_PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One gRPC service to serve: its generated `add_*_to_server`, the servicer, and the scope
+    each method needs (method short name -> scope; `PUBLIC` for none)."""
+
+    full_name: str
+    servicer: object
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    method_scopes: Mapping[str, str] = field(default_factory=dict)
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once and caches it: the per-call work is only the wrapper."""
+
+    def __init__(self, domain: str, authenticator: Authenticator, scopes: Mapping[str, str]) -> None:
+        self._domain = domain
+        self._auth = authenticator
+        self._scopes = scopes  # full method path -> scope
+        self._cache: dict[str, Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method: str = handler_call_details.method
+        cached = self._cache.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrap(handler, method)
+        self._cache[method] = wrapped
+        return wrapped
+
+    def _scope_for(self, method: str) -> str | None:
+        if method.lstrip("/").startswith(_PUBLIC_SERVICES):
+            return PUBLIC
+        scope: str | None = self._scopes.get(method)  # None: not configured, denied
+        return scope
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        # Typed as Any: grpc's stubs describe synchronous handlers, these are coroutines.
+        service, _, name = method.lstrip("/").rpartition("/")
+        scope = self._scope_for(method)
+        latency = GRPC_LATENCY.labels(service, name)
+        counters: dict[grpc.StatusCode, Any] = {}
+
+        def count(code: grpc.StatusCode) -> None:
+            counter = counters.get(code)
+            if counter is None:
+                counter = counters[code] = GRPC_HANDLED.labels(service, name, code.name)
+            counter.inc()
+
+        async def enter(context: Context) -> None:
+            metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
+            correlation_id_var.set(metadata.get(CORRELATION_HEADER) or new_correlation_id())
+            remaining = context.time_remaining()
+            deadline_var.set(None if remaining is None else time.monotonic() + remaining)
+            if scope == PUBLIC:
+                principal_var.set(None)
+                return
+            principal = self._auth.authenticate(metadata.get("authorization"))
+            principal_var.set(principal)
+            if scope is None:
+                # Deny by default: a method nobody gave a scope is a configuration mistake.
+                raise PermissionDenied(f"method {method} has no scope configured", reason="METHOD_NOT_ALLOWED")
+            Authenticator.authorize(principal, scope)
+
+        async def fail(context: Context, exc: BaseException) -> grpc.StatusCode:
+            if isinstance(exc, FteError):
+                status = to_rpc_status(exc, self._domain)
+                code = exc.code
+                log.info("rpc failed", extra={"method": method, "code": code.name, "reason": exc.reason})
+            else:
+                status = internal_status(self._domain)
+                code = grpc.StatusCode.INTERNAL
+                log.error("rpc crashed", exc_info=exc, extra={"method": method})
+            count(code)
+            await context.abort_with_status(rpc_status.to_status(status))
+            return code  # pragma: no cover - abort raises
+
+        def finish(started: float, code: grpc.StatusCode) -> None:
+            elapsed = time.perf_counter() - started
+            latency.observe(elapsed)
+            if code is not grpc.StatusCode.OK:
+                return
+            count(code)
+            principal = principal_var.get()
+            log.debug(
+                "rpc ok",
+                extra={
+                    "method": method,
+                    "ms": round(elapsed * 1000, 2),
+                    "caller": principal.name if principal else None,
+                },
+            )
+
+        if handler.unary_unary is not None:
+            inner_uu: Any = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Context) -> Any:
+                started = time.perf_counter()
+                try:
+                    await enter(context)
+                    response = await inner_uu(request, context)
+                except asyncio.CancelledError:
+                    count(grpc.StatusCode.CANCELLED)
+                    raise
+                except grpc.aio.AbortError:
+                    count(context.code() or grpc.StatusCode.UNKNOWN)
+                    raise
+                except Exception as exc:
+                    await fail(context, exc)
+                    raise  # pragma: no cover - fail() aborts
+                finish(started, grpc.StatusCode.OK)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+
+        if handler.unary_stream is not None:
+            inner_us: Any = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Context) -> Any:
+                started = time.perf_counter()
+                try:
+                    await enter(context)
+                    async for item in inner_us(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    count(grpc.StatusCode.CANCELLED)
+                    raise
+                except grpc.aio.AbortError:
+                    count(context.code() or grpc.StatusCode.UNKNOWN)
+                    raise
+                except Exception as exc:
+                    await fail(context, exc)
+                    raise  # pragma: no cover
+                finish(started, grpc.StatusCode.OK)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+
+        # Client-streaming methods: only reflection uses them, and it is public.
+        return handler
+
+
+class GrpcServer:
+    """A service's gRPC server with health and reflection, started and drained as one."""
+
+    def __init__(
+        self,
+        settings: GrpcServerSettings,
+        domain: str,
+        services: Sequence[ServiceRegistration],
+        *,
+        max_message_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.settings = settings
+        self.domain = domain
+        self.services = services
+        scopes: dict[str, str] = {}
+        for svc in services:
+            for method, scope in svc.method_scopes.items():
+                scopes[f"/{svc.full_name}/{method}"] = scope
+        self.server = grpc.aio.server(
+            interceptors=[RuntimeInterceptor(domain, Authenticator(settings.auth_tokens), scopes)],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for svc in services:
+            svc.add_to_server(svc.servicer, self.server)
+        reflection.enable_server_reflection(
+            [svc.full_name for svc in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {self.settings.grpc_host}:{self.settings.grpc_port}")
+        await self.server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set("", serving)
+        for svc in self.services:
+            await self.health.set(svc.full_name, serving)
+        log.info("serving", extra={"port": self.port, "services": [s.full_name for s in self.services]})
+        return self.port
+
+    async def stop(self) -> None:
+        """Readiness goes NOT_SERVING first, then in-flight calls get the grace period."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        log.info("stopped")
+
+
+async def run_until_signalled(
+    server: GrpcServer,
+    cleanups: Sequence[Callable[[], Awaitable[None]]] = (),
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Start the server and background tasks, wait for SIGTERM/SIGINT, then drain and clean up."""
+    serve_metrics(server.settings.metrics_port, server.settings.grpc_host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(job()) for job in background]
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+    await server.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for cleanup in cleanups:
+        await cleanup()

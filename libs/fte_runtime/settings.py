@@ -1,0 +1,77 @@
+"""Settings shared by every service. Each service declares one subclass with its own env prefix.
+
+Nothing else in the code base reads the environment: a service builds its settings once at
+start-up and passes them down, so a bad value fails the start, not a request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TokenGrant(BaseModel):
+    """What one bearer token may do."""
+
+    principal: str = Field(min_length=1)
+    scopes: list[str] = Field(default_factory=list)
+
+
+class BaseServiceSettings(BaseSettings):
+    """Fields every service has. Subclasses set `model_config` with their env prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="FTE_", extra="ignore", frozen=True)
+
+    log_level: str = "INFO"
+    # JSON logs for machines; plain lines are easier to read in a terminal.
+    log_json: bool = True
+
+
+class GrpcServerSettings(BaseServiceSettings):
+    """A service that serves gRPC."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 50051
+    # 0 disables the Prometheus endpoint.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    # Seconds in-flight calls get to finish on SIGTERM.
+    shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Timeout of a downstream call when the caller set no deadline.
+    default_deadline_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Bearer token -> grant, as JSON; or a mounted file with that JSON (auth_tokens_file).
+    auth_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
+    auth_tokens_file: Path | None = None
+    max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 256
+
+    @model_validator(mode="after")
+    def _load_tokens_file(self) -> GrpcServerSettings:
+        if self.auth_tokens_file is not None:
+            data: dict[str, Any] = json.loads(self.auth_tokens_file.read_text())
+            merged = dict(self.auth_tokens)
+            merged.update({k: TokenGrant.model_validate(v) for k, v in data.items()})
+            object.__setattr__(self, "auth_tokens", merged)
+        return self
+
+
+class DatabaseSettings(BaseServiceSettings):
+    """A service that owns a PostgreSQL schema."""
+
+    database_url: SecretStr = SecretStr("postgresql://fte@127.0.0.1:55432/fte")
+    database_pool_min: Annotated[int, Field(ge=0)] = 1
+    database_pool_max: Annotated[int, Field(ge=1)] = 10
+
+
+class KafkaSettings(BaseServiceSettings):
+    """A service that produces or consumes events."""
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    # Idempotent producers need a broker that supports them (Apache Kafka); the embedded
+    # broker does not, so it is off there.
+    kafka_idempotence: bool = False
+    kafka_client_id: str = "fte"
+    kafka_session_timeout_ms: Annotated[int, Field(ge=1000)] = 10000
+    kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv and install every part of the project (editable), from the project's own files.
+# Re-running is cheap: nothing is reinstalled unless a pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "Python 3.11 is required (found $("$PYTHON" --version))" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+
+projects=(gen libs stack)
+for p in services/*/pyproject.toml; do
+  [ -e "$p" ] && projects+=("$(dirname "$p")")
+done
+
+stamp=.venv/.fte-installed
+want="$(cat pyproject.toml "${projects[@]/%//pyproject.toml}" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
+  args=()
+  for p in "${projects[@]}"; do args+=(-e "$p"); done
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${args[@]}" -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

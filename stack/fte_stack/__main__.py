@@ -1,0 +1,58 @@
+"""`python -m fte_stack run`: the whole system on this machine, no credentials, no Docker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from fte_runtime.logs import configure_logging
+
+from fte_stack.stack import Stack, StackConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def run(state_dir: Path) -> None:
+    stack = Stack(StackConfig.for_local_run(state_dir))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with stack:
+        p = stack.ports
+        print("\nThe fte stack is running. Ctrl-C stops it; the data stays in", state_dir)
+        print(f"  web support form   http://127.0.0.1:{p['gateway']}/support")
+        print(f"  gateway API docs   http://127.0.0.1:{p['gateway']}/openapi.json")
+        print(f"  gRPC (via Envoy)   127.0.0.1:{p['envoy']}   (Envoy admin http://127.0.0.1:{p['envoy-admin']})")
+        for spec in stack.specs:
+            if spec.kind == "grpc":
+                metrics = f"http://127.0.0.1:{p[spec.name + '-metrics']}/metrics"
+                print(f"  {spec.name:<18} 127.0.0.1:{p[spec.name]}   metrics {metrics}")
+        print(
+            f"  PostgreSQL         {stack.postgres.dsn().split('@')[1]}  (password in {stack.postgres.password_file})"
+        )
+        print(f"  Kafka              {stack.kafka_bootstrap}")
+        print(f"  tokens             {state_dir / 'tokens.json'}")
+        print(f"  logs               {state_dir}/*.log\n", flush=True)
+        await stop.wait()
+        print("stopping...", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="fte-stack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_cmd = sub.add_parser("run", help="start everything and wait for Ctrl-C")
+    run_cmd.add_argument("--state-dir", type=Path, default=REPO / ".local" / "stack")
+    args = parser.parse_args()
+    configure_logging("stack", "INFO", json_lines=False)
+    logging.getLogger("fte.stack").setLevel(logging.INFO)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args.state_dir))
+
+
+if __name__ == "__main__":
+    main()

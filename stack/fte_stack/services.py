@@ -1,0 +1,125 @@
+"""How the stack starts each service: its module, ports and environment.
+
+Each service reads only its own `FTE_<SERVICE>_*` variables (its pydantic-settings class). A
+service whose package is not installed is skipped, so the stack runs whatever exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Scopes of each principal the stack mints a token for.
+GRANTS: Mapping[str, tuple[str, ...]] = {
+    # The agent worker calling knowledge, identity and the notifier.
+    "agent": ("kb.read", "identity.read", "identity.write", "notifier.send", "notifier.read"),
+    # The gateway reading tickets for the web-form status page.
+    "gateway": ("tickets.read",),
+    # Staff tools and the demo: everything.
+    "staff": (
+        "kb.read",
+        "kb.write",
+        "identity.read",
+        "identity.write",
+        "notifier.read",
+        "notifier.send",
+        "tickets.read",
+        "tickets.write",
+    ),
+    # An internal team that only searches the knowledge base.
+    "kb-reader": ("kb.read",),
+}
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What a service needs to know about the rest of the stack."""
+
+    state_dir: Path
+    database_url: str
+    kafka_bootstrap: str
+    kafka_idempotence: bool
+    envoy_target: str
+    tokens: Mapping[str, str]  # principal -> token
+    ports: Mapping[str, int]  # component -> port (grpc or http), and "<svc>-metrics"
+    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. fake provider URLs
+
+    def auth_tokens_json(self) -> str:
+        return json.dumps({tok: {"principal": p, "scopes": list(GRANTS[p])} for p, tok in self.tokens.items()})
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    kind: str  # "grpc" or "http"
+    env: Callable[[StackInfo], dict[str, str]]
+    argv: tuple[str, ...] = ("serve",)
+    # Commands run once the service is healthy, e.g. loading the sample knowledge base.
+    after_start: Callable[[StackInfo], list[list[str]]] = lambda info: []
+
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+
+def _grpc_env(prefix: str, name: str, info: StackInfo) -> dict[str, str]:
+    return {
+        f"{prefix}GRPC_HOST": "127.0.0.1",
+        f"{prefix}GRPC_PORT": str(info.ports[name]),
+        f"{prefix}METRICS_PORT": str(info.ports.get(f"{name}-metrics", 0)),
+        f"{prefix}AUTH_TOKENS": info.auth_tokens_json(),
+        f"{prefix}DATABASE_URL": info.database_url,
+        f"{prefix}KAFKA_BOOTSTRAP": info.kafka_bootstrap,
+        f"{prefix}KAFKA_IDEMPOTENCE": str(info.kafka_idempotence).lower(),
+    }
+
+
+def _knowledge_env(info: StackInfo) -> dict[str, str]:
+    return _grpc_env("FTE_KNOWLEDGE_", "knowledge", info)
+
+
+def _identity_env(info: StackInfo) -> dict[str, str]:
+    return _grpc_env("FTE_IDENTITY_", "identity", info)
+
+
+def _notifier_env(info: StackInfo) -> dict[str, str]:
+    return _grpc_env("FTE_NOTIFIER_", "notifier", info)
+
+
+def _agent_env(info: StackInfo) -> dict[str, str]:
+    env = _grpc_env("FTE_AGENT_", "agent", info)
+    env.update(
+        {
+            "FTE_AGENT_KNOWLEDGE_TARGET": info.envoy_target,
+            "FTE_AGENT_IDENTITY_TARGET": info.envoy_target,
+            "FTE_AGENT_NOTIFIER_TARGET": info.envoy_target,
+            "FTE_AGENT_SERVICE_TOKEN": info.tokens["agent"],
+        }
+    )
+    return env
+
+
+def _gateway_env(info: StackInfo) -> dict[str, str]:
+    return {
+        "FTE_GATEWAY_HTTP_HOST": "127.0.0.1",
+        "FTE_GATEWAY_HTTP_PORT": str(info.ports["gateway"]),
+        "FTE_GATEWAY_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
+        "FTE_GATEWAY_KAFKA_IDEMPOTENCE": str(info.kafka_idempotence).lower(),
+        "FTE_GATEWAY_AGENT_TARGET": info.envoy_target,
+        "FTE_GATEWAY_SERVICE_TOKEN": info.tokens["gateway"],
+        "FTE_GATEWAY_DATABASE_URL": info.database_url,
+    }
+
+
+# Start order: dependencies first. The gateway is last: it is the edge.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("identity", "fte_identity", "grpc", _identity_env),
+    ServiceSpec("knowledge", "fte_knowledge", "grpc", _knowledge_env),
+    ServiceSpec("notifier", "fte_notifier", "grpc", _notifier_env),
+    ServiceSpec("agent", "fte_agent", "grpc", _agent_env),
+    ServiceSpec("gateway", "fte_gateway", "http", _gateway_env),
+)
