@@ -13,6 +13,10 @@ setup:
 run: setup
 	$(PY) -m fte_stack run
 
+# Sends sample customer messages through the real webhooks of a running `make run` stack.
+demo: setup
+	$(PY) scripts/demo.py
+
 protos: setup
 	$(PY) scripts/gen_protos.py
 
