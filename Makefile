@@ -51,5 +51,23 @@ test-kafka: setup
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# One image per service, built from the repository root. Needs a container engine (docker or
+# podman; ENGINE=... to choose); without a working one it fails with a message, never builds nothing
+# and exits 0. IMAGE_REGISTRY (with a trailing /), IMAGE_TAG (default: the commit) and
+# IMAGE_SERVICES (default: every services/*/Dockerfile) choose names and what to build.
+ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE_REGISTRY ?=
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+IMAGE_SERVICES ?= $(patsubst services/%/Dockerfile,%,$(wildcard services/*/Dockerfile))
+images:
+	@if [ -z "$(ENGINE)" ]; then \
+		echo "make images: no container engine found (install docker or podman, or set ENGINE=...)" >&2; exit 1; fi
+	@if ! $(ENGINE) info >/dev/null 2>&1; then \
+		echo "make images: $(ENGINE) is installed but cannot reach its daemon or machine" >&2; exit 1; fi
+	@for s in $(IMAGE_SERVICES); do \
+		echo "== $(IMAGE_REGISTRY)fte-$$s:$(IMAGE_TAG)"; \
+		$(ENGINE) build -f services/$$s/Dockerfile -t $(IMAGE_REGISTRY)fte-$$s:$(IMAGE_TAG) . || exit 1; \
+	done
+
 clean:
 	rm -rf .local build .mypy_cache .ruff_cache .pytest_cache
