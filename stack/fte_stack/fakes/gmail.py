@@ -9,6 +9,7 @@ Implemented (paths as the static discovery document builds them): users.getProfi
 users.history.list (404 for a startHistoryId older than the retained history), users.messages.list,
 users.messages.get (format full, metadata, minimal, raw) and users.messages.send (JSON `raw`, or
 the simple/multipart upload paths). Sent messages land in the mailbox with the SENT label.
+messages.list understands one search operator, `q=rfc822msgid:<id>`.
 
 Admin endpoints for tests and the local stack (under /_fake/):
   POST /_fake/inbox            body: a raw RFC 822 message -> {"id", "threadId", "historyId"}
@@ -264,9 +265,15 @@ class FakeGmail:
         max_results = min(int(q.get("maxResults", "100")), 500)
         offset = int(q.get("pageToken", "0") or 0)
         labels = q.getlist("labelIds")
+        # Only the `rfc822msgid:` search operator is understood (looking a message up by its
+        # Message-ID header, as a sender does to check whether a send went through).
+        wanted_id = _rfc822msgid(q.get("q", ""))
         with self.state.lock:
             newest_first = [
-                m for m in reversed(self.state.messages.values()) if all(lb in m.label_ids for lb in labels)
+                m
+                for m in reversed(self.state.messages.values())
+                if all(lb in m.label_ids for lb in labels)
+                and (wanted_id is None or str(m.parsed.get("Message-ID", "")).strip().strip("<>") == wanted_id)
             ]
             page = newest_first[offset : offset + max_results]
             body: dict[str, Any] = {"resultSizeEstimate": len(newest_first)}
@@ -368,6 +375,13 @@ class _FailureMiddleware:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+def _rfc822msgid(query: str) -> str | None:
+    for term in query.split():
+        if term.startswith("rfc822msgid:"):
+            return term.removeprefix("rfc822msgid:").strip("<>")
+    return None
 
 
 def _error(code: int, message: str, status: str) -> JSONResponse:
