@@ -1,0 +1,1 @@
+"""The identity service: one customer across email, phone, WhatsApp and the web form."""

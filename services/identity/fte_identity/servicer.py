@@ -1,0 +1,267 @@
+"""IdentityService: request validation and proto mapping around the store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fte.common.v1 import common_pb2
+from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
+from fte_runtime import pagination
+from fte_runtime.context import principal_var
+from fte_runtime.errors import FieldViolation, InvalidArgument
+from fte_runtime.names import parse_name
+
+from fte_identity.normalize import InvalidIdentifier, Kind, Normalized, normalize
+from fte_identity.store import ACTIVE, ERASED, MERGED, CustomerRow, Sighting, Store, customer_name, timestamp
+
+Channel = common_pb2.Channel
+
+MAX_DISPLAY_NAME = 200
+MAX_REASON = 1000
+MAX_REQUEST_ID = 200
+MAX_CODE = 32
+
+# What each channel may give, and which of it the channel itself proves (the sender controls it).
+_CHANNEL_KINDS: dict[int, tuple[frozenset[int], frozenset[int]]] = {
+    Channel.CHANNEL_EMAIL: (frozenset({Kind.IDENTIFIER_KIND_EMAIL}), frozenset({Kind.IDENTIFIER_KIND_EMAIL})),
+    Channel.CHANNEL_WHATSAPP: (
+        frozenset({Kind.IDENTIFIER_KIND_WHATSAPP, Kind.IDENTIFIER_KIND_WHATSAPP_BSUID}),
+        frozenset({Kind.IDENTIFIER_KIND_WHATSAPP, Kind.IDENTIFIER_KIND_WHATSAPP_BSUID}),
+    ),
+    # The form's email is where the answer goes; its phone is only typed in, so it is a
+    # companion: linked when new, never the key that picks an existing customer.
+    Channel.CHANNEL_WEB_FORM: (
+        frozenset({Kind.IDENTIFIER_KIND_EMAIL, Kind.IDENTIFIER_KIND_PHONE}),
+        frozenset({Kind.IDENTIFIER_KIND_EMAIL}),
+    ),
+}
+
+_STATES = {
+    ACTIVE: identity_pb2.Customer.STATE_ACTIVE,
+    MERGED: identity_pb2.Customer.STATE_MERGED,
+    ERASED: identity_pb2.Customer.STATE_ERASED,
+}
+
+
+def _invalid(field: str, reason: str, description: str) -> InvalidArgument:
+    return InvalidArgument(f"{field}: {description}", violations=[FieldViolation(field, description)], reason=reason)
+
+
+def to_proto(customer: CustomerRow) -> identity_pb2.Customer:
+    return identity_pb2.Customer(
+        name=customer_name(customer.id),
+        display_name=customer.display_name,
+        identifiers=[
+            identity_pb2.Identifier(
+                kind=i.kind,  # type: ignore[arg-type]
+                value=i.value,
+                raw_value=i.raw_value,
+                verified=i.verified,
+                create_time=timestamp(i.create_time),
+            )
+            for i in customer.identifiers
+        ],
+        state=_STATES[customer.state],
+        merged_into=customer_name(customer.merged_into) if customer.merged_into else "",
+        create_time=timestamp(customer.create_time),
+        update_time=timestamp(customer.update_time),
+    )
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    ttl: timedelta
+    max_attempts: int
+    key: bytes
+
+
+class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        default_region: str,
+        verification: VerificationPolicy,
+        on_event: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._region = default_region
+        self._verification = verification
+        # Called after a commit that wrote to the outbox, so the relay publishes without waiting.
+        self._on_event = on_event
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _identifier(self, given: identity_service_pb2.IdentifierInput, field: str) -> Normalized:
+        try:
+            return normalize(given.kind, given.value, self._region)
+        except InvalidIdentifier as exc:
+            subfield = "kind" if exc.reason == "UNKNOWN_IDENTIFIER_KIND" else "value"
+            raise _invalid(f"{field}.{subfield}", exc.reason, exc.message) from exc
+
+    @staticmethod
+    def _customer_id(name: str, field: str) -> uuid.UUID:
+        raw = parse_name(name, "customers", field)
+        try:
+            return uuid.UUID(raw)
+        except ValueError as exc:
+            raise _invalid(field, "INVALID_NAME", "must look like 'customers/{id}'") from exc
+
+    @staticmethod
+    def _text(value: str, field: str, limit: int, *, required: bool, reason: str) -> str:
+        text = value.strip()
+        if required and not text:
+            raise _invalid(field, f"{reason}_REQUIRED", "is required")
+        if len(text) > limit:
+            raise _invalid(field, f"{reason}_TOO_LONG", f"must be at most {limit} characters")
+        return text
+
+    @staticmethod
+    def _actor() -> str:
+        principal = principal_var.get()
+        return principal.name if principal is not None else "unknown"
+
+    # -- RPCs ------------------------------------------------------------------------------
+
+    async def ResolveCustomer(
+        self, request: identity_service_pb2.ResolveCustomerRequest, context: Any
+    ) -> identity_service_pb2.ResolveCustomerResponse:
+        kinds = _CHANNEL_KINDS.get(request.channel)
+        if kinds is None:
+            raise _invalid("channel", "UNKNOWN_CHANNEL", "must be EMAIL, WHATSAPP or WEB_FORM")
+        allowed, proven = kinds
+        if not request.identifiers:
+            raise _invalid("identifiers", "IDENTIFIERS_REQUIRED", "at least one identifier is required")
+        display_name = self._text(
+            request.display_name, "display_name", MAX_DISPLAY_NAME, required=False, reason="DISPLAY_NAME"
+        )
+        sightings: list[Sighting] = []
+        for n, given in enumerate(request.identifiers):
+            field = f"identifiers[{n}]"
+            ident = self._identifier(given, field)
+            if ident.kind not in allowed:
+                raise _invalid(
+                    f"{field}.kind", "IDENTIFIER_KIND_NOT_ALLOWED", "this kind does not come from the channel"
+                )
+            if any(s.ident.kind == ident.kind for s in sightings):
+                raise _invalid(f"{field}.kind", "DUPLICATE_IDENTIFIER_KIND", "give at most one identifier of each kind")
+            sightings.append(Sighting(ident, ident.kind in proven))
+        if not any(s.proven for s in sightings):
+            raise _invalid(
+                "identifiers",
+                "CHANNEL_IDENTIFIER_REQUIRED",
+                "include the identifier the channel itself gives (the email on email and web form)",
+            )
+        customer, created = await self._store.resolve(sightings, display_name)
+        return identity_service_pb2.ResolveCustomerResponse(customer=to_proto(customer), created=created)
+
+    async def GetCustomer(
+        self, request: identity_service_pb2.GetCustomerRequest, context: Any
+    ) -> identity_service_pb2.GetCustomerResponse:
+        customer = await self._store.get(self._customer_id(request.name, "name"))
+        return identity_service_pb2.GetCustomerResponse(customer=to_proto(customer))
+
+    async def ListCustomers(
+        self, request: identity_service_pb2.ListCustomersRequest, context: Any
+    ) -> identity_service_pb2.ListCustomersResponse:
+        size = pagination.page_size(request.page_size)
+        ident = self._identifier(request.identifier, "identifier") if request.HasField("identifier") else None
+        filters = {"kind": ident.kind, "value": ident.value} if ident else None
+        position = pagination.decode_token(request.page_token, filters)
+        after: tuple[datetime, uuid.UUID] | None = None
+        if position is not None:
+            try:
+                after = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from exc
+        customers, more = await self._store.list(size, after, ident)
+        token = ""
+        if more and customers:
+            last = customers[-1]
+            token = pagination.encode_token([last.create_time.isoformat(), str(last.id)], filters)
+        return identity_service_pb2.ListCustomersResponse(
+            customers=[to_proto(c) for c in customers], next_page_token=token
+        )
+
+    async def LinkIdentifier(
+        self, request: identity_service_pb2.LinkIdentifierRequest, context: Any
+    ) -> identity_service_pb2.LinkIdentifierResponse:
+        customer_id = self._customer_id(request.customer, "customer")
+        if not request.HasField("identifier"):
+            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
+        ident = self._identifier(request.identifier, "identifier")
+        customer = await self._store.link(customer_id, ident, request.verified)
+        return identity_service_pb2.LinkIdentifierResponse(customer=to_proto(customer))
+
+    async def StartVerification(
+        self, request: identity_service_pb2.StartVerificationRequest, context: Any
+    ) -> identity_service_pb2.StartVerificationResponse:
+        customer_id = self._customer_id(request.customer, "customer")
+        if not request.HasField("identifier"):
+            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
+        ident = self._identifier(request.identifier, "identifier")
+        policy = self._verification
+        code, expire_time = await self._store.start_verification(
+            customer_id, ident, ttl=policy.ttl, max_attempts=policy.max_attempts, key=policy.key
+        )
+        return identity_service_pb2.StartVerificationResponse(code=code, expire_time=timestamp(expire_time))
+
+    async def CompleteVerification(
+        self, request: identity_service_pb2.CompleteVerificationRequest, context: Any
+    ) -> identity_service_pb2.CompleteVerificationResponse:
+        customer_id = self._customer_id(request.customer, "customer")
+        if not request.HasField("identifier"):
+            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
+        ident = self._identifier(request.identifier, "identifier")
+        code = self._text(request.code, "code", MAX_CODE, required=True, reason="CODE")
+        customer = await self._store.complete_verification(customer_id, ident, code, key=self._verification.key)
+        return identity_service_pb2.CompleteVerificationResponse(customer=to_proto(customer))
+
+    async def MergeCustomers(
+        self, request: identity_service_pb2.MergeCustomersRequest, context: Any
+    ) -> identity_service_pb2.MergeCustomersResponse:
+        source = self._customer_id(request.source_customer, "source_customer")
+        target = self._customer_id(request.target_customer, "target_customer")
+        if source == target:
+            raise _invalid("target_customer", "MERGE_INTO_SELF", "a customer cannot be merged into itself")
+        reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
+        request_id = self._text(request.request_id, "request_id", MAX_REQUEST_ID, required=False, reason="REQUEST_ID")
+        customer, merge = await self._store.merge(
+            source, target, actor=self._actor(), reason=reason, request_id=request_id or None
+        )
+        self._on_event()
+        return identity_service_pb2.MergeCustomersResponse(
+            customer=to_proto(customer),
+            merge=identity_pb2.MergeRecord(
+                source_customer=customer_name(merge.source),
+                target_customer=customer_name(merge.target),
+                actor=merge.actor,
+                reason=merge.reason,
+                merge_time=timestamp(merge.merge_time),
+            ),
+        )
+
+    async def EraseCustomer(
+        self, request: identity_service_pb2.EraseCustomerRequest, context: Any
+    ) -> identity_service_pb2.EraseCustomerResponse:
+        customer_id = self._customer_id(request.name, "name")
+        reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
+        if await self._store.erase(customer_id, actor=self._actor(), reason=reason):
+            self._on_event()
+        return identity_service_pb2.EraseCustomerResponse()
+
+
+METHOD_SCOPES = {
+    "ResolveCustomer": "identity.write",
+    "GetCustomer": "identity.read",
+    "ListCustomers": "identity.read",
+    "LinkIdentifier": "identity.write",
+    "StartVerification": "identity.write",
+    "CompleteVerification": "identity.write",
+    "MergeCustomers": "identity.write",
+    "EraseCustomer": "identity.write",
+}
