@@ -1,0 +1,1 @@
+"""NotifierService: outbound delivery on every channel through a transactional outbox."""

@@ -1,0 +1,77 @@
+"""`python -m fte_notifier serve | migrate | outbox`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from fte_runtime.db import create_pool
+
+from fte_notifier.server import SCHEMA, migrate, serve
+from fte_notifier.settings import NotifierSettings
+from fte_notifier.store import CHANNEL_NAMES, Store
+
+_STATUS = {1: "queued", 2: "sent", 3: "delivered", 4: "read", 5: "failed"}
+
+
+def _cell(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def show_outbox(settings: NotifierSettings, limit: int) -> None:
+    """Print the newest deliveries as a small table (what local mode 'sent')."""
+    await migrate(settings)
+    pool = await create_pool(settings, SCHEMA, application_name="fte-notifier-cli")
+    try:
+        rows = await Store(pool).outbox_rows(limit)
+    finally:
+        await pool.close()
+    columns = (
+        ("created", 19),
+        ("delivery", 36),
+        ("channel", 8),
+        ("status", 9),
+        ("local", 5),
+        ("parts", 5),
+        ("recipient", 28),
+        ("text", 40),
+    )
+    print("  ".join(name.ljust(width) for name, width in columns))
+    for d in rows:
+        values = (
+            d["create_time"].strftime("%Y-%m-%d %H:%M:%S"),
+            str(d["id"]),
+            CHANNEL_NAMES.get(d["channel"], "?"),
+            _STATUS.get(d["status"], "?"),
+            "yes" if d["local_only"] else "no",
+            str(d["part_count"]),
+            d["recipient"],
+            d["subject"] + " | " + d["text_body"] if d["subject"] else d["text_body"],
+        )
+        print("  ".join(_cell(v, w).ljust(w) for v, (_, w) in zip(values, columns, strict=True)))
+    print(f"({len(rows)} deliveries)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fte_notifier", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gRPC server, dispatcher, outcome relay and status consumer")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    outbox = sub.add_parser("outbox", help="print the newest deliveries")
+    outbox.add_argument("--limit", type=int, default=20)
+    args = parser.parse_args(argv)
+    settings = NotifierSettings()
+    if args.command == "serve":
+        asyncio.run(serve(settings))
+    elif args.command == "migrate":
+        applied = asyncio.run(migrate(settings))
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    else:
+        asyncio.run(show_outbox(settings, args.limit))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""SQL for the outbox: deliveries, their parts, provider statuses and outcome events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from fte.common.v1 import common_pb2
+from fte.events.v1 import delivery_events_pb2
+from fte_runtime import topics
+from google.protobuf.message import Message
+
+from fte_notifier.statuses import FAILED, QUEUED, SENT, advances, combine
+
+
+class LeaseLost(Exception):
+    """Another dispatcher owns the delivery now (this one was too slow or was presumed dead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    request_id: str
+    fingerprint: str
+    channel: int
+    recipient: str
+    subject: str
+    text_body: str
+    ticket_id: str
+    reply_to: dict[str, Any] | None
+    template: dict[str, Any] | None
+    local_only: bool
+    part_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    part_no: int
+    state: str
+    provider_message_id: str | None
+    attempt_started_at: datetime | None
+
+
+def _json(value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    return json.loads(value)
+
+
+def row_dict(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    out["reply_to"] = _json(out.get("reply_to"))
+    out["template"] = _json(out.get("template"))
+    return out
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def insert(self, new: NewDelivery) -> tuple[dict[str, Any], bool]:
+        """The delivery for `new.request_id` and whether it already existed.
+
+        The unique constraint on request_id decides between concurrent duplicates: the loser's
+        INSERT waits for the winner's commit, does nothing, and reads the winner's row."""
+        async with self.pool.acquire() as conn:
+            inserted = await conn.fetchval(
+                """INSERT INTO deliveries (id, request_id, fingerprint, channel, recipient, subject, text_body,
+                       ticket_id, reply_to, template, local_only, part_count)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)
+                   ON CONFLICT (request_id) DO NOTHING
+                   RETURNING id""",
+                uuid.uuid4(),
+                new.request_id,
+                new.fingerprint,
+                new.channel,
+                new.recipient,
+                new.subject,
+                new.text_body,
+                new.ticket_id,
+                None if new.reply_to is None else json.dumps(new.reply_to),
+                None if new.template is None else json.dumps(new.template),
+                new.local_only,
+                new.part_count,
+            )
+            row = await conn.fetchrow("SELECT * FROM delivery_view WHERE request_id = $1", new.request_id)
+        assert row is not None
+        return row_dict(row), inserted is None
+
+    async def get(self, delivery_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
+        return None if row is None else row_dict(row)
+
+    async def list_deliveries(
+        self, *, limit: int, before_seq: int | None, ticket_id: str, channel: int, status: int
+    ) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """SELECT * FROM delivery_view
+                WHERE ($1::bigint IS NULL OR seq < $1)
+                  AND ($2 = '' OR ticket_id = $2)
+                  AND ($3 = 0 OR channel = $3)
+                  AND ($4 = 0 OR status = $4)
+                ORDER BY seq DESC LIMIT $5""",
+            before_seq,
+            ticket_id,
+            channel,
+            status,
+            limit,
+        )
+        return [row_dict(r) for r in rows]
+
+    # --- dispatcher ---------------------------------------------------------------------------
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+        """Due queued deliveries, leased to `owner`. SKIP LOCKED lets dispatchers claim side by
+        side; the lease (not the row lock) keeps the claim after this short transaction."""
+        # Status 1 is QUEUED (fte.common.v1.DeliveryStatus).
+        rows = await self.pool.fetch(
+            """WITH due AS (
+                    SELECT id FROM deliveries
+                    WHERE status = 1 AND next_attempt_at <= now()
+                      AND (lease_until IS NULL OR lease_until < now())
+                    ORDER BY next_attempt_at
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE deliveries d
+                   SET lease_owner = $1, lease_until = now() + make_interval(secs => $3),
+                       attempts = d.attempts + 1, update_time = now()
+                  FROM due WHERE d.id = due.id
+                RETURNING d.id""",
+            owner,
+            limit,
+            lease_seconds,
+        )
+        if not rows:
+            return []
+        claimed = await self.pool.fetch(
+            "SELECT * FROM delivery_view WHERE id = ANY($1::uuid[]) ORDER BY next_attempt_at", [r["id"] for r in rows]
+        )
+        return [row_dict(r) for r in claimed]
+
+    async def parts(self, delivery_id: uuid.UUID, count: int) -> list[Part]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO delivery_parts (delivery_id, part_no) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [(delivery_id, n) for n in range(count)],
+            )
+            rows = await conn.fetch(
+                """SELECT part_no, state, provider_message_id, attempt_started_at FROM delivery_parts
+                   WHERE delivery_id = $1 ORDER BY part_no""",
+                delivery_id,
+            )
+        return [Part(r["part_no"], r["state"], r["provider_message_id"], r["attempt_started_at"]) for r in rows]
+
+    async def begin_part(self, delivery_id: uuid.UUID, part_no: int, owner: str, lease_seconds: float) -> None:
+        """Renew the lease (fenced: only while we still own it) and mark the part in flight,
+        committed before the provider is called."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            owned = await conn.fetchval(
+                """UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
+                   WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING true""",
+                delivery_id,
+                owner,
+                lease_seconds,
+            )
+            if not owned:
+                raise LeaseLost(str(delivery_id))
+            await conn.execute(
+                """UPDATE delivery_parts SET state = 'sending', attempt_started_at = now()
+                   WHERE delivery_id = $1 AND part_no = $2""",
+                delivery_id,
+                part_no,
+            )
+
+    async def part_sent(self, delivery_id: uuid.UUID, part_no: int, provider_message_id: str) -> None:
+        """Record an accepted part. Not fenced by the lease: the provider has it either way."""
+        await self.pool.execute(
+            """UPDATE delivery_parts SET state = 'sent', provider_message_id = $3, sent_time = now()
+               WHERE delivery_id = $1 AND part_no = $2""",
+            delivery_id,
+            part_no,
+            provider_message_id,
+        )
+
+    async def part_not_sent(self, delivery_id: uuid.UUID, part_no: int) -> None:
+        """The provider answered and refused: nothing to reconcile next time."""
+        await self.pool.execute(
+            "UPDATE delivery_parts SET state = 'pending' WHERE delivery_id = $1 AND part_no = $2 AND state = 'sending'",
+            delivery_id,
+            part_no,
+        )
+
+    async def complete(self, delivery: dict[str, Any], owner: str) -> bool:
+        """Every part is with the provider: SENT (or further, from statuses already reported),
+        and ReplyDelivered in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT status FROM deliveries WHERE id = $1 AND lease_owner = $2 AND status = 1 FOR UPDATE",
+                delivery["id"],
+                owner,
+            )
+            if row is None:
+                return False
+            ids = await conn.fetchval(
+                "SELECT array_agg(provider_message_id ORDER BY part_no) FROM delivery_parts WHERE delivery_id = $1",
+                delivery["id"],
+            )
+            sent_time = await conn.fetchval(
+                """UPDATE deliveries SET status = $2, sent_time = now(), update_time = now(),
+                       lease_owner = NULL, lease_until = NULL, last_error = '', last_error_code = ''
+                   WHERE id = $1 RETURNING sent_time""",
+                delivery["id"],
+                SENT,
+            )
+            event = delivery_events_pb2.ReplyDelivered(
+                delivery=f"deliveries/{delivery['id']}",
+                request_id=delivery["request_id"],
+                ticket_id=delivery["ticket_id"],
+                channel=delivery["channel"],
+                provider_message_ids=list(ids or []),
+            )
+            event.sent_time.FromDatetime(sent_time)
+            await _add_outcome(conn, event, delivery)
+            # Statuses the provider reported before the ids were recorded.
+            await _apply_part_statuses(conn, delivery["id"])
+        return True
+
+    async def retry_later(
+        self, delivery_id: uuid.UUID, owner: str, error: str, code: str, delay_seconds: float
+    ) -> None:
+        await self.pool.execute(
+            """UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4,
+                    last_error_code = $5, lease_owner = NULL, lease_until = NULL, update_time = now()
+                WHERE id = $1 AND lease_owner = $2 AND status = 1""",
+            delivery_id,
+            owner,
+            delay_seconds,
+            error,
+            code,
+        )
+
+    async def release(self, delivery_id: uuid.UUID, owner: str) -> None:
+        """Give a claimed delivery back untouched (shutting down)."""
+        await self.pool.execute(
+            """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, attempts = GREATEST(attempts - 1, 0)
+               WHERE id = $1 AND lease_owner = $2 AND status = 1""",
+            delivery_id,
+            owner,
+        )
+
+    async def fail(
+        self, delivery: dict[str, Any], owner: str | None, reason: str, code: str, *, permanent: bool
+    ) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            failed_time = await conn.fetchval(
+                """UPDATE deliveries SET status = 5, last_error = $3, last_error_code = $4,
+                        lease_owner = NULL, lease_until = NULL, update_time = now()
+                    WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND status = 1
+                    RETURNING update_time""",
+                delivery["id"],
+                owner,
+                reason[:2000],
+                code,
+            )
+            if failed_time is None:
+                return False
+            attempts = await conn.fetchval("SELECT attempts FROM deliveries WHERE id = $1", delivery["id"])
+            await _add_outcome(conn, _failed_event(delivery, reason, code, attempts, permanent, failed_time), delivery)
+        return True
+
+    # --- status events ------------------------------------------------------------------------
+
+    async def apply_status(
+        self, provider_message_id: str, status: int, error_code: str, error_message: str, occurred: datetime
+    ) -> None:
+        """Record a provider status (idempotent, forward only) and fold it into its delivery."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(
+                "SELECT status FROM provider_statuses WHERE provider_message_id = $1 FOR UPDATE", provider_message_id
+            )
+            if current is None:
+                await conn.execute(
+                    """INSERT INTO provider_statuses (provider_message_id, status, error_code, error_message,
+                           occurred_time) VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (provider_message_id) DO NOTHING""",
+                    provider_message_id,
+                    status,
+                    error_code,
+                    error_message[:2000],
+                    occurred,
+                )
+            elif advances(current, status):
+                await conn.execute(
+                    """UPDATE provider_statuses SET status = $2, error_code = $3, error_message = $4,
+                           occurred_time = $5, update_time = now() WHERE provider_message_id = $1""",
+                    provider_message_id,
+                    status,
+                    error_code,
+                    error_message[:2000],
+                    occurred,
+                )
+            else:
+                return
+            delivery_id = await conn.fetchval(
+                "SELECT delivery_id FROM delivery_parts WHERE provider_message_id = $1", provider_message_id
+            )
+            if delivery_id is not None:
+                await _apply_part_statuses(conn, delivery_id)
+
+    # --- outcome relay ------------------------------------------------------------------------
+
+    async def outbox_rows(self, limit: int) -> list[dict[str, Any]]:
+        return await self.list_deliveries(limit=limit, before_seq=None, ticket_id="", channel=0, status=0)
+
+
+def _failed_event(  # noqa: PLR0917 - the event's fields
+    delivery: dict[str, Any], reason: str, code: str, attempts: int, permanent: bool, when: datetime
+) -> delivery_events_pb2.DeliveryFailed:
+    event = delivery_events_pb2.DeliveryFailed(
+        delivery=f"deliveries/{delivery['id']}",
+        request_id=delivery["request_id"],
+        ticket_id=delivery["ticket_id"],
+        channel=delivery["channel"],
+        reason=reason[:2000],
+        provider_error_code=code,
+        attempts=attempts,
+        permanent=permanent,
+    )
+    event.failed_time.FromDatetime(when)
+    return event
+
+
+async def _add_outcome(conn: asyncpg.Connection, event: Message, delivery: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
+           VALUES ($1, $2, $3, $4, $5)""",
+        uuid.uuid4(),
+        topics.DELIVERY_OUTCOMES,
+        # Keyed by ticket so one ticket's outcomes stay in order.
+        delivery["ticket_id"] or delivery["request_id"],
+        event.DESCRIPTOR.full_name,
+        event.SerializeToString(),
+    )
+
+
+async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
+    """Recompute a sent delivery's status from its parts' provider statuses; forward only."""
+    await conn.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", delivery_id)
+    delivery = await conn.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
+    if delivery is None or delivery["status"] == QUEUED:
+        return  # the dispatcher folds statuses in when it completes the delivery
+    parts = await conn.fetch(
+        """SELECT p.state, COALESCE(s.status, $2) AS status, s.error_code, s.error_message
+           FROM delivery_parts p LEFT JOIN provider_statuses s USING (provider_message_id)
+           WHERE p.delivery_id = $1""",
+        delivery_id,
+        SENT,
+    )
+    if not parts or any(p["state"] != "sent" for p in parts):
+        return
+    new = combine([p["status"] for p in parts])
+    if not advances(delivery["status"], new):
+        return
+    if new == FAILED:
+        bad = next(p for p in parts if p["status"] == FAILED)
+        reason = bad["error_message"] or "the provider reported the message as failed"
+        when = await conn.fetchval(
+            """UPDATE deliveries SET status = $2, last_error = $3, last_error_code = $4, update_time = now()
+               WHERE id = $1 RETURNING update_time""",
+            delivery_id,
+            FAILED,
+            reason,
+            bad["error_code"] or "",
+        )
+        d = row_dict(delivery)
+        await _add_outcome(conn, _failed_event(d, reason, bad["error_code"] or "", d["attempts"], True, when), d)
+    else:
+        await conn.execute("UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1", delivery_id, new)
+
+
+CHANNEL_NAMES = {
+    common_pb2.CHANNEL_EMAIL: "email",
+    common_pb2.CHANNEL_WHATSAPP: "whatsapp",
+    common_pb2.CHANNEL_WEB_FORM: "web_form",
+}
