@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,18 @@ def _knowledge_env(info: StackInfo) -> dict[str, str]:
     return _grpc_env("FTE_KNOWLEDGE_", "knowledge", info)
 
 
+def _knowledge_sample_kb(info: StackInfo) -> list[list[str]]:
+    """Loads the sample knowledge base (services/knowledge/sample_kb); unchanged articles are
+    skipped, so a second start only re-reads the files."""
+    spec = importlib.util.find_spec("fte_knowledge")
+    if spec is None or spec.origin is None:
+        return []
+    sample_kb = Path(spec.origin).parent.parent / "sample_kb"
+    if not sample_kb.is_dir():
+        return []
+    return [[sys.executable, "-m", "fte_knowledge", "import", str(sample_kb), "--no-progress"]]
+
+
 def _identity_env(info: StackInfo) -> dict[str, str]:
     return _grpc_env("FTE_IDENTITY_", "identity", info)
 
@@ -118,7 +131,7 @@ def _gateway_env(info: StackInfo) -> dict[str, str]:
 # Start order: dependencies first. The gateway is last: it is the edge.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("identity", "fte_identity", "grpc", _identity_env),
-    ServiceSpec("knowledge", "fte_knowledge", "grpc", _knowledge_env),
+    ServiceSpec("knowledge", "fte_knowledge", "grpc", _knowledge_env, after_start=_knowledge_sample_kb),
     ServiceSpec("notifier", "fte_notifier", "grpc", _notifier_env),
     ServiceSpec("agent", "fte_agent", "grpc", _agent_env),
     ServiceSpec("gateway", "fte_gateway", "http", _gateway_env),

@@ -1,0 +1,1 @@
+"""KnowledgeService: help-centre articles, chunked and embedded, with hybrid (vector + full-text) search."""

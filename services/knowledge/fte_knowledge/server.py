@@ -1,0 +1,129 @@
+"""Wiring: pool, embedder, store, the gRPC server and the background re-embedder, started and
+stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+from fte.knowledge.v1 import knowledge_service_pb2_grpc
+from fte_runtime.db import apply_migrations, create_pool
+from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
+from fte_runtime.logs import configure_logging
+
+from fte_knowledge.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
+from fte_knowledge.reembed import run_reembedder
+from fte_knowledge.service import KnowledgeBase
+from fte_knowledge.servicer import KnowledgeServicer
+from fte_knowledge.settings import KnowledgeSettings
+from fte_knowledge.store import SCHEMA, Store
+
+log = logging.getLogger("fte.knowledge")
+
+SERVICE_NAME = "fte.knowledge.v1.KnowledgeService"
+SCOPES = {
+    "SearchKnowledge": "kb.read",
+    "GetArticle": "kb.read",
+    "ListArticles": "kb.read",
+    "CreateArticle": "kb.write",
+    "UpdateArticle": "kb.write",
+    "DeleteArticle": "kb.write",
+    "BatchImportArticles": "kb.write",
+}
+
+
+async def migrate(settings: KnowledgeSettings) -> list[str]:
+    applied: list[str] = await apply_migrations(
+        settings.database_url.get_secret_value(), SCHEMA, importlib.resources.files("fte_knowledge") / "migrations"
+    )
+    return applied
+
+
+def build_embedder(settings: KnowledgeSettings) -> Embedder:
+    if settings.embedding_provider == "openai":
+        return OpenAIEmbedder(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value(),
+            model=settings.openai_model,
+            dimension=settings.openai_dimension,
+            timeout_seconds=settings.openai_timeout_seconds,
+            max_retries=settings.openai_max_retries,
+            batch_size=settings.embedding_batch_size,
+            send_dimensions=settings.openai_send_dimensions,
+        )
+    return LocalMiniLM(batch_size=settings.embedding_batch_size, threads=settings.embedding_threads)
+
+
+async def open_knowledge_base(settings: KnowledgeSettings, application_name: str) -> KnowledgeBase:
+    """Migrated schema, pool, embedder and the current model's HNSW index."""
+    await migrate(settings)
+    pool: asyncpg.Pool = await create_pool(settings, SCHEMA, application_name=application_name, vector=True)
+    try:
+        embedder = await asyncio.to_thread(build_embedder, settings)
+        kb = KnowledgeBase(Store(pool), embedder, settings)
+        await kb.store.ensure_index(kb.model)
+    except BaseException:
+        await pool.close()
+        raise
+    return kb
+
+
+async def close_knowledge_base(kb: KnowledgeBase) -> None:
+    await kb.embedder.close()
+    await kb.store.pool.close()
+
+
+class Knowledge:
+    """The whole service. `serve()` runs it until SIGTERM; tests use `start()` / `stop()`."""
+
+    def __init__(self, settings: KnowledgeSettings) -> None:
+        self.settings = settings
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        self.kb = await open_knowledge_base(self.settings, "fte-knowledge")
+        self.grpc = GrpcServer(
+            self.settings,
+            domain="knowledge.fte",
+            services=[
+                ServiceRegistration(
+                    SERVICE_NAME,
+                    KnowledgeServicer(self.kb),
+                    knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server,
+                    SCOPES,
+                )
+            ],
+        )
+
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        return [lambda: run_reembedder(self.kb)]
+
+    async def start(self) -> int:
+        await self.open()
+        port: int = await self.grpc.start()
+        self._tasks = [asyncio.create_task(job()) for job in self.background()]
+        return port
+
+    async def stop(self) -> None:
+        await self.grpc.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.close()
+
+    async def close(self) -> None:
+        await close_knowledge_base(self.kb)
+
+
+async def serve(settings: KnowledgeSettings) -> None:
+    configure_logging("knowledge", settings.log_level, settings.log_json)
+    knowledge = Knowledge(settings)
+    await knowledge.open()
+    await run_until_signalled(knowledge.grpc, cleanups=[knowledge.close], background=knowledge.background())

@@ -1,0 +1,204 @@
+"""What the knowledge base does, independent of gRPC: write articles with their chunks and
+vectors, import in bulk, and answer hybrid searches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import asyncpg
+from fte_runtime.errors import Aborted, AlreadyExists, NotFound
+
+from fte_knowledge.articles import ArticleFields, StoredArticle
+from fte_knowledge.chunking import Chunk, chunk_article
+from fte_knowledge.embeddings import Embedder, Vector
+from fte_knowledge.metrics import ARTICLES_WRITTEN, SEARCHES
+from fte_knowledge.settings import KnowledgeSettings
+from fte_knowledge.store import Filters, Hit, Store, VectorModel
+
+log = logging.getLogger("fte.knowledge")
+
+
+class Outcome(Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    hit: Hit
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An article's chunks and their vectors, computed before the transaction that stores them."""
+
+    chunks: list[Chunk]
+    vectors: list[Vector]
+
+
+class KnowledgeBase:
+    def __init__(self, store: Store, embedder: Embedder, settings: KnowledgeSettings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.model = VectorModel(embedder.model, embedder.dimension)
+
+    async def prepare(self, articles: Sequence[ArticleFields]) -> list[Prepared]:
+        """Chunks every article and embeds all chunks in one batched call."""
+        size, overlap = self.settings.chunk_max_chars, self.settings.chunk_overlap_chars
+        per_article = [chunk_article(a.title, a.body, max_chars=size, overlap_chars=overlap) for a in articles]
+        vectors = await self.embedder.embed([c.text for chunks in per_article for c in chunks])
+        out: list[Prepared] = []
+        offset = 0
+        for chunks in per_article:
+            out.append(Prepared(chunks, vectors[offset : offset + len(chunks)]))
+            offset += len(chunks)
+        return out
+
+    async def _write_chunks(self, conn: asyncpg.Connection, fields: ArticleFields, prepared: Prepared) -> None:
+        await self.store.replace_chunks(
+            conn,
+            fields.slug,
+            language=fields.language,
+            chunks=prepared.chunks,
+            vectors=prepared.vectors,
+            model=self.model,
+        )
+
+    # -- CRUD --------------------------------------------------------------------------------
+
+    async def create(self, fields: ArticleFields, request_id: str | None = None) -> StoredArticle:
+        if request_id:
+            earlier = await self.store.get_by_request_id(request_id)
+            if earlier is not None:
+                if earlier.fields.slug != fields.slug:
+                    raise AlreadyExists("request_id was already used for another article", reason="REQUEST_ID_REUSED")
+                return earlier
+        if await self.store.get(fields.slug) is not None:
+            raise AlreadyExists(f"article {fields.slug!r} already exists", reason="ARTICLE_EXISTS")
+        (prepared,) = await self.prepare([fields])
+        try:
+            async with self.store.pool.acquire() as conn, conn.transaction():
+                stored = await self.store.insert(conn, fields, request_id=request_id)
+                await self._write_chunks(conn, fields, prepared)
+        except asyncpg.UniqueViolationError as exc:
+            # Lost a race with another create of the same slug (or request id).
+            if request_id and (earlier := await self.store.get_by_request_id(request_id)) is not None:
+                return earlier
+            raise AlreadyExists(f"article {fields.slug!r} already exists", reason="ARTICLE_EXISTS") from exc
+        ARTICLES_WRITTEN.labels("created").inc()
+        return stored
+
+    async def get(self, slug: str) -> StoredArticle:
+        article = await self.store.get(slug)
+        if article is None:
+            raise NotFound(f"article {slug!r} does not exist", reason="ARTICLE_NOT_FOUND")
+        return article
+
+    async def update(self, current: StoredArticle, new: ArticleFields) -> StoredArticle:
+        """Writes `new` over `current` if nobody changed the article since `current` was read."""
+        if new.content_hash() == current.content_hash:
+            return current
+        prepared = None if new.same_text(current.fields) else (await self.prepare([new]))[0]
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            locked = await self.store.get(current.fields.slug, conn, lock=True)
+            if locked is None:
+                raise NotFound(f"article {current.fields.slug!r} does not exist", reason="ARTICLE_NOT_FOUND")
+            if locked.etag != current.etag:
+                raise Aborted(
+                    "the article changed since it was read; get it again and re-apply the change",
+                    reason="ETAG_MISMATCH",
+                    metadata={"current_etag": locked.etag},
+                )
+            stored = await self.store.update(conn, new)
+            if prepared is not None:
+                await self._write_chunks(conn, new, prepared)
+        ARTICLES_WRITTEN.labels("updated").inc()
+        return stored
+
+    async def delete(self, slug: str, etag: str) -> None:
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            locked = await self.store.get(slug, conn, lock=True)
+            if locked is None:
+                raise NotFound(f"article {slug!r} does not exist", reason="ARTICLE_NOT_FOUND")
+            if etag and etag != locked.etag:
+                raise Aborted(
+                    "the article changed since it was read; get it again before deleting",
+                    reason="ETAG_MISMATCH",
+                    metadata={"current_etag": locked.etag},
+                )
+            await self.store.delete(conn, slug)
+        ARTICLES_WRITTEN.labels("deleted").inc()
+
+    # -- import ------------------------------------------------------------------------------
+
+    async def import_articles(self, articles: Sequence[ArticleFields]) -> list[tuple[StoredArticle | None, Outcome]]:
+        """Creates or updates each article by slug; unchanged content (same hash) is skipped.
+        Each article is written in its own transaction."""
+        hashes = await self.store.get_hashes([a.slug for a in articles])
+        changed = [a for a in articles if hashes.get(a.slug) != a.content_hash()]
+        prepared = dict(zip([a.slug for a in changed], await self.prepare(changed), strict=True))
+        results: list[tuple[StoredArticle | None, Outcome]] = []
+        for fields in articles:
+            if fields.slug not in prepared:
+                results.append((None, Outcome.UNCHANGED))
+                continue
+            async with self.store.pool.acquire() as conn, conn.transaction():
+                existing = await self.store.get(fields.slug, conn, lock=True)
+                if existing is not None and existing.content_hash == fields.content_hash():
+                    results.append((existing, Outcome.UNCHANGED))
+                    continue
+                if existing is None:
+                    stored = await self.store.insert(conn, fields)
+                    outcome = Outcome.CREATED
+                else:
+                    stored = await self.store.update(conn, fields)
+                    outcome = Outcome.UPDATED
+                await self._write_chunks(conn, fields, prepared[fields.slug])
+            ARTICLES_WRITTEN.labels(outcome.value).inc()
+            results.append((stored, outcome))
+        return results
+
+    # -- search ------------------------------------------------------------------------------
+
+    async def search(
+        self, query: str, *, top_k: int, min_score: float, filters: Filters, per_article: int
+    ) -> list[SearchHit]:
+        """Hybrid search: vector and full-text candidates fused by reciprocal rank.
+
+        A chunk's fused score is sum(1 / (k + rank)) over the two rankings, divided by the best
+        possible value (rank 1 in both), so it lies in [0, 1]."""
+        (vector,) = await self.embedder.embed([query])
+        candidates = max(self.settings.search_candidates, top_k * per_article * 3)
+        by_vector = await self.store.search_vector(
+            vector, self.model, filters, candidates, self.settings.hnsw_ef_search
+        )
+        by_text = await self.store.search_text(query, vector, self.model, filters, candidates)
+        k = self.settings.rrf_k
+        scores: dict[int, float] = {}
+        hits: dict[int, Hit] = {}
+        for ranking in (by_vector, by_text):
+            for rank, candidate in enumerate(ranking, start=1):
+                scores[candidate.chunk_id] = scores.get(candidate.chunk_id, 0.0) + 1.0 / (k + rank)
+                hits.setdefault(candidate.chunk_id, candidate)
+        best = 2.0 / (k + 1)
+        ordered = sorted(hits.values(), key=lambda h: (-scores[h.chunk_id], -h.similarity))
+        results: list[SearchHit] = []
+        taken: dict[str, int] = {}
+        for hit in ordered:
+            score = scores[hit.chunk_id] / best
+            if score < min_score:
+                break
+            if taken.get(hit.slug, 0) >= per_article:
+                continue
+            taken[hit.slug] = taken.get(hit.slug, 0) + 1
+            results.append(SearchHit(hit, score))
+            if len(results) == top_k:
+                break
+        SEARCHES.inc()
+        return results

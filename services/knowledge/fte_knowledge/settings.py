@@ -1,0 +1,51 @@
+"""The knowledge service's settings, read once at start-up from `FTE_KNOWLEDGE_*`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fte_runtime.settings import DatabaseSettings, GrpcServerSettings
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+
+class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTE_KNOWLEDGE_", extra="ignore", frozen=True)
+
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 50051
+
+    # "local": the bundled ONNX MiniLM on the CPU; "openai": an OpenAI-compatible endpoint.
+    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_batch_size: Annotated[int, Field(ge=1, le=512)] = 32
+    # Threads onnxruntime may use for one batch; 0 lets it pick (all cores).
+    embedding_threads: Annotated[int, Field(ge=0, le=64)] = 0
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr = SecretStr("")
+    openai_model: str = "text-embedding-3-small"
+    openai_dimension: Annotated[int, Field(ge=1, le=16000)] = 1536
+    # Whether to send `dimensions` (text-embedding-3 models shorten vectors; many servers reject it).
+    openai_send_dimensions: bool = True
+    openai_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
+    openai_max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+    # Chunking: characters per chunk and shared between neighbouring chunks.
+    chunk_max_chars: Annotated[int, Field(ge=200, le=8000)] = 1000
+    chunk_overlap_chars: Annotated[int, Field(ge=0, le=2000)] = 150
+
+    # Search: HNSW candidate list size (recall vs speed) and candidates taken from each ranker.
+    hnsw_ef_search: Annotated[int, Field(ge=10, le=1000)] = 100
+    search_candidates: Annotated[int, Field(ge=10, le=1000)] = 60
+    # Reciprocal rank fusion constant: larger flattens the difference between ranks.
+    rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60
+
+    # Background re-embedding of chunks that lack a vector for the current model.
+    reembed_batch_size: Annotated[int, Field(ge=1, le=1000)] = 64
+    reembed_idle_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Delete vectors of other models once every chunk has one for the current model.
+    prune_other_models: bool = True
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> KnowledgeSettings:
+        if self.chunk_overlap_chars >= self.chunk_max_chars:
+            raise ValueError("chunk_overlap_chars must be smaller than chunk_max_chars")
+        return self

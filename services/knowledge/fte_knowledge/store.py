@@ -1,0 +1,379 @@
+# ruff: noqa: S608 - SQL text is built only from constants and checked model names; values are bound.
+"""SQL for articles, chunks and embeddings in the `knowledge` schema.
+
+An article and its chunks (with their embeddings) always change in one transaction. Vectors live
+in `chunk_embeddings`, one row per chunk and model; each model has its own partial HNSW index on
+`embedding::vector(<dimension>)`, and every vector query names the model, so models never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from fte_knowledge.articles import ArticleFields, StoredArticle
+from fte_knowledge.chunking import Chunk
+from fte_knowledge.embeddings import Vector
+
+SCHEMA = "knowledge"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
+# PostgreSQL text-search configurations for article languages; anything else uses "simple".
+_TS_CONFIGS = {
+    "da": "danish",
+    "de": "german",
+    "en": "english",
+    "es": "spanish",
+    "fi": "finnish",
+    "fr": "french",
+    "hu": "hungarian",
+    "it": "italian",
+    "nl": "dutch",
+    "no": "norwegian",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sv": "swedish",
+    "tr": "turkish",
+}
+_INNER_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+_WORD = re.compile(r"[^\W_]+")
+_MAX_QUERY_TERMS = 64
+
+
+def ts_config(language: str) -> str:
+    return _TS_CONFIGS.get(language.split("-", maxsplit=1)[0].lower(), "simple")
+
+
+def fts_text(text: str) -> str:
+    """Hyphens inside words become spaces, so "TL-4091" is indexed as "tl" and "4091" and a
+    query for "4091" or "TL 4091" finds it."""
+    return _INNER_HYPHEN.sub(" ", text)
+
+
+def or_query(text: str) -> str:
+    """A tsquery source matching any of the query's words: customer questions rarely contain
+    every word of the answer, and ts_rank puts chunks matching more words first."""
+    words = _WORD.findall(text.lower())[:_MAX_QUERY_TERMS]
+    return " | ".join(dict.fromkeys(words))
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    language: str = ""
+
+    def sql(self, args: list[Any], alias: str = "a") -> str:
+        """WHERE conditions (starting with AND) for these filters; appends their values to `args`."""
+        parts: list[str] = []
+        if self.categories:
+            args.append(list(self.categories))
+            parts.append(f"{alias}.category = ANY(${len(args)}::text[])")
+        if self.tags:
+            args.append(list(self.tags))
+            parts.append(f"{alias}.tags @> ${len(args)}::text[]")
+        if self.language:
+            args.append(self.language)
+            parts.append(f"{alias}.language = ${len(args)}")
+        return "".join(f" AND {p}" for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    chunk_id: int
+    slug: str
+    title: str
+    url: str
+    category: str
+    language: str
+    chunk_index: int
+    heading: str
+    text: str
+    similarity: float
+    text_rank: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VectorModel:
+    """A model's name and dimension, checked once so they can be inlined into SQL: a partial
+    index is only used when the planner sees the model as a constant."""
+
+    name: str
+    dimension: int
+
+    def __post_init__(self) -> None:
+        if not _MODEL_NAME.match(self.name) or self.dimension <= 0:
+            raise ValueError(f"unusable embedding model name or dimension: {self.name!r}/{self.dimension}")
+
+    @property
+    def literal(self) -> str:
+        return "'" + self.name.replace("'", "''") + "'"
+
+    @property
+    def column(self) -> str:
+        return f"(e.embedding::public.vector({self.dimension}))"
+
+    @property
+    def index_name(self) -> str:
+        digest = hashlib.sha256(f"{self.name}/{self.dimension}".encode()).hexdigest()[:12]
+        return f"chunk_embeddings_hnsw_{digest}"
+
+
+_ARTICLE_COLUMNS = "slug, title, body, category, tags, language, url, version, content_hash, create_time, update_time"
+
+
+def _article(row: asyncpg.Record) -> StoredArticle:
+    return StoredArticle(
+        fields=ArticleFields(
+            slug=row["slug"],
+            title=row["title"],
+            body=row["body"],
+            category=row["category"],
+            tags=tuple(row["tags"]),
+            language=row["language"],
+            url=row["url"],
+        ),
+        version=row["version"],
+        content_hash=row["content_hash"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # -- schema ----------------------------------------------------------------------------
+
+    async def ensure_index(self, model: VectorModel) -> None:
+        """The model's HNSW index (cosine). Built concurrently so writes continue meanwhile."""
+        async with self.pool.acquire() as conn:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND indexname = $2", SCHEMA, model.index_name
+            )
+            if exists:
+                return
+            await conn.execute(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {model.index_name} ON {SCHEMA}.chunk_embeddings "
+                f"USING hnsw ((embedding::public.vector({model.dimension})) public.vector_cosine_ops) "
+                f"WHERE model = {model.literal}"
+            )
+
+    # -- articles ----------------------------------------------------------------------------
+
+    async def get(self, slug: str, conn: Any = None, *, lock: bool = False) -> StoredArticle | None:
+        sql = f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE slug = $1" + (" FOR UPDATE" if lock else "")
+        row = await (conn or self.pool).fetchrow(sql, slug)
+        return _article(row) if row else None
+
+    async def get_by_request_id(self, request_id: str) -> StoredArticle | None:
+        row = await self.pool.fetchrow(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE request_id = $1", request_id)
+        return _article(row) if row else None
+
+    async def get_hashes(self, slugs: Sequence[str]) -> dict[str, str]:
+        rows = await self.pool.fetch("SELECT slug, content_hash FROM articles WHERE slug = ANY($1::text[])", slugs)
+        return {r["slug"]: r["content_hash"] for r in rows}
+
+    async def list_articles(
+        self, *, after_slug: str | None, limit: int, category: str, language: str, tag: str
+    ) -> tuple[list[StoredArticle], int]:
+        args: list[Any] = []
+        where = Filters(categories=(category,) if category else (), tags=(tag,) if tag else (), language=language).sql(
+            args, alias="articles"
+        )
+        total = await self.pool.fetchval(f"SELECT count(*) FROM articles WHERE true{where}", *args)
+        page_args = [*args, after_slug or "", limit]
+        rows = await self.pool.fetch(
+            f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE slug > ${len(args) + 1}{where} "
+            f"ORDER BY slug LIMIT ${len(args) + 2}",
+            *page_args,
+        )
+        return [_article(r) for r in rows], int(total)
+
+    async def insert(
+        self,
+        conn: Any,
+        fields: ArticleFields,
+        *,
+        request_id: str | None = None,
+    ) -> StoredArticle:
+        row = await conn.fetchrow(
+            f"""INSERT INTO articles (slug, title, body, category, tags, language, url, content_hash, request_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_ARTICLE_COLUMNS}""",
+            fields.slug,
+            fields.title,
+            fields.body,
+            fields.category,
+            list(fields.tags),
+            fields.language,
+            fields.url,
+            fields.content_hash(),
+            request_id,
+        )
+        return _article(row)
+
+    async def update(self, conn: Any, fields: ArticleFields) -> StoredArticle:
+        row = await conn.fetchrow(
+            f"""UPDATE articles SET title = $2, body = $3, category = $4, tags = $5, language = $6, url = $7,
+                       content_hash = $8, version = version + 1, update_time = now()
+                WHERE slug = $1 RETURNING {_ARTICLE_COLUMNS}""",
+            fields.slug,
+            fields.title,
+            fields.body,
+            fields.category,
+            list(fields.tags),
+            fields.language,
+            fields.url,
+            fields.content_hash(),
+        )
+        return _article(row)
+
+    async def delete(self, conn: Any, slug: str) -> None:
+        await conn.execute("DELETE FROM articles WHERE slug = $1", slug)
+
+    async def replace_chunks(
+        self,
+        conn: Any,
+        slug: str,
+        *,
+        language: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Vector],
+        model: VectorModel,
+    ) -> None:
+        """Drops the article's chunks (their vectors go with them) and writes the new ones."""
+        await conn.execute("DELETE FROM chunks WHERE article_slug = $1", slug)
+        config = ts_config(language)
+        ids = await conn.fetch(
+            """INSERT INTO chunks (article_slug, chunk_index, heading, text, tsv)
+               SELECT $1, t.i, t.h, t.x,
+                      setweight(to_tsvector($5::regconfig, t.fh), 'A') || to_tsvector($5::regconfig, t.fx)
+               FROM unnest($2::int[], $3::text[], $4::text[], $6::text[], $7::text[]) AS t(i, h, x, fh, fx)
+               ORDER BY t.i
+               RETURNING id, chunk_index""",
+            slug,
+            [c.index for c in chunks],
+            [c.heading for c in chunks],
+            [c.text for c in chunks],
+            config,
+            [fts_text(c.heading) for c in chunks],
+            [fts_text(c.text) for c in chunks],
+        )
+        by_index = {r["chunk_index"]: r["id"] for r in ids}
+        await self.insert_embeddings(conn, [by_index[c.index] for c in chunks], vectors, model)
+
+    async def insert_embeddings(
+        self, conn: Any, chunk_ids: Sequence[int], vectors: Sequence[Vector], model: VectorModel
+    ) -> None:
+        await conn.executemany(
+            """INSERT INTO chunk_embeddings (chunk_id, model, dimension, embedding) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (chunk_id, model) DO UPDATE SET embedding = EXCLUDED.embedding, create_time = now()""",
+            [(cid, model.name, model.dimension, vec) for cid, vec in zip(chunk_ids, vectors, strict=True)],
+        )
+
+    # -- re-embedding ------------------------------------------------------------------------
+
+    async def chunks_without(self, model: VectorModel, limit: int) -> list[tuple[int, str]]:
+        rows = await self.pool.fetch(
+            """SELECT c.id, c.text FROM chunks c
+               WHERE NOT EXISTS (SELECT 1 FROM chunk_embeddings e WHERE e.chunk_id = c.id AND e.model = $1)
+               ORDER BY c.id LIMIT $2""",
+            model.name,
+            limit,
+        )
+        return [(r["id"], r["text"]) for r in rows]
+
+    async def add_embeddings(self, chunk_ids: Sequence[int], vectors: Sequence[Vector], model: VectorModel) -> int:
+        """Stores vectors for chunks that still exist (an article may have changed meanwhile)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            alive = {
+                r["id"] for r in await conn.fetch("SELECT id FROM chunks WHERE id = ANY($1::bigint[])", list(chunk_ids))
+            }
+            keep = [(cid, vec) for cid, vec in zip(chunk_ids, vectors, strict=True) if cid in alive]
+            if keep:
+                await self.insert_embeddings(conn, [k[0] for k in keep], [k[1] for k in keep], model)
+            return len(keep)
+
+    async def prune_other_models(self, model: VectorModel) -> int:
+        result: str = await self.pool.execute("DELETE FROM chunk_embeddings WHERE model <> $1", model.name)
+        return int(result.rsplit(maxsplit=1)[-1])
+
+    async def embedding_counts(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT model, count(*) AS n FROM chunk_embeddings GROUP BY model")
+        return {r["model"]: r["n"] for r in rows}
+
+    # -- search ------------------------------------------------------------------------------
+
+    def vector_sql(self, model: VectorModel, filters: Filters, args: list[Any]) -> str:
+        """Nearest chunks by cosine distance; `args` must start with (query vector, limit)."""
+        where = filters.sql(args)
+        return f"""
+            SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
+                   1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity
+            FROM chunk_embeddings e
+            JOIN chunks c ON c.id = e.chunk_id
+            JOIN articles a ON a.slug = c.article_slug
+            WHERE e.model = {model.literal}{where}
+            ORDER BY {model.column} <=> $1::public.vector({model.dimension})
+            LIMIT $2"""
+
+    async def search_vector(
+        self, vector: Vector, model: VectorModel, filters: Filters, limit: int, ef_search: int
+    ) -> list[Hit]:
+        args: list[Any] = [vector, limit]
+        sql = self.vector_sql(model, filters, args)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Iterative scans keep filtered queries from coming back short (pgvector >= 0.8).
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = await conn.fetch(sql, *args)
+        hits = [_hit(r) for r in rows]
+        # relaxed_order may return neighbours slightly out of order.
+        hits.sort(key=lambda h: -h.similarity)
+        return hits
+
+    async def search_text(
+        self, query: str, vector: Vector, model: VectorModel, filters: Filters, limit: int
+    ) -> list[Hit]:
+        terms = or_query(fts_text(query))
+        if not terms:
+            return []
+        args: list[Any] = [vector, limit, ts_config(filters.language or "en"), terms]
+        where = filters.sql(args)
+        rows = await self.pool.fetch(
+            f"""
+            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q)
+            SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
+                   1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity,
+                   ts_rank(c.tsv, q.q) AS text_rank
+            FROM q, chunks c
+            JOIN articles a ON a.slug = c.article_slug
+            JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
+            WHERE c.tsv @@ q.q{where}
+            ORDER BY text_rank DESC, c.id
+            LIMIT $2""",
+            *args,
+        )
+        return [_hit(r) for r in rows]
+
+
+def _hit(row: asyncpg.Record) -> Hit:
+    return Hit(
+        chunk_id=row["id"],
+        slug=row["slug"],
+        title=row["title"],
+        url=row["url"],
+        category=row["category"],
+        language=row["language"],
+        chunk_index=row["chunk_index"],
+        heading=row["heading"],
+        text=row["text"],
+        similarity=float(row["similarity"]),
+        text_rank=float(row.get("text_rank", 0.0)),
+    )
