@@ -1,0 +1,388 @@
+"""Replies in each channel's style, composed only from retrieved passages and fixed templates.
+
+Email: greeting, body, link, signature, at most 500 words. WhatsApp: short and plain (aim for
+300 characters, never over 1600). Web form: at most 300 words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from fte.common.v1 import common_pb2
+
+C = common_pb2
+
+WHATSAPP_TARGET_CHARS = 300
+WHATSAPP_MAX_CHARS = 1600
+EMAIL_MAX_WORDS = 500
+WEB_MAX_WORDS = 300
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "to",
+        "of",
+        "in",
+        "on",
+        "for",
+        "with",
+        "at",
+        "by",
+        "from",
+        "it",
+        "this",
+        "that",
+        "these",
+        "those",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "my",
+        "your",
+        "our",
+        "their",
+        "me",
+        "us",
+        "how",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "what",
+        "why",
+        "when",
+        "where",
+        "which",
+        "who",
+        "there",
+        "here",
+        "have",
+        "has",
+        "had",
+        "not",
+        "no",
+        "yes",
+        "please",
+        "hi",
+        "hello",
+        "hey",
+        "thanks",
+        "thank",
+        "just",
+        "get",
+        "got",
+        "any",
+        "some",
+        "all",
+        "so",
+        "if",
+        "then",
+        "than",
+        "also",
+        "very",
+        "really",
+        "about",
+        "into",
+        "out",
+        "up",
+        "down",
+        "i'm",
+        "it's",
+        "don't",
+        "can't",
+        "cannot",
+        "am",
+        "its",
+        "tasklane",
+        "help",
+        "need",
+        "want",
+        "know",
+    ]
+)
+_WORD = re.compile(r"[a-z0-9äöüßáéíóúñç]+")
+
+
+def keywords(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A retrieved knowledge-base passage."""
+
+    article: str  # "articles/{slug}"
+    title: str
+    url: str
+    heading: str
+    text: str
+    score: float
+
+    @property
+    def slug(self) -> str:
+        return self.article.rsplit("/", 1)[-1]
+
+
+def _clean(line: str) -> str:
+    line = re.sub(r"\*\*(.+?)\*\*", r"\1", line)
+    line = re.sub(r"`([^`]+)`", r"\1", line)
+    line = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", line)
+    return line.strip()
+
+
+def _blocks(text: str) -> list[str]:
+    """Paragraphs and list items of a markdown passage, cleaned, headings dropped."""
+    blocks: list[str] = []
+    current: list[str] = []
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            if current:
+                blocks.append(" ".join(current))
+                current = []
+            continue
+        if re.match(r"^([-*+]|\d+[.)])\s+", stripped):
+            if current:
+                blocks.append(" ".join(current))
+            current = [stripped]
+        elif current and raw.startswith((" ", "\t")):
+            current.append(stripped)
+        else:
+            if current and re.match(r"^([-*+]|\d+[.)])\s+", current[0]):
+                blocks.append(" ".join(current))
+                current = []
+            current.append(stripped)
+    if current:
+        blocks.append(" ".join(current))
+    return [_clean(b) for b in blocks if _clean(b)]
+
+
+def select_passage(passage: Passage, question: str, max_chars: int) -> str:
+    """The blocks of `passage` that best answer `question`, in their original order, within
+    `max_chars`. Whole step lists are kept together when they fit."""
+    blocks = _blocks(passage.text)
+    if not blocks:
+        return ""
+    full = "\n".join(blocks)
+    if len(full) <= max_chars:
+        return full
+    wanted = keywords(question)
+    ranked = sorted(range(len(blocks)), key=lambda i: (-len(wanted & keywords(blocks[i])), i))
+    chosen: set[int] = set()
+    used = 0
+    for i in ranked:
+        cost = len(blocks[i]) + 1
+        if used + cost > max_chars:
+            if not chosen:
+                return _truncate_sentences(blocks[i], max_chars)
+            continue
+        chosen.add(i)
+        used += cost
+        # A numbered step pulls in its neighbours: half a procedure is no answer.
+        if re.match(r"^\d+[.)]", blocks[i]):
+            for j in (i - 1, i + 1, i + 2):
+                if (
+                    0 <= j < len(blocks)
+                    and j not in chosen
+                    and re.match(r"^\d+[.)]", blocks[j])
+                    and used + len(blocks[j]) + 1 <= max_chars
+                ):
+                    chosen.add(j)
+                    used += len(blocks[j]) + 1
+    return "\n".join(blocks[i] for i in sorted(chosen))
+
+
+def _truncate_sentences(text: str, max_chars: int) -> str:
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    out = ""
+    for s in sentences:
+        if len(out) + len(s) + 1 > max_chars:
+            break
+        out = f"{out} {s}".strip()
+    return out or text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
+
+
+def first_name(display_name: str) -> str:
+    name = display_name.strip().split()[0] if display_name.strip() else ""
+    # Never greet with something that looks like an address or a number.
+    return name if name.isalpha() and len(name) <= 40 else ""
+
+
+# Fixed phrases per supported language; the passage itself comes from the knowledge base.
+_PHRASES: dict[str, dict[str, str]] = {
+    "en": {
+        "hi": "Hi {name},",
+        "hi_anon": "Hi,",
+        "thanks": "Thanks for contacting Tasklane support.",
+        "lead": "Here is what our help centre says about this:",
+        "link": "Full article: {title} - {url}",
+        "more_wa": "More: {url}",
+        "email_close": "If this does not solve it, just reply to this email and we will take it from there.",
+        "web_close": "If you need more help, reply here and we will follow up.",
+        "regards": "Best regards,",
+    },
+    "es": {
+        "hi": "Hola {name}:",
+        "hi_anon": "Hola:",
+        "thanks": "Gracias por contactar con el soporte de Tasklane.",
+        "lead": "Esto es lo que dice nuestro centro de ayuda:",
+        "link": "Artículo completo: {title} - {url}",
+        "more_wa": "Más: {url}",
+        "email_close": "Si esto no lo resuelve, responda a este correo y le ayudaremos.",
+        "web_close": "Si necesita más ayuda, responda aquí.",
+        "regards": "Saludos cordiales,",
+    },
+    "de": {
+        "hi": "Hallo {name},",
+        "hi_anon": "Hallo,",
+        "thanks": "Danke, dass Sie sich an den Tasklane-Support wenden.",
+        "lead": "Das steht dazu in unserem Hilfe-Center:",
+        "link": "Vollständiger Artikel: {title} - {url}",
+        "more_wa": "Mehr: {url}",
+        "email_close": "Falls das nicht hilft, antworten Sie einfach auf diese E-Mail.",
+        "web_close": "Wenn Sie weitere Hilfe brauchen, antworten Sie hier.",
+        "regards": "Viele Grüße",
+    },
+}
+
+
+def _p(language: str) -> dict[str, str]:
+    return _PHRASES.get(language, _PHRASES["en"])
+
+
+def _greeting(language: str, display_name: str) -> str:
+    p = _p(language)
+    name = first_name(display_name)
+    return p["hi"].format(name=name) if name else p["hi_anon"]
+
+
+def answer(
+    channel: int, passage: Passage, question: str, *, display_name: str, signature: str, language: str = "en"
+) -> str:
+    """A grounded answer: the passage's relevant part and a link to the article."""
+    p = _p(language)
+    if channel == C.CHANNEL_WHATSAPP:
+        link = p["more_wa"].format(url=passage.url)
+        body = select_passage(passage, question, max(80, WHATSAPP_TARGET_CHARS - len(link) - 1))
+        return limit_chars(f"{body}\n{link}", WHATSAPP_MAX_CHARS)
+    budget = 1400 if channel == C.CHANNEL_EMAIL else 1000
+    body = select_passage(passage, question, budget)
+    link = p["link"].format(title=passage.title, url=passage.url)
+    if channel == C.CHANNEL_EMAIL:
+        text = "\n\n".join(
+            [
+                _greeting(language, display_name),
+                f"{p['thanks']} {p['lead']}",
+                body,
+                link,
+                p["email_close"],
+                f"{p['regards']}\n{signature}",
+            ]
+        )
+        return limit_words(text, EMAIL_MAX_WORDS)
+    text = "\n\n".join([_greeting(language, display_name), body, link, p["web_close"]])
+    return limit_words(text, WEB_MAX_WORDS)
+
+
+_ESCALATION_LINES: dict[int, str] = {
+    C.ESCALATION_REASON_PRICING: "Questions about prices and quotes are handled by our sales team.",
+    C.ESCALATION_REASON_REFUND: "Refund requests are reviewed by our billing team.",
+    C.ESCALATION_REASON_LEGAL: "I have passed your message to the team responsible.",
+    C.ESCALATION_REASON_NEGATIVE_SENTIMENT: "I am sorry about the trouble this has caused you.",
+    C.ESCALATION_REASON_HUMAN_REQUESTED: "Of course, a member of our team will take this over.",
+    C.ESCALATION_REASON_NO_ANSWER_FOUND: "I could not find a reliable answer to this in our help centre.",
+    C.ESCALATION_REASON_UNSUPPORTED_LANGUAGE: (
+        "We could not answer automatically in your language, so a colleague will reply."
+    ),
+    C.ESCALATION_REASON_SECURITY_INCIDENT: (
+        "Account security reports are handled by our security team with priority. Until they contact you, "
+        "please do not share passwords or one-time codes with anyone."
+    ),
+    C.ESCALATION_REASON_MANUAL: "A member of our team will take this over.",
+}
+
+
+def escalation(
+    channel: int, reason: int, ticket_id: str, follow_up_by: datetime, *, display_name: str, signature: str
+) -> str:
+    """An honest hand-over: who follows up and by when. It promises nothing else."""
+    line = _ESCALATION_LINES.get(reason, _ESCALATION_LINES[C.ESCALATION_REASON_MANUAL])
+    when = follow_up_by.strftime("%A %d %B, %H:%M UTC")
+    if channel == C.CHANNEL_WHATSAPP:
+        return limit_chars(
+            f"{line} A person from our support team will reply by {when} (ticket {ticket_id}).", WHATSAPP_MAX_CHARS
+        )
+    body = (
+        f"{line} I have passed your request to a person on our support team. They will get back to you by "
+        f"{when}. Your ticket reference is {ticket_id}."
+    )
+    if channel == C.CHANNEL_EMAIL:
+        return "\n\n".join(
+            [_greeting("en", display_name), _p("en")["thanks"], body, f"{_p('en')['regards']}\n{signature}"]
+        )
+    return "\n\n".join([_greeting("en", display_name), body])
+
+
+def follow_up_ack(channel: int, ticket_id: str, display_name: str, signature: str) -> str:
+    """The reply to a new message on a ticket that already waits for a person."""
+    body = (
+        f"Thanks, I have added your message to ticket {ticket_id}. A person from our support team already "
+        "has it and will reply as soon as they can."
+    )
+    if channel == C.CHANNEL_WHATSAPP:
+        return body
+    if channel == C.CHANNEL_EMAIL:
+        return "\n\n".join([_greeting("en", display_name), body, f"{_p('en')['regards']}\n{signature}"])
+    return "\n\n".join([_greeting("en", display_name), body])
+
+
+def limit_words(text: str, max_words: int) -> str:
+    words = text.split(" ")
+    if len(text.split()) <= max_words:
+        return text
+    out: list[str] = []
+    count = 0
+    for w in words:
+        count += len(w.split())
+        if count > max_words:
+            break
+        out.append(w)
+    return " ".join(out).rstrip() + " …"
+
+
+def limit_chars(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
+
+
+def word_count(text: str) -> int:
+    return len(text.split())

@@ -1,0 +1,1 @@
+"""Reasoning engines. Both use the same tools (`tools.Toolbox`) and the same policy."""

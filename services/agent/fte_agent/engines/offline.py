@@ -1,0 +1,129 @@
+"""The offline engine: no model, no credentials. It searches the knowledge base (a second,
+reformulated search when the first finds nothing good) and answers only with what a retrieved
+passage says, or hands over to a person."""
+
+from __future__ import annotations
+
+import re
+
+from fte.common.v1 import common_pb2
+
+from fte_agent import compose, policy
+from fte_agent.compose import Passage
+from fte_agent.tools import CATEGORIES, PRIORITIES, Toolbox
+
+C = common_pb2
+
+# Everyday words customers use, mapped to the words the help centre uses.
+_SYNONYMS: dict[str, str] = {
+    "login": "sign in",
+    "log in": "sign in",
+    "logon": "sign in",
+    "signin": "sign in",
+    "pw": "password",
+    "pwd": "password",
+    "passcode": "password",
+    "2fa": "two-factor authentication",
+    "mfa": "two-factor authentication",
+    "authenticator": "two-factor authentication",
+    "csv": "export csv",
+    "excel": "export excel",
+    "bill": "invoice billing",
+    "receipt": "invoice",
+    "card": "payment method card",
+    "app": "mobile app",
+    "iphone": "mobile app ios",
+    "android": "mobile app android",
+    "laggy": "slow",
+    "sluggish": "slow",
+    "teammate": "invite teammates",
+    "colleague": "invite teammates",
+    "coworker": "invite teammates",
+    "delete": "delete",
+    "remove": "delete",
+    "notification": "notifications",
+    "emails": "email notifications",
+    "hook": "webhook",
+    "token": "api token",
+    "key": "api key",
+    "kanban": "board view",
+    "gantt": "timeline view",
+}
+
+_FILLER = re.compile(
+    r"\b(hi|hello|hey|dear|team|support|thanks?( you)?|cheers|regards|best|please|pls|kindly|urgent|quick "
+    r"question|i have a question|can you|could you|would you|help me|i need|i want|i would like|tasklane)\b",
+    re.I,
+)
+
+
+def reformulate(query: str) -> str:
+    """Key terms of the question with help-centre vocabulary, for the second search."""
+    text = _FILLER.sub(" ", query.lower())
+    for word, replacement in _SYNONYMS.items():
+        text = re.sub(rf"\b{re.escape(word)}\b", replacement, text)
+    terms = [w for w in re.findall(r"[a-z0-9äöüßáéíóúñç-]+", text) if w not in compose._STOP and len(w) > 1]
+    seen: list[str] = []
+    for t in terms:
+        if t not in seen:
+            seen.append(t)
+    return " ".join(seen[:24])
+
+
+def relevant(passages: list[Passage], question: str, min_score: float) -> Passage | None:
+    """The best passage if it is good enough to answer from: scored high enough by the search
+    and sharing at least one key term with the question."""
+    wanted = compose.keywords(question)
+    for p in passages[:3]:
+        if p.score < min_score:
+            return None
+        if wanted & compose.keywords(f"{p.title} {p.heading} {p.text}"):
+            return p
+    return None
+
+
+class OfflineEngine:
+    name = "offline"
+
+    def __init__(self, min_score: float, signature: str) -> None:
+        self.min_score = min_score
+        self.signature = signature
+
+    async def run(self, tools: Toolbox, assessment: policy.Assessment) -> None:
+        req = tools.request
+        question = policy.strip_injection(f"{req.subject}\n{req.text}".strip())
+        await tools.create_ticket(
+            category=_category_name(assessment.category), priority=_priority_name(assessment.priority)
+        )
+        if not compose.keywords(question):
+            await tools.escalate_to_human("no_answer_found", "The message holds no question to answer.")
+            return
+        best = relevant(await tools.search_knowledge_base(question), question, self.min_score)
+        if best is None:
+            second = reformulate(question)
+            if second and second != question:
+                best = relevant(await tools.search_knowledge_base(second), question, self.min_score)
+        if best is None:
+            await tools.escalate_to_human(
+                "no_answer_found", "Nothing relevant in the knowledge base after two searches."
+            )
+            return
+        tools.outcome.cited.append(best)
+        await tools.send_response(
+            compose.answer(
+                req.channel,
+                best,
+                question,
+                display_name=req.display_name,
+                signature=self.signature,
+                language=assessment.language,
+            )
+        )
+
+
+def _category_name(category: int) -> str:
+    return next((k for k, v in CATEGORIES.items() if v == category), "")
+
+
+def _priority_name(priority: int) -> str:
+    return next((k for k, v in PRIORITIES.items() if v == priority), "")

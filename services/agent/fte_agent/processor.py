@@ -1,0 +1,341 @@
+"""Handling of one inbound customer message, exactly once, resumable after a crash at any step.
+
+1. Decode and validate; a poison event goes to the DLQ (PoisonRecord / InvalidEvent).
+2. Already replied to (channel, channel message id)? Done: a duplicate is answered once.
+3. Resolve the customer (Identity); store message, conversation and ticket with the
+   de-duplication row in one transaction (the ticket exists before any reply).
+4. Reason, then store the reply and the ticket's new state (state "decided").
+5. Publish TicketEscalated when escalated (event id derived from the message), send the reply
+   through the Notifier with a request id derived from the message, and mark it "replied".
+
+A redelivery resumes at the stored state; the notifier de-duplicates by request id, so a crash
+between sending and recording never sends twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import grpc
+from aiokafka.errors import KafkaError
+from fte.common.v1 import common_pb2
+from fte.events.v1 import message_events_pb2, ticket_events_pb2
+from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
+from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
+from fte_runtime import envelope, topics
+from fte_runtime.context import correlation_id_var
+from fte_runtime.kafka import EventPublisher, PoisonRecord
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fte_agent import channels, metrics, store
+from fte_agent.reasoner import Decision, Reasoner
+from fte_agent.tools import Request, Searcher, Toolbox
+
+C = common_pb2
+log = logging.getLogger("fte.agent.worker")
+
+MESSAGE_TYPES = envelope.type_map(message_events_pb2.MessageReceived)
+_TICKET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+MAX_TEXT = 20_000
+
+_TRANSIENT_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures that go away by themselves: retried without limit, never dead-lettered."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in _TRANSIENT_CODES
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | KafkaError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.UniqueViolationError
+        | asyncpg.exceptions.DeadlockDetectedError
+        | asyncpg.exceptions.SerializationError
+        | asyncpg.exceptions.TooManyConnectionsError,
+    )
+
+
+def reply_request_id(channel: int, channel_message_id: str) -> str:
+    """The notifier idempotency key of the reply to one inbound message: the same on every retry."""
+    digest = hashlib.sha256(f"{channel}:{channel_message_id}".encode()).hexdigest()[:40]
+    return f"agent-reply-{digest}"
+
+
+def validate(msg: message_events_pb2.MessageReceived) -> None:
+    """Raise PoisonRecord for an event that can never be handled."""
+    problems: list[str] = []
+    if msg.channel not in channels.NAMES:
+        problems.append("channel is missing or unknown")
+    if not msg.channel_message_id or len(msg.channel_message_id) > 500:
+        problems.append("channel_message_id is required (at most 500 characters)")
+    if not msg.text_body.strip() and not msg.subject.strip():
+        problems.append("text_body or subject is required")
+    if len(msg.text_body) > MAX_TEXT:
+        problems.append(f"text_body is longer than {MAX_TEXT} characters")
+    if not msg.HasField("received_time"):
+        problems.append("received_time is required")
+    if msg.channel in (C.CHANNEL_EMAIL, C.CHANNEL_WEB_FORM) and "@" not in msg.sender.email:
+        problems.append("sender.email is required on this channel")
+    if msg.channel == C.CHANNEL_WHATSAPP and not (msg.sender.whatsapp_address or msg.sender.phone):
+        problems.append("sender.whatsapp_address or sender.phone is required on WhatsApp")
+    ref = msg.web_form.ticket_reference
+    if msg.channel == C.CHANNEL_WEB_FORM and ref and not _TICKET_REF.match(ref):
+        problems.append("web_form.ticket_reference must be 3-64 letters, digits, '-' or '_'")
+    if problems:
+        raise PoisonRecord("invalid MessageReceived: " + "; ".join(problems))
+
+
+def _ts(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def reply_context(msg: message_events_pb2.MessageReceived) -> dict[str, Any]:
+    """What a later reply on this ticket (a person's) needs to reach the customer in the same thread."""
+    thread = msg.email_thread
+    return {
+        "recipient": channels.recipient(msg),
+        "subject": msg.subject,
+        "display_name": msg.display_name,
+        "received_time": msg.received_time.ToDatetime(tzinfo=UTC).isoformat(),
+        "email_thread": {
+            "message_id": thread.message_id,
+            "in_reply_to": thread.in_reply_to,
+            "references": list(thread.references),
+            "gmail_thread_id": thread.gmail_thread_id,
+        },
+    }
+
+
+def send_request_from_context(
+    request_id: str, channel: int, ctx: dict[str, Any], text: str, ticket_id: str
+) -> notifier_service_pb2.SendMessageRequest:
+    req = notifier_service_pb2.SendMessageRequest(
+        request_id=request_id,
+        channel=channel,  # type: ignore[arg-type]
+        recipient=ctx.get("recipient", ""),
+        subject=ctx.get("subject", "") or f"Your Tasklane support request {ticket_id}",
+        text_body=text,
+        ticket_id=ticket_id,
+    )
+    thread = ctx.get("email_thread") or {}
+    if channel == C.CHANNEL_EMAIL and thread.get("message_id"):
+        refs = [*thread.get("references", [])]
+        req.reply_to.CopyFrom(
+            common_pb2.EmailThread(
+                message_id=thread["message_id"],
+                in_reply_to=thread.get("in_reply_to", ""),
+                references=refs,
+                gmail_thread_id=thread.get("gmail_thread_id", ""),
+            )
+        )
+    if channel == C.CHANNEL_WHATSAPP and ctx.get("received_time"):
+        req.customer_last_message_time.CopyFrom(_ts(datetime.fromisoformat(ctx["received_time"])))
+    return req
+
+
+class MessageProcessor:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        identity: identity_service_pb2_grpc.IdentityServiceAsyncStub,
+        notifier: notifier_service_pb2_grpc.NotifierServiceAsyncStub,
+        searcher: Searcher,
+        *,
+        publisher: EventPublisher,
+        reasoner: Reasoner,
+        conversation_idle: timedelta,
+    ) -> None:
+        self.pool = pool
+        self.identity = identity
+        self.notifier = notifier
+        self.searcher = searcher
+        self.publisher = publisher
+        self.reasoner = reasoner
+        self.conversation_idle = conversation_idle
+
+    async def handle_record(self, value: bytes | None, headers: Any) -> str:
+        event = envelope.decode(value, headers, MESSAGE_TYPES)
+        if event.correlation_id:
+            correlation_id_var.set(event.correlation_id)
+        msg = event.message
+        assert isinstance(msg, message_events_pb2.MessageReceived)
+        return await self.handle(msg)
+
+    async def handle(self, msg: message_events_pb2.MessageReceived) -> str:
+        """Handle one message; returns what happened ("replied", "duplicate")."""
+        validate(msg)
+        channel = msg.channel
+        ch = channels.name(channel)
+        inbound = await store.find_inbound(self.pool, channel, msg.channel_message_id)
+        if inbound is not None and inbound.state == "replied":
+            metrics.MESSAGES.labels(ch, "duplicate").inc()
+            return "duplicate"
+        customer = await self._resolve(msg)
+        allowed = channels.history_channels(customer, channel)
+        if inbound is None:
+            inbound = await store.record_inbound(
+                self.pool,
+                store.NewInbound(
+                    channel=channel,
+                    channel_message_id=msg.channel_message_id,
+                    customer=customer.name,
+                    text=msg.text_body,
+                    subject=msg.subject,
+                    received_time=msg.received_time.ToDatetime(tzinfo=UTC),
+                    ticket_reference=msg.web_form.ticket_reference if channel == C.CHANNEL_WEB_FORM else "",
+                    category=msg.web_form.category,
+                    priority=msg.web_form.priority,
+                    reply_context=reply_context(msg),
+                    allowed_channels=allowed,
+                ),
+                self.conversation_idle,
+            )
+        request_id = reply_request_id(channel, msg.channel_message_id)
+        if inbound.state == "received":
+            decision = await self._decide(msg, inbound, customer.name, allowed)
+            await store.record_decision(
+                self.pool,
+                inbound,
+                store.DecisionRecord(
+                    status=_status_for(decision, inbound),
+                    sentiment=decision.sentiment,
+                    category=decision.category,
+                    priority=decision.priority,
+                    escalation_reason=decision.escalation_reason if decision.action == "escalate" else 0,
+                    escalation_detail=decision.escalation_detail if decision.action == "escalate" else "",
+                    reply_text=decision.reply_text,
+                    request_id=request_id,
+                    decision=decision.to_json(),
+                ),
+            )
+            metrics.SENTIMENT.labels(ch).observe(decision.sentiment)
+            inbound = await store.find_inbound(self.pool, channel, msg.channel_message_id) or inbound
+        decision_json = inbound.decision or {}
+        if decision_json.get("action") == "escalate":
+            await self._publish_escalation(msg, inbound, decision_json, request_id)
+        reply = await self.notifier.SendMessage(
+            send_request_from_context(
+                request_id, channel, reply_context(msg), inbound.reply_text or "", inbound.ticket_id
+            )
+        )
+        first = await store.record_sent(self.pool, inbound, request_id, reply.delivery.name, reply.delivery.status)
+        action = decision_json.get("action", "answer")
+        metrics.REPLIES.labels(ch, action).inc()
+        metrics.MESSAGES.labels(ch, "replied").inc()
+        if action == "answer":
+            metrics.RESOLVED.labels(ch).inc()
+        elif action == "escalate":
+            metrics.ESCALATIONS.labels(decision_json.get("escalation_reason_name", "unknown")).inc()
+        if first is not None:
+            started = msg.received_time.ToDatetime(tzinfo=UTC)
+            metrics.FIRST_RESPONSE.labels(ch).observe(max(0.0, (first - started).total_seconds()))
+        return "replied"
+
+    async def _resolve(self, msg: message_events_pb2.MessageReceived) -> identity_pb2.Customer:
+        try:
+            reply = await self.identity.ResolveCustomer(
+                identity_service_pb2.ResolveCustomerRequest(
+                    channel=msg.channel, identifiers=channels.identifiers(msg), display_name=msg.display_name[:200]
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise PoisonRecord(f"identity rejected the sender: {exc.details()}") from exc
+            raise
+        return reply.customer
+
+    async def _decide(
+        self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, customer: str, allowed: list[int]
+    ) -> Decision:
+        await store.set_ticket_in_progress(self.pool, inbound.ticket_id)
+        request = Request(
+            ticket_id=inbound.ticket_id,
+            channel=msg.channel,
+            text=msg.text_body,
+            subject=msg.subject,
+            display_name=msg.display_name,
+            customer=customer,
+            new_ticket=inbound.new_ticket,
+        )
+
+        async def history(limit: int) -> list[dict[str, Any]]:
+            rows = await store.customer_messages(self.pool, customer, inbound.message_id, limit, allowed)
+            return [
+                {
+                    "channel": channels.name(r["channel"]),
+                    "author": "customer" if r["author"] == 1 else "support",
+                    "text": r["text"][:500],
+                    "time": r["create_time"].isoformat(),
+                }
+                for r in rows
+            ]
+
+        assessment = self.reasoner.assess(msg.text_body, msg.subject)
+        tools = Toolbox(request, self.searcher, history, assessment.language)
+        waiting = inbound.ticket_status == store.STATUS_ESCALATED and not inbound.new_ticket
+        return await self.reasoner.decide(tools, assessment, waiting_for_person=waiting)
+
+    async def _publish_escalation(
+        self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, decision: dict[str, Any], request_id: str
+    ) -> None:
+        now = datetime.now(UTC)
+        event = ticket_events_pb2.TicketEscalated(
+            ticket=f"tickets/{inbound.ticket_id}",
+            customer=inbound.customer,
+            channel=msg.channel,
+            reason=decision.get("escalation_reason", 0),
+            reason_detail=decision.get("escalation_detail", ""),
+            summary=_summary(msg, decision),
+            priority=decision.get("priority", 0),
+            escalated_time=_ts(now),
+        )
+        if decision.get("follow_up_by"):
+            event.follow_up_by_time.CopyFrom(_ts(datetime.fromisoformat(decision["follow_up_by"])))
+        # The event id is derived from the message: a retried publish is recognisably the same event.
+        await self.publisher.publish(
+            topics.TICKETS_ESCALATED, event, key=inbound.ticket_id, event_id=f"{request_id}-escalated"
+        )
+
+
+def _status_for(decision: Decision, inbound: store.Inbound) -> int:
+    if decision.action == "escalate":
+        return store.STATUS_ESCALATED
+    if decision.action == "acknowledge":
+        return inbound.ticket_status if inbound.ticket_status != store.STATUS_OPEN else store.STATUS_ESCALATED
+    return store.STATUS_RESOLVED
+
+
+def _summary(msg: message_events_pb2.MessageReceived, decision: dict[str, Any]) -> str:
+    """For the person picking it up: what the customer asked and what the agent saw. Customer text
+    is quoted as data; no internals."""
+    subject = msg.subject.strip()
+    excerpt = " ".join(msg.text_body.split())[:400]
+    parts = [f"{channels.name(msg.channel)} message"]
+    if subject:
+        parts.append(f'subject "{subject[:120]}"')
+    parts.append(f"language {decision.get('language', '?')}, sentiment {decision.get('sentiment', 0):.2f}")
+    return "; ".join(parts) + f'. Customer wrote: "{excerpt}"'
+
+
+async def sleep_backoff(attempt: int, cap: float = 5.0) -> None:
+    await asyncio.sleep(min(cap, 0.1 * 2**attempt))

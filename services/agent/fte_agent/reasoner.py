@@ -1,0 +1,206 @@
+"""One interface over both engines, with the deterministic policy and guardrails around them.
+
+The policy's escalation verdict is applied before any engine runs and cannot be overridden; an
+engine's reply is checked (grounded in retrieved passages, no competitor talk, no promises, no
+internals, channel length) and replaced by the offline engine's when it fails a check.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from fte.common.v1 import common_pb2
+
+from fte_agent import compose, policy
+from fte_agent.tools import Outcome, Toolbox
+
+C = common_pb2
+log = logging.getLogger("fte.agent.reasoner")
+
+COMPETITORS = (
+    "asana",
+    "trello",
+    "jira",
+    "monday.com",
+    "clickup",
+    "notion",
+    "basecamp",
+    "wrike",
+    "smartsheet",
+    "linear",
+    "airtable",
+    "todoist",
+)
+_PROMISES = re.compile(
+    r"\b(refund|discount|compensat\w*|guarantee\w*|free of charge|credit (?:your|the) account|waive\w*|"
+    r"we will (?:fix|ship|release)|by tomorrow|next week)\b",
+    re.I,
+)
+_INTERNALS = re.compile(r"(system prompt|internal note|FTE-GUARD|my instructions|i was instructed|policy rule)", re.I)
+_URL = re.compile(r"https?://[^\s)>\]]+")
+
+
+class Engine(Protocol):
+    name: str
+
+    async def run(self, tools: Toolbox, assessment: policy.Assessment) -> None: ...
+
+
+@dataclass
+class Decision:
+    """What the agent decided for one message; stored with the ticket and shown to staff."""
+
+    action: str  # "answer", "escalate" or "acknowledge"
+    reply_text: str
+    engine: str
+    language: str
+    sentiment: float
+    category: int
+    priority: int
+    escalation_reason: int = 0
+    escalation_detail: str = ""
+    article: str = ""
+    article_url: str = ""
+    injection: bool = False
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    guardrail: str = ""
+    follow_up_by: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["escalation_reason_name"] = policy.REASON_NAMES.get(self.escalation_reason, "")
+        return data
+
+
+def check_reply(text: str, outcome: Outcome, channel: int) -> str:
+    """Why an engine's reply may not be sent, or "" when it may."""
+    if not text.strip():
+        return "empty reply"
+    grounding = " ".join(f"{p.title} {p.text} {p.url}" for p in outcome.cited).lower()
+    if not outcome.cited:
+        return "reply not grounded in a retrieved passage"
+    lower = text.lower()
+    for name in COMPETITORS:
+        if re.search(rf"\b{re.escape(name)}\b", lower) and name not in grounding:
+            return f"mentions a competitor ({name})"
+    for match in _PROMISES.finditer(text):
+        if match.group(0).lower() not in grounding:
+            return f"promises something the knowledge base does not ({match.group(0)})"
+    if _INTERNALS.search(text):
+        return "reveals internals"
+    for url in _URL.findall(text):
+        if url.rstrip(".,") not in grounding:
+            return "links a page that was not retrieved"
+    if channel == C.CHANNEL_WHATSAPP and len(text) > compose.WHATSAPP_MAX_CHARS:
+        return "too long for WhatsApp"
+    if channel == C.CHANNEL_EMAIL and compose.word_count(text) > compose.EMAIL_MAX_WORDS:
+        return "too long for email"
+    if channel == C.CHANNEL_WEB_FORM and compose.word_count(text) > compose.WEB_MAX_WORDS:
+        return "too long for the web form"
+    return ""
+
+
+class Reasoner:
+    def __init__(
+        self,
+        engine: Engine,
+        offline: Engine,
+        *,
+        supported_languages: tuple[str, ...],
+        follow_up_hours: float,
+        signature: str,
+    ) -> None:
+        self.engine = engine
+        self.offline = offline
+        self.supported_languages = supported_languages
+        self.follow_up_hours = follow_up_hours
+        self.signature = signature
+
+    def assess(self, text: str, subject: str) -> policy.Assessment:
+        return policy.assess(text, subject, self.supported_languages)
+
+    async def decide(self, tools: Toolbox, assessment: policy.Assessment, *, waiting_for_person: bool) -> Decision:
+        req = tools.request
+        base: dict[str, Any] = {
+            "language": assessment.language,
+            "sentiment": assessment.sentiment,
+            "category": assessment.category,
+            "priority": assessment.priority,
+            "injection": assessment.injection,
+        }
+        if waiting_for_person and not assessment.must_escalate:
+            return Decision(
+                action="acknowledge",
+                reply_text=compose.follow_up_ack(req.channel, req.ticket_id, req.display_name, self.signature),
+                engine="policy",
+                **base,
+            )
+        if assessment.must_escalate:
+            return self._escalate(tools, assessment.escalation_reason, assessment.escalation_detail, "policy", base)
+        engine_name = self.engine.name
+        guardrail = ""
+        try:
+            await self.engine.run(tools, assessment)
+        except Exception as exc:  # an unreachable model must not stop the answers: offline takes over
+            if self.engine is self.offline:
+                raise
+            log.warning("engine failed; the offline engine answers", extra={"engine": engine_name, "error": repr(exc)})
+            guardrail = f"engine failed: {type(exc).__name__}"
+        outcome = tools.outcome
+        if not guardrail and self.engine is not self.offline and not outcome.escalation_reason:
+            guardrail = check_reply(outcome.reply_text or "", outcome, req.channel)
+        if guardrail:
+            tools.outcome = Outcome(searches=outcome.searches)
+            await self.offline.run(tools, assessment)
+            outcome = tools.outcome
+            engine_name = f"{engine_name}+offline"
+        if outcome.category:
+            base["category"] = outcome.category
+        if outcome.priority:
+            base["priority"] = max(outcome.priority, assessment.priority)
+        searches = [asdict(s) for s in outcome.searches]
+        if outcome.escalation_reason or not outcome.reply_text:
+            reason = outcome.escalation_reason or C.ESCALATION_REASON_NO_ANSWER_FOUND
+            detail = outcome.escalation_detail or "No answer was produced."
+            decision = self._escalate(tools, reason, detail, engine_name, base)
+            decision.searches = searches
+            decision.guardrail = guardrail
+            return decision
+        cited = outcome.cited[0] if outcome.cited else None
+        return Decision(
+            action="answer",
+            reply_text=outcome.reply_text,
+            engine=engine_name,
+            article=cited.slug if cited else "",
+            article_url=cited.url if cited else "",
+            searches=searches,
+            guardrail=guardrail,
+            **base,
+        )
+
+    def _escalate(self, tools: Toolbox, reason: int, detail: str, engine: str, base: dict[str, Any]) -> Decision:
+        req = tools.request
+        follow_up_by = datetime.now(UTC) + timedelta(hours=self.follow_up_hours)
+        follow_up_by = follow_up_by.replace(second=0, microsecond=0)
+        if reason in (C.ESCALATION_REASON_LEGAL, C.ESCALATION_REASON_SECURITY_INCIDENT):
+            base = {**base, "priority": C.PRIORITY_HIGH}
+        return Decision(
+            action="escalate",
+            reply_text=compose.escalation(
+                req.channel,
+                reason,
+                req.ticket_id,
+                follow_up_by,
+                display_name=req.display_name,
+                signature=self.signature,
+            ),
+            engine=engine,
+            escalation_reason=reason,
+            escalation_detail=detail,
+            follow_up_by=follow_up_by.isoformat(),
+            **base,
+        )

@@ -1,0 +1,283 @@
+"""AgentService: the staff side of tickets, conversations and human replies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import grpc
+from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from fte.common.v1 import common_pb2
+from fte.events.v1 import ticket_events_pb2
+from fte.notifier.v1 import notifier_service_pb2_grpc
+from fte_runtime import topics
+from fte_runtime.context import principal_var
+from fte_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from fte_runtime.kafka import EventPublisher
+from fte_runtime.names import make_name, parse_name
+from fte_runtime.pagination import decode_token, encode_token, page_size
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fte_agent import metrics, store
+from fte_agent.policy import REASON_NAMES
+from fte_agent.processor import send_request_from_context
+
+C = common_pb2
+SCOPES = {
+    "GetTicket": "tickets.read",
+    "ListTickets": "tickets.read",
+    "ListMessages": "tickets.read",
+    "GetCustomerHistory": "tickets.read",
+    "UpdateTicket": "tickets.write",
+    "ReplyToTicket": "tickets.write",
+    "EscalateTicket": "tickets.write",
+    "ResolveTicket": "tickets.write",
+}
+_UPDATABLE = {"subject", "category", "priority", "status", "assignee"}
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def etag(row: asyncpg.Record) -> str:
+    return hashlib.sha256(f"{row['id']}:{row['version']}".encode()).hexdigest()[:16]
+
+
+def ticket_proto(row: asyncpg.Record) -> agent_pb2.Ticket:
+    t = agent_pb2.Ticket(
+        name=make_name("tickets", row["id"]),
+        customer=row["customer"],
+        conversation=make_name("conversations", row["conversation_id"]),
+        channel=row["channel"],
+        subject=row["subject"],
+        category=row["category"],
+        priority=row["priority"],
+        status=row["status"],
+        escalation_reason=row["escalation_reason"],
+        escalation_detail=row["escalation_detail"],
+        sentiment=row["sentiment"],
+        assignee=row["assignee"],
+        etag=etag(row),
+    )
+    for field in ("create_time", "update_time", "first_response_time", "resolve_time"):
+        ts = _ts(row[field])
+        if ts is not None:
+            getattr(t, field).CopyFrom(ts)
+    return t
+
+
+def message_proto(row: asyncpg.Record) -> agent_pb2.Message:
+    m = agent_pb2.Message(
+        name=f"conversations/{row['conversation_id']}/messages/{row['id']}",
+        ticket=make_name("tickets", row["ticket_id"]),
+        author=row["author"],
+        channel=row["channel"],
+        text=row["text"],
+        delivery=row["delivery"],
+        delivery_status=row["delivery_status"],
+    )
+    m.create_time.FromDatetime(row["create_time"])
+    return m
+
+
+class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        notifier: notifier_service_pb2_grpc.NotifierServiceAsyncStub,
+        publisher: EventPublisher | None,
+        follow_up_hours: float = 24.0,
+    ) -> None:
+        self.pool = pool
+        self.notifier = notifier
+        self.publisher = publisher
+        self.follow_up_hours = follow_up_hours
+
+    async def _ticket(self, name: str, field: str = "name") -> asyncpg.Record:
+        ticket_id = parse_name(name, "tickets", field)
+        row = await store.get_ticket(self.pool, ticket_id)
+        if row is None:
+            raise NotFound(f"ticket {ticket_id!r} does not exist", reason="TICKET_NOT_FOUND")
+        return row
+
+    async def GetTicket(
+        self, request: agent_service_pb2.GetTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.GetTicketResponse:
+        return agent_service_pb2.GetTicketResponse(ticket=ticket_proto(await self._ticket(request.name)))
+
+    async def ListTickets(
+        self, request: agent_service_pb2.ListTicketsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ListTicketsResponse:
+        size = page_size(request.page_size)
+        if request.customer:
+            parse_name(request.customer, "customers", "customer")
+        filters = [request.status, request.channel, request.customer, request.escalation_reason]
+        after = decode_token(request.page_token, filters)
+        rows = await store.list_tickets(
+            self.pool,
+            status=request.status,
+            channel=request.channel,
+            customer=request.customer,
+            escalation_reason=request.escalation_reason,
+            after=tuple(after) if after else None,
+            limit=size + 1,
+        )
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            last = rows[-1]
+            token = encode_token([last["create_time"].isoformat(), last["id"]], filters)
+        return agent_service_pb2.ListTicketsResponse(tickets=[ticket_proto(r) for r in rows], next_page_token=token)
+
+    async def UpdateTicket(
+        self, request: agent_service_pb2.UpdateTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.UpdateTicketResponse:
+        v = Violations()
+        v.require(request.ticket.name, "ticket.name")
+        v.require(request.ticket.etag, "ticket.etag")
+        paths = list(request.update_mask.paths)
+        v.check(bool(paths), "update_mask", "is required")
+        for path in paths:
+            v.check(path in _UPDATABLE, "update_mask", f"{path!r} cannot be updated (allowed: {sorted(_UPDATABLE)})")
+        t = request.ticket
+        if "status" in paths:
+            v.check(t.status != agent_pb2.TICKET_STATUS_UNSPECIFIED, "ticket.status", "must be set")
+        if "subject" in paths:
+            v.check(0 < len(t.subject) <= 200, "ticket.subject", "must be 1 to 200 characters")
+        if "assignee" in paths:
+            v.check(len(t.assignee) <= 200, "ticket.assignee", "must be at most 200 characters")
+        v.raise_if_any()
+        ticket_id = parse_name(t.name, "tickets", "ticket.name")
+        fields: dict[str, Any] = {p: getattr(t, p) for p in paths}
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT * FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
+            if row is None:
+                raise NotFound(f"ticket {ticket_id!r} does not exist", reason="TICKET_NOT_FOUND")
+            if etag(row) != t.etag:
+                raise Aborted("the ticket changed since it was read; read it again", reason="STALE_ETAG")
+            updated = await store.update_ticket_fields(conn, ticket_id, fields)
+        return agent_service_pb2.UpdateTicketResponse(ticket=ticket_proto(updated))
+
+    async def ListMessages(
+        self, request: agent_service_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ListMessagesResponse:
+        size = page_size(request.page_size, default=50)
+        ticket = await self._ticket(request.ticket, "ticket")
+        after = decode_token(request.page_token, ticket["id"]) or 0
+        rows = await store.list_messages(self.pool, ticket["id"], int(after), size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = encode_token(rows[-1]["id"], ticket["id"])
+        return agent_service_pb2.ListMessagesResponse(messages=[message_proto(r) for r in rows], next_page_token=token)
+
+    async def GetCustomerHistory(
+        self, request: agent_service_pb2.GetCustomerHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.GetCustomerHistoryResponse:
+        parse_name(request.customer, "customers", "customer")
+        size = page_size(request.page_size, default=50)
+        before = decode_token(request.page_token, request.customer)
+        rows = await store.customer_messages(self.pool, request.customer, before, size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = encode_token(rows[-1]["id"], request.customer)
+        tickets = await store.customer_tickets(self.pool, request.customer)
+        return agent_service_pb2.GetCustomerHistoryResponse(
+            tickets=[ticket_proto(t) for t in tickets],
+            messages=[message_proto(r) for r in rows],
+            next_page_token=token,
+        )
+
+    async def ReplyToTicket(
+        self, request: agent_service_pb2.ReplyToTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ReplyToTicketResponse:
+        v = Violations()
+        v.require(request.ticket, "ticket")
+        v.check(len(request.text.strip()) > 0 and len(request.text) <= 20_000, "text", "must be 1 to 20000 characters")
+        v.check(len(request.request_id) <= 150, "request_id", "must be at most 150 characters")
+        v.raise_if_any()
+        ticket = await self._ticket(request.ticket, "ticket")
+        inbound = await store.latest_inbound_of_ticket(self.pool, ticket["id"])
+        ctx: dict[str, Any] = json.loads(inbound["reply_context"]) if inbound is not None else {}
+        if not ctx.get("recipient"):
+            raise FailedPrecondition("the ticket has no customer address to reply to", reason="NO_RECIPIENT")
+        principal = principal_var.get()
+        key = (
+            request.request_id
+            or hashlib.sha256(
+                f"{ticket['id']}:{principal.name if principal else ''}:{request.text}".encode()
+            ).hexdigest()[:32]
+        )
+        request_id = f"staff-reply-{ticket['id']}-{key}"
+        async with self.pool.acquire() as conn, conn.transaction():
+            row, _ = await store.insert_staff_reply(conn, ticket, request.text, request_id)
+            if ticket["status"] in (store.STATUS_OPEN, store.STATUS_ESCALATED):
+                await store.update_ticket_fields(conn, ticket["id"], {"status": store.STATUS_IN_PROGRESS})
+        try:
+            reply = await self.notifier.SendMessage(
+                send_request_from_context(request_id, ticket["channel"], ctx, request.text, ticket["id"])
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Stored, not sent: the same request_id retried sends it exactly once.
+            raise Unavailable(
+                f"the notifier did not accept the reply: {exc.code().name}", reason="NOTIFIER_UNAVAILABLE"
+            ) from exc
+        row = await store.set_message_delivery(self.pool, row["id"], reply.delivery.name, reply.delivery.status)
+        await self.pool.execute(
+            "UPDATE tickets SET first_response_time = COALESCE(first_response_time, now()) WHERE id = $1", ticket["id"]
+        )
+        return agent_service_pb2.ReplyToTicketResponse(message=message_proto(row))
+
+    async def EscalateTicket(
+        self, request: agent_service_pb2.EscalateTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.EscalateTicketResponse:
+        if len(request.detail) > 2000:
+            raise InvalidArgument("detail must be at most 2000 characters", reason="DETAIL_TOO_LONG")
+        ticket = await self._ticket(request.ticket, "ticket")
+        reason = request.reason or C.ESCALATION_REASON_MANUAL
+        if reason not in REASON_NAMES or reason == C.ESCALATION_REASON_UNSPECIFIED:
+            raise InvalidArgument("reason is not a known escalation reason", reason="INVALID_REASON")
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await store.update_ticket_fields(
+                conn,
+                ticket["id"],
+                {"status": store.STATUS_ESCALATED, "escalation_reason": reason, "escalation_detail": request.detail},
+            )
+        metrics.ESCALATIONS.labels(REASON_NAMES.get(reason, "manual")).inc()
+        if self.publisher is not None:
+            now = datetime.now(UTC)
+            event = ticket_events_pb2.TicketEscalated(
+                ticket=make_name("tickets", row["id"]),
+                customer=row["customer"],
+                channel=row["channel"],
+                reason=reason,
+                reason_detail=request.detail,
+                summary=f"Escalated by staff: {row['subject'][:200]}",
+                priority=row["priority"],
+            )
+            event.escalated_time.FromDatetime(now)
+            event.follow_up_by_time.FromDatetime(now + timedelta(hours=self.follow_up_hours))
+            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row["id"])
+        return agent_service_pb2.EscalateTicketResponse(ticket=ticket_proto(row))
+
+    async def ResolveTicket(
+        self, request: agent_service_pb2.ResolveTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ResolveTicketResponse:
+        if len(request.note) > 5000:
+            raise InvalidArgument("note must be at most 5000 characters", reason="NOTE_TOO_LONG")
+        ticket = await self._ticket(request.ticket, "ticket")
+        fields: dict[str, Any] = {"status": store.STATUS_RESOLVED}
+        if request.note:
+            fields["resolution_note"] = request.note
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await store.update_ticket_fields(conn, ticket["id"], fields)
+        return agent_service_pb2.ResolveTicketResponse(ticket=ticket_proto(row))

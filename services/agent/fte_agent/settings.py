@@ -1,0 +1,47 @@
+"""The agent's one settings class (env prefix FTE_AGENT_)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fte_runtime.settings import DatabaseSettings, GrpcServerSettings, KafkaSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
+    model_config = SettingsConfigDict(env_prefix="FTE_AGENT_", extra="ignore", frozen=True)
+
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 50054
+
+    # Downstream services (through Envoy in the mesh) and the agent's own bearer token for them.
+    knowledge_target: str = "127.0.0.1:9000"
+    identity_target: str = "127.0.0.1:9000"
+    notifier_target: str = "127.0.0.1:9000"
+    service_token: SecretStr = SecretStr("")
+
+    # Worker.
+    consumer_group: str = "fte-agent"
+    # Records being worked on at once, across customers; fetching pauses above it.
+    max_in_flight: Annotated[int, Field(ge=1)] = 256
+    # Per-customer pace: a burst of `rate_burst` messages, then `rate_per_minute` a minute.
+    rate_burst: Annotated[int, Field(ge=1)] = 5
+    rate_per_minute: Annotated[float, Field(gt=0)] = 5.0
+    # Attempts of an unexpected (non-transient) failure before the record is dead-lettered.
+    max_attempts: Annotated[int, Field(ge=1)] = 5
+    # A conversation idle longer than this is closed; the next message starts a new one.
+    conversation_idle_hours: Annotated[float, Field(gt=0)] = 24.0
+
+    # Reasoning: "offline" (default, no credentials) or "llm" (an OpenAI-compatible endpoint).
+    engine: Literal["offline", "llm"] = "offline"
+    supported_languages: tuple[str, ...] = ("en",)
+    # Fused KB score a passage needs to count as an answer.
+    kb_min_score: Annotated[float, Field(ge=0, le=1)] = 0.35
+    # When a person follows up on an escalation, in working hours.
+    escalation_follow_up_hours: Annotated[float, Field(gt=0)] = 24.0
+    support_signature: str = "The Tasklane Support Team"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr = SecretStr("")
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
+    openai_max_steps: Annotated[int, Field(ge=1, le=20)] = 6

@@ -1,0 +1,479 @@
+"""SQL over the agent's schema: conversations, tickets, messages and handled inbound messages.
+
+Every worker step is one transaction, and each step records how far the handling of an inbound
+message got (`inbound.state`), so a redelivered message resumes where the last attempt stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from fte.agent.v1 import agent_pb2
+from fte.common.v1 import common_pb2
+
+STATUS_OPEN = agent_pb2.TICKET_STATUS_OPEN
+STATUS_IN_PROGRESS = agent_pb2.TICKET_STATUS_IN_PROGRESS
+STATUS_RESOLVED = agent_pb2.TICKET_STATUS_RESOLVED
+STATUS_ESCALATED = agent_pb2.TICKET_STATUS_ESCALATED
+
+# Delivery statuses only move forward; FAILED is final.
+_DELIVERY_RANK: dict[int, int] = {
+    common_pb2.DELIVERY_STATUS_UNSPECIFIED: 0,
+    common_pb2.DELIVERY_STATUS_QUEUED: 1,
+    common_pb2.DELIVERY_STATUS_SENT: 2,
+    common_pb2.DELIVERY_STATUS_DELIVERED: 3,
+    common_pb2.DELIVERY_STATUS_READ: 4,
+    common_pb2.DELIVERY_STATUS_FAILED: 5,
+}
+
+ERASED_TEXT = "[erased]"
+
+
+def new_ticket_id() -> str:
+    return "T-" + secrets.token_hex(5).upper()
+
+
+def new_conversation_id() -> str:
+    return "c-" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """Where the handling of one inbound message stands."""
+
+    channel: int
+    channel_message_id: str
+    ticket_id: str
+    conversation_id: str
+    customer: str
+    message_id: int
+    state: str
+    decision: dict[str, Any] | None
+    reply_text: str | None
+    reply_request_id: str | None
+    ticket_status: int
+    created_now: bool
+    # True when this message opened a new ticket (rather than following up on one).
+    new_ticket: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewInbound:
+    channel: int
+    channel_message_id: str
+    customer: str
+    text: str
+    subject: str
+    received_time: datetime
+    ticket_reference: str
+    category: int
+    priority: int
+    reply_context: dict[str, Any]
+    # Channels whose conversation this message may continue (verified identity links only).
+    allowed_channels: list[int]
+
+
+async def _load_inbound(conn: asyncpg.Connection, channel: int, cmid: str, created: bool, new_ticket: bool) -> Inbound:
+    row = await conn.fetchrow(
+        """SELECT i.*, t.conversation_id, t.customer, t.status AS ticket_status,
+                  r.text AS reply_text, r.request_id AS reply_request_id
+           FROM inbound i JOIN tickets t ON t.id = i.ticket_id
+           LEFT JOIN messages r ON r.id = i.reply_message_id
+           WHERE i.channel = $1 AND i.channel_message_id = $2""",
+        channel,
+        cmid,
+    )
+    assert row is not None
+    return Inbound(
+        channel=row["channel"],
+        channel_message_id=row["channel_message_id"],
+        ticket_id=row["ticket_id"],
+        conversation_id=row["conversation_id"],
+        customer=row["customer"],
+        message_id=row["message_id"],
+        state=row["state"],
+        decision=json.loads(row["decision"]) if row["decision"] else None,
+        reply_text=row["reply_text"],
+        reply_request_id=row["reply_request_id"],
+        ticket_status=row["ticket_status"],
+        created_now=created,
+        new_ticket=new_ticket,
+    )
+
+
+async def find_inbound(pool: asyncpg.Pool, channel: int, cmid: str) -> Inbound | None:
+    async with pool.acquire() as conn:
+        exists = await conn.fetchval(
+            "SELECT 1 FROM inbound WHERE channel = $1 AND channel_message_id = $2", channel, cmid
+        )
+        if not exists:
+            return None
+        return await _load_inbound(conn, channel, cmid, created=False, new_ticket=False)
+
+
+async def record_inbound(pool: asyncpg.Pool, msg: NewInbound, idle: timedelta) -> Inbound:
+    """Store an inbound message with its conversation and ticket, once.
+
+    The (channel, channel message id) row is written in the same transaction as the message and
+    ticket: a redelivery finds it and gets the stored state back instead of a second ticket.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        # One customer's messages are handled in order by one worker; the lock covers a second
+        # replica or a rebalance handing the same customer over mid-message.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", msg.customer)
+        exists = await conn.fetchval(
+            "SELECT 1 FROM inbound WHERE channel = $1 AND channel_message_id = $2", msg.channel, msg.channel_message_id
+        )
+        if exists:
+            return await _load_inbound(conn, msg.channel, msg.channel_message_id, created=False, new_ticket=False)
+        conv = await conn.fetchrow(
+            """SELECT c.id FROM conversations c
+               WHERE c.customer = $1 AND c.state = 'active' AND c.last_activity_time > now() - $2::interval
+                 AND NOT EXISTS (SELECT 1 FROM messages m
+                                 WHERE m.conversation_id = c.id AND NOT (m.channel = ANY($3::smallint[])))
+               ORDER BY c.last_activity_time DESC LIMIT 1""",
+            msg.customer,
+            idle,
+            msg.allowed_channels,
+        )
+        if conv is None:
+            conversation_id = new_conversation_id()
+            await conn.execute(
+                "INSERT INTO conversations (id, customer) VALUES ($1, $2)", conversation_id, msg.customer
+            )
+        else:
+            conversation_id = conv["id"]
+            await conn.execute("UPDATE conversations SET last_activity_time = now() WHERE id = $1", conversation_id)
+        ticket_id: str | None = None
+        if msg.ticket_reference:
+            ticket_id = await conn.fetchval("SELECT id FROM tickets WHERE id = $1", msg.ticket_reference)
+        else:
+            # A follow-up while the latest ticket is still being handled (or waits for a person)
+            # belongs to that ticket; after a resolution the next question opens a new one.
+            ticket_id = await conn.fetchval(
+                """SELECT id FROM tickets WHERE conversation_id = $1 AND status <> $2
+                   ORDER BY create_time DESC LIMIT 1""",
+                conversation_id,
+                STATUS_RESOLVED,
+            )
+        new_ticket = ticket_id is None
+        if ticket_id is None:
+            ticket_id = msg.ticket_reference or new_ticket_id()
+            await conn.execute(
+                """INSERT INTO tickets (id, customer, conversation_id, channel, subject, category, priority, status)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                ticket_id,
+                msg.customer,
+                conversation_id,
+                msg.channel,
+                _subject(msg),
+                msg.category,
+                msg.priority,
+                STATUS_OPEN,
+            )
+        else:
+            await conn.execute("UPDATE tickets SET update_time = now(), version = version + 1 WHERE id = $1", ticket_id)
+        message_id = await conn.fetchval(
+            """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+            conversation_id,
+            ticket_id,
+            msg.customer,
+            agent_pb2.AUTHOR_CUSTOMER,
+            msg.channel,
+            msg.text,
+        )
+        await conn.execute(
+            """INSERT INTO inbound (channel, channel_message_id, ticket_id, message_id, received_time, reply_context)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            msg.channel,
+            msg.channel_message_id,
+            ticket_id,
+            message_id,
+            msg.received_time,
+            json.dumps(msg.reply_context),
+        )
+        return await _load_inbound(conn, msg.channel, msg.channel_message_id, created=True, new_ticket=new_ticket)
+
+
+def _subject(msg: NewInbound) -> str:
+    if msg.subject.strip():
+        return msg.subject.strip()[:200]
+    first = msg.text.strip().splitlines()[0] if msg.text.strip() else ""
+    return first[:120]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    status: int
+    sentiment: float
+    category: int
+    priority: int
+    escalation_reason: int
+    escalation_detail: str
+    reply_text: str
+    request_id: str
+    decision: dict[str, Any]
+
+
+async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRecord) -> None:
+    """Store the reply (not yet sent) and the ticket's new state in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        reply_id = await conn.fetchval(
+            """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id,
+                                     delivery_status)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
+               RETURNING id""",
+            inbound.conversation_id,
+            inbound.ticket_id,
+            inbound.customer,
+            agent_pb2.AUTHOR_AGENT,
+            inbound.channel,
+            rec.reply_text,
+            rec.request_id,
+            common_pb2.DELIVERY_STATUS_UNSPECIFIED,
+        )
+        await conn.execute(
+            """UPDATE tickets SET status = $2, sentiment = $3,
+                   category = CASE WHEN category = 0 THEN $4 ELSE category END,
+                   priority = GREATEST(priority, $5),
+                   escalation_reason = CASE WHEN $6 <> 0 THEN $6 ELSE escalation_reason END,
+                   escalation_detail = CASE WHEN $6 <> 0 THEN $7 ELSE escalation_detail END,
+                   resolve_time = CASE WHEN $2 = $8 THEN now() ELSE NULL END,
+                   update_time = now(), version = version + 1
+               WHERE id = $1""",
+            inbound.ticket_id,
+            rec.status,
+            rec.sentiment,
+            rec.category,
+            rec.priority,
+            rec.escalation_reason,
+            rec.escalation_detail,
+            STATUS_RESOLVED,
+        )
+        await conn.execute(
+            """UPDATE inbound SET state = 'decided', decision = $3, reply_message_id = $4
+               WHERE channel = $1 AND channel_message_id = $2""",
+            inbound.channel,
+            inbound.channel_message_id,
+            json.dumps(rec.decision),
+            reply_id,
+        )
+
+
+async def set_ticket_in_progress(pool: asyncpg.Pool, ticket_id: str) -> None:
+    await pool.execute(
+        """UPDATE tickets SET status = $2, update_time = now(), version = version + 1
+           WHERE id = $1 AND status = $3""",
+        ticket_id,
+        STATUS_IN_PROGRESS,
+        STATUS_OPEN,
+    )
+
+
+async def record_sent(
+    pool: asyncpg.Pool, inbound: Inbound, request_id: str, delivery: str, status: int
+) -> datetime | None:
+    """The notifier accepted the reply. Returns the ticket's first response time if this set it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _advance_delivery(conn, request_id, delivery, status)
+        await conn.execute(
+            "UPDATE inbound SET state = 'replied' WHERE channel = $1 AND channel_message_id = $2",
+            inbound.channel,
+            inbound.channel_message_id,
+        )
+        first: datetime | None = await conn.fetchval(
+            """UPDATE tickets SET first_response_time = now()
+               WHERE id = $1 AND first_response_time IS NULL RETURNING first_response_time""",
+            inbound.ticket_id,
+        )
+        return first
+
+
+async def _advance_delivery(conn: asyncpg.Connection, request_id: str, delivery: str, status: int) -> bool:
+    row = await conn.fetchrow("SELECT delivery_status FROM messages WHERE request_id = $1 FOR UPDATE", request_id)
+    if row is None:
+        return False
+    current = row["delivery_status"]
+    if _DELIVERY_RANK.get(status, 0) <= _DELIVERY_RANK.get(current, 0):
+        if delivery:
+            await conn.execute(
+                "UPDATE messages SET delivery = $2 WHERE request_id = $1 AND delivery = ''", request_id, delivery
+            )
+        return False
+    await conn.execute(
+        """UPDATE messages SET delivery_status = $2, delivery = CASE WHEN $3 = '' THEN delivery ELSE $3 END
+           WHERE request_id = $1""",
+        request_id,
+        status,
+        delivery,
+    )
+    return True
+
+
+async def apply_delivery_outcome(pool: asyncpg.Pool, request_id: str, delivery: str, status: int) -> bool:
+    """A delivery event from the notifier; repeated or out-of-order events never move it backwards."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await _advance_delivery(conn, request_id, delivery, status)
+
+
+async def erase_customer(pool: asyncpg.Pool, customer: str) -> int:
+    """Right to erasure: message texts and ticket subjects of the customer are blanked out."""
+    async with pool.acquire() as conn, conn.transaction():
+        result = await conn.execute(
+            "UPDATE messages SET text = $2 WHERE customer = $1 AND text <> $2", customer, ERASED_TEXT
+        )
+        await conn.execute(
+            """UPDATE tickets SET subject = $2, escalation_detail = '', resolution_note = '',
+                   update_time = now(), version = version + 1
+               WHERE customer = $1""",
+            customer,
+            ERASED_TEXT,
+        )
+        await conn.execute(
+            "UPDATE inbound SET decision = NULL WHERE ticket_id IN (SELECT id FROM tickets WHERE customer = $1)",
+            customer,
+        )
+        return int(result.split()[-1])
+
+
+async def merge_customers(pool: asyncpg.Pool, source: str, target: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("conversations", "tickets", "messages"):
+            await conn.execute(f"UPDATE {table} SET customer = $2 WHERE customer = $1", source, target)  # noqa: S608
+        await conn.execute("UPDATE tickets SET version = version + 1 WHERE customer = $1", target)
+
+
+# --- staff side -------------------------------------------------------------------------------
+
+
+async def get_ticket(pool: asyncpg.Pool | asyncpg.Connection, ticket_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await pool.fetchrow("SELECT * FROM tickets WHERE id = $1", ticket_id)
+    return row
+
+
+async def list_tickets(
+    pool: asyncpg.Pool,
+    *,
+    status: int,
+    channel: int,
+    customer: str,
+    escalation_reason: int,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    clauses = ["TRUE"]
+    args: list[Any] = []
+
+    def add(sql: str, value: Any) -> None:
+        args.append(value)
+        clauses.append(sql.format(f"${len(args)}"))
+
+    if status:
+        add("status = {}", status)
+    if channel:
+        add("channel = {}", channel)
+    if customer:
+        add("customer = {}", customer)
+    if escalation_reason:
+        add("escalation_reason = {}", escalation_reason)
+    if after is not None:
+        args.extend([datetime.fromisoformat(after[0]), after[1]])
+        clauses.append(f"(create_time, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = f"SELECT * FROM tickets WHERE {' AND '.join(clauses)} ORDER BY create_time DESC, id DESC LIMIT ${len(args)}"  # noqa: S608
+    return list(await pool.fetch(sql, *args))
+
+
+async def list_messages(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT * FROM messages WHERE ticket_id = $1 AND id > $2 ORDER BY id LIMIT $3", ticket_id, after_id, limit
+        )
+    )
+
+
+async def customer_messages(
+    pool: asyncpg.Pool, customer: str, before_id: int | None, limit: int, channels: list[int] | None = None
+) -> list[asyncpg.Record]:
+    """The customer's messages, newest first; `channels` restricts to those channels."""
+    return list(
+        await pool.fetch(
+            """SELECT * FROM messages WHERE customer = $1 AND ($2::bigint IS NULL OR id < $2)
+                   AND ($4::smallint[] IS NULL OR channel = ANY($4))
+               ORDER BY id DESC LIMIT $3""",
+            customer,
+            before_id,
+            limit,
+            channels,
+        )
+    )
+
+
+async def customer_tickets(pool: asyncpg.Pool, customer: str, limit: int = 100) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT * FROM tickets WHERE customer = $1 ORDER BY create_time DESC, id DESC LIMIT $2", customer, limit
+        )
+    )
+
+
+async def update_ticket_fields(conn: asyncpg.Connection, ticket_id: str, fields: dict[str, Any]) -> asyncpg.Record:
+    sets = [f"{name} = ${i + 2}" for i, name in enumerate(fields)]
+    sets += ["update_time = now()", "version = version + 1"]
+    if fields.get("status") == STATUS_RESOLVED:
+        sets.append("resolve_time = COALESCE(resolve_time, now())")
+    elif "status" in fields:
+        sets.append("resolve_time = NULL")
+    row: asyncpg.Record = await conn.fetchrow(
+        f"UPDATE tickets SET {', '.join(sets)} WHERE id = $1 RETURNING *",  # noqa: S608 - names from a fixed list
+        ticket_id,
+        *fields.values(),
+    )
+    return row
+
+
+async def insert_staff_reply(
+    conn: asyncpg.Connection, ticket: asyncpg.Record, text: str, request_id: str
+) -> tuple[asyncpg.Record, bool]:
+    """The stored staff reply for `request_id`, and whether it was stored by this call."""
+    existing = await conn.fetchrow("SELECT * FROM messages WHERE request_id = $1", request_id)
+    if existing is not None:
+        return existing, False
+    row = await conn.fetchrow(
+        """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        ticket["conversation_id"],
+        ticket["id"],
+        ticket["customer"],
+        agent_pb2.AUTHOR_HUMAN,
+        ticket["channel"],
+        text,
+        request_id,
+    )
+    return row, True
+
+
+async def latest_inbound_of_ticket(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT i.*, m.channel AS msg_channel FROM inbound i JOIN messages m ON m.id = i.message_id
+           WHERE i.ticket_id = $1 ORDER BY i.create_time DESC LIMIT 1""",
+        ticket_id,
+    )
+    return row
+
+
+async def set_message_delivery(pool: asyncpg.Pool, message_id: int, delivery: str, status: int) -> asyncpg.Record:
+    row: asyncpg.Record = await pool.fetchrow(
+        "UPDATE messages SET delivery = $2, delivery_status = GREATEST(delivery_status, $3) WHERE id = $1 RETURNING *",
+        message_id,
+        delivery,
+        status,
+    )
+    return row

@@ -1,0 +1,137 @@
+"""The agent's tools, shared by every engine: search_knowledge_base, get_customer_history,
+create_ticket, escalate_to_human, send_response.
+
+Tools that change something only record the engine's intent in an `Outcome`; the worker then
+stores it and sends the reply itself, idempotently, so no engine can send twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fte.common.v1 import common_pb2
+from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
+
+from fte_agent.compose import Passage
+
+C = common_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The message an engine reasons about. `text` is customer data, never instructions."""
+
+    ticket_id: str
+    channel: int
+    text: str
+    subject: str
+    display_name: str
+    customer: str
+    new_ticket: bool
+
+
+@dataclass
+class Search:
+    query: str
+    top_score: float
+    slugs: list[str]
+
+
+@dataclass
+class Outcome:
+    reply_text: str | None = None
+    escalation_reason: int = 0
+    escalation_detail: str = ""
+    category: int = 0
+    priority: int = 0
+    subject: str = ""
+    searches: list[Search] = field(default_factory=list)
+    cited: list[Passage] = field(default_factory=list)
+    steps: int = 0
+
+
+class Searcher(Protocol):
+    async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]: ...
+
+
+HistoryFn = Callable[[int], Awaitable[list[dict[str, Any]]]]
+
+
+class KnowledgeSearcher:
+    """search_knowledge_base over KnowledgeService.SearchKnowledge."""
+
+    def __init__(self, stub: knowledge_service_pb2_grpc.KnowledgeServiceAsyncStub) -> None:
+        self.stub = stub
+
+    async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]:
+        reply = await self.stub.SearchKnowledge(
+            knowledge_service_pb2.SearchKnowledgeRequest(
+                query=query[:2000], top_k=top_k, language=language, max_chunks_per_article=1
+            )
+        )
+        return [
+            Passage(article=r.article, title=r.title, url=r.url, heading=r.heading, text=r.chunk_text, score=r.score)
+            for r in reply.results
+        ]
+
+
+ESCALATION_REASONS = {
+    "pricing": C.ESCALATION_REASON_PRICING,
+    "refund": C.ESCALATION_REASON_REFUND,
+    "legal": C.ESCALATION_REASON_LEGAL,
+    "negative_sentiment": C.ESCALATION_REASON_NEGATIVE_SENTIMENT,
+    "human_requested": C.ESCALATION_REASON_HUMAN_REQUESTED,
+    "no_answer_found": C.ESCALATION_REASON_NO_ANSWER_FOUND,
+    "unsupported_language": C.ESCALATION_REASON_UNSUPPORTED_LANGUAGE,
+    "security_incident": C.ESCALATION_REASON_SECURITY_INCIDENT,
+}
+CATEGORIES = {
+    "general": C.CATEGORY_GENERAL,
+    "technical": C.CATEGORY_TECHNICAL,
+    "billing": C.CATEGORY_BILLING,
+    "bug_report": C.CATEGORY_BUG_REPORT,
+    "feedback": C.CATEGORY_FEEDBACK,
+}
+PRIORITIES = {"low": C.PRIORITY_LOW, "medium": C.PRIORITY_MEDIUM, "high": C.PRIORITY_HIGH}
+
+
+class Toolbox:
+    """One message's tools. Engines call these and nothing else."""
+
+    def __init__(self, request: Request, searcher: Searcher, history: HistoryFn, language: str) -> None:
+        self.request = request
+        self._searcher = searcher
+        self._history = history
+        self.language = language
+        self.outcome = Outcome()
+
+    async def search_knowledge_base(self, query: str, top_k: int = 5) -> list[Passage]:
+        results = await self._searcher(query, top_k, self.language)
+        self.outcome.searches.append(
+            Search(query=query, top_score=results[0].score if results else 0.0, slugs=[p.slug for p in results])
+        )
+        return results
+
+    async def get_customer_history(self, limit: int = 10) -> list[dict[str, Any]]:
+        return await self._history(max(1, min(limit, 50)))
+
+    async def create_ticket(self, subject: str = "", category: str = "", priority: str = "") -> dict[str, Any]:
+        """The ticket exists before any reasoning; this sets what the engine learned about it."""
+        if subject:
+            self.outcome.subject = subject[:200]
+        if category in CATEGORIES:
+            self.outcome.category = CATEGORIES[category]
+        if priority in PRIORITIES:
+            self.outcome.priority = PRIORITIES[priority]
+        return {"ticket": f"tickets/{self.request.ticket_id}", "created": self.request.new_ticket}
+
+    async def escalate_to_human(self, reason: str, detail: str = "") -> dict[str, Any]:
+        self.outcome.escalation_reason = ESCALATION_REASONS.get(reason, C.ESCALATION_REASON_NO_ANSWER_FOUND)
+        self.outcome.escalation_detail = detail[:500]
+        return {"escalated": True, "ticket": f"tickets/{self.request.ticket_id}"}
+
+    async def send_response(self, text: str) -> dict[str, Any]:
+        self.outcome.reply_text = text
+        return {"queued": True}
