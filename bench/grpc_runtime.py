@@ -1,18 +1,25 @@
 """Unary gRPC calls through the full service runtime vs a bare grpc.aio server, and through Envoy
 vs direct, measured in the same run.
 
-Each server runs in its own process (as in production); the load comes from this process with a
-fixed number of concurrent callers. Scenarios are interleaved over several rounds and the median
-round is reported, because this machine is shared and noisy.
+Each server runs in its own process (as in production). The load comes from ghz (a Go gRPC load
+tool, installed into .local/bin with `go install` when Go is available) or, without it, from this
+process with a fixed number of concurrent callers; the report names the client used. Scenarios
+are interleaved over several rounds and the median round is reported, because this machine is
+shared and noisy.
 
     .venv/bin/python bench/grpc_runtime.py [--seconds 4] [--rounds 3] [--concurrency 32]
+                                           [--client auto|ghz|python]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +34,8 @@ from fte_runtime.settings import GrpcServerSettings, TokenGrant
 from fte_stack.envoy import EnvoyProxy
 from fte_stack.procs import Child, free_port, wait_for_port
 
+REPO = Path(__file__).resolve().parent.parent
+GHZ_VERSION = "v0.120.0"
 TOKEN = "bench-token"
 SERVICE = "fte.knowledge.v1.KnowledgeService"
 
@@ -89,7 +98,46 @@ async def load(target: str, seconds: float, concurrency: int, token: str | None)
     return len(latencies) / elapsed, latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.99)] * 1e3
 
 
+def find_ghz() -> str | None:
+    local = REPO / ".local" / "bin" / "ghz"
+    if local.exists():
+        return str(local)
+    if found := shutil.which("ghz"):
+        return found
+    if shutil.which("go") is None:
+        return None
+    print(f"installing ghz {GHZ_VERSION} into .local/bin ...", flush=True)
+    result = subprocess.run(
+        ["go", "install", f"github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION}"],
+        env={**os.environ, "GOBIN": str(local.parent)},
+        capture_output=True,
+        check=False,
+    )
+    return str(local) if result.returncode == 0 and local.exists() else None
+
+
+async def load_ghz(
+    ghz: str, target: str, seconds: float, concurrency: int, token: str | None
+) -> tuple[float, float, float]:
+    argv = [
+        ghz, "--insecure", "--import-paths", str(REPO / "protos"),
+        "--proto", str(REPO / "protos/fte/knowledge/v1/knowledge_service.proto"),
+        "--call", f"{SERVICE}.GetArticle", "-d", json.dumps({"name": "articles/reset-password"}),
+        "-c", str(concurrency), "-z", f"{seconds}s", "--format", "json", target,
+    ]  # fmt: skip
+    if token:
+        argv[1:1] = ["--metadata", json.dumps({"authorization": f"Bearer {token}"})]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    report = json.loads(out)
+    pct = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
+    return float(report["rps"]), pct.get(50, 0.0), pct.get(99, 0.0)
+
+
 async def main(args: argparse.Namespace) -> None:
+    ghz = find_ghz() if args.client in ("auto", "ghz") else None
+    if args.client == "ghz" and ghz is None:
+        raise SystemExit("ghz is not available and could not be installed (needs Go)")
     state = Path(tempfile.mkdtemp(prefix="fte-bench-"))
     ports = {"bare": free_port(), "runtime": free_port()}
     children = {
@@ -111,13 +159,19 @@ async def main(args: argparse.Namespace) -> None:
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in scenarios}
         for _ in range(args.rounds):
             for name, (target, token) in scenarios.items():
-                results[name].append(await load(target, args.seconds, args.concurrency, token))
+                if ghz:
+                    results[name].append(await load_ghz(ghz, target, args.seconds, args.concurrency, token))
+                else:
+                    results[name].append(await load(target, args.seconds, args.concurrency, token))
     finally:
         await envoy.stop()
         for child in children.values():
             await child.stop(5)
 
-    print(f"\nunary GetArticle, concurrency {args.concurrency}, {args.rounds} rounds x {args.seconds:.0f}s (median)")
+    client = "ghz" if ghz else "python grpc.aio client"
+    print(
+        f"\nunary GetArticle via {client}, concurrency {args.concurrency}, {args.rounds} rounds x {args.seconds:.0f}s"
+    )
     print(f"{'scenario':<30}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     medians: dict[str, tuple[float, float, float]] = {}
     for name, rounds in results.items():
@@ -140,6 +194,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--client", choices=["auto", "ghz", "python"], default="auto")
     cli = parser.parse_args()
     if cli.serve:
         asyncio.run(serve(cli.serve, cli.port))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -23,7 +23,7 @@ class Principal:
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def current_correlation_id() -> str:

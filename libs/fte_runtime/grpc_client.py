@@ -26,7 +26,8 @@ class _CallContextInterceptor(
             metadata.append((CORRELATION_HEADER, current_correlation_id()))
         if "authorization" not in keys:
             metadata.extend(self._auth)
-        timeout = remaining_seconds(self._default_timeout)
+        # An explicit per-call timeout replaces the default but never outlives the request being served.
+        timeout = remaining_seconds(details.timeout if details.timeout is not None else self._default_timeout)
         if details.timeout is not None:
             timeout = min(timeout, details.timeout)
         return grpc.aio.ClientCallDetails(

@@ -86,14 +86,19 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
             counter.inc()
 
         async def enter(context: Context) -> None:
-            metadata: dict[str, Any] = dict(context.invocation_metadata() or ())
-            correlation_id_var.set(metadata.get(CORRELATION_HEADER) or new_correlation_id())
+            correlation_id = authorization = None
+            for key, value in context.invocation_metadata() or ():
+                if key == CORRELATION_HEADER:
+                    correlation_id = value
+                elif key == "authorization":
+                    authorization = value
+            correlation_id_var.set(correlation_id or new_correlation_id())
             remaining = context.time_remaining()
             deadline_var.set(None if remaining is None else time.monotonic() + remaining)
             if scope == PUBLIC:
                 principal_var.set(None)
                 return
-            principal = self._auth.authenticate(metadata.get("authorization"))
+            principal = self._auth.authenticate(authorization)
             principal_var.set(principal)
             if scope is None:
                 # Deny by default: a method nobody gave a scope is a configuration mistake.

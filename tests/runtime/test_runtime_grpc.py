@@ -129,12 +129,12 @@ async def test_remaining_deadline_is_propagated_downstream() -> None:
     back, back_servicer = await start_probe(GrpcServerSettings(grpc_port=0, auth_tokens=TOKENS))
     front_servicer.downstream = f"127.0.0.1:{back.port}"
     try:
-        assert await get(f"127.0.0.1:{front.port}", "articles/forward", "reader-token", timeout=3.0) == "articles/leaf"
+        assert await get(f"127.0.0.1:{front.port}", "articles/forward", "reader-token", timeout=30.0) == "articles/leaf"
         at_front, at_back = front_servicer.seen_remaining[-1], back_servicer.seen_remaining[-1]
-        # The front saw the caller's 3 s, not its 99 s default; the back saw what was left of it
-        # (not the client's 5 s default), give or take grpc-timeout's rounding.
-        assert 2.0 < at_front <= 3.0
-        assert 0 < at_back <= min(3.0, at_front + 0.01)
+        # The front saw the caller's 30 s, not its 99 s default; the back saw what was left of it,
+        # not the client's 5 s default (give or take grpc-timeout's rounding).
+        assert 20.0 < at_front <= 30.0
+        assert 20.0 < at_back <= at_front + 0.05
     finally:
         await front.stop()
         await back.stop()
