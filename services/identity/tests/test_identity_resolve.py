@@ -205,3 +205,27 @@ async def test_bad_input_gets_the_right_code_and_writes_nothing(identity: Identi
         assert good.value not in (err.details() or "")
     assert await count_rows(identity.dsn, "SELECT count(*) FROM customers") == before
     assert await count_rows(identity.dsn, "SELECT count(*) FROM identifiers WHERE value = $1", good.value) == 0
+
+
+async def test_whatsapp_number_and_id_of_two_customers_resolve_to_the_number_owner(identity: Identity) -> None:
+    number = f"whatsapp:{unique_phone()}"
+    bsuid = f"BR.{str(uuid.uuid4().int)[:20]}"
+    by_number = await identity.stub.ResolveCustomer(
+        resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP, number))
+    )
+    by_id = await identity.stub.ResolveCustomer(
+        resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP_BSUID, bsuid))
+    )
+    both = await identity.stub.ResolveCustomer(
+        resolve_request(
+            Channel.CHANNEL_WHATSAPP,
+            ident(Kind.IDENTIFIER_KIND_WHATSAPP_BSUID, bsuid),
+            ident(Kind.IDENTIFIER_KIND_WHATSAPP, number),
+        )
+    )
+    assert both.customer.name == by_number.customer.name
+    assert [i.verified for i in by_kind(both.customer, Kind.IDENTIFIER_KIND_WHATSAPP_BSUID)] == [False]
+    alone = await identity.stub.ResolveCustomer(
+        resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP_BSUID, bsuid))
+    )
+    assert alone.customer.name == by_id.customer.name

@@ -35,6 +35,7 @@ def us_formats(area: str, exchange: str, line: str) -> list[str]:
 def build() -> list[Sighting]:
     rng = random.Random(20261126)
     out: list[Sighting] = []
+    chronological: set[str] = set()  # people whose sightings keep their order after the shuffle
     # 1. Email-only people, including look-alike addresses that belong to different people.
     email_people = [
         ("E01", "Alice Moreau", "Alice.Moreau@Example.com"),
@@ -127,10 +128,12 @@ def build() -> list[Sighting]:
         ("B08", "Diego Rossi", "whatsapp:+393123456788", "IT.9f3kA0b7Zq1y"),
     ]
     for pid, name, number, bsuid in bsuid_people:
+        # In the order WhatsApp produces them: the number alone (before ids were sent), both, the id alone.
+        out.append(sighting(pid, "WHATSAPP", name, ("WHATSAPP", number)))
         out.append(sighting(pid, "WHATSAPP", name, ("WHATSAPP", number), ("WHATSAPP_BSUID", bsuid)))
         out.append(sighting(pid, "WHATSAPP", name, ("WHATSAPP_BSUID", bsuid)))
         out.append(sighting(pid, "WHATSAPP", name, ("WHATSAPP_BSUID", f"whatsapp:{bsuid}")))
-        out.append(sighting(pid, "WHATSAPP", name, ("WHATSAPP", number)))
+        chronological.add(pid)
     # 4. Username-only WhatsApp users: only ever a BSUID.
     for n, (cc, digits) in enumerate(
         [
@@ -183,7 +186,12 @@ def build() -> list[Sighting]:
         out.append(sighting(pid, "WEB_FORM", name, ("EMAIL", email.upper()), ("PHONE", number)))
         out.append(sighting(pid, "WEB_FORM", name, ("EMAIL", f"  {email}"), ("PHONE", number.replace(" ", ""))))
         out.append(sighting(pid, "EMAIL", name, ("EMAIL", email.lower())))
+    in_order = {pid: [s for s in out if s["person"] == pid] for pid in chronological}
     rng.shuffle(out)
+    for pid, ordered in in_order.items():
+        slots = [n for n, s in enumerate(out) if s["person"] == pid]
+        for slot, s in zip(slots, ordered, strict=True):
+            out[slot] = s
     return out
 
 
