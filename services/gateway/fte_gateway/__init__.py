@@ -1,0 +1,1 @@
+"""The HTTP edge of fte: verifies webhooks, publishes protobuf events, serves the support form."""

@@ -1,0 +1,91 @@
+"""Pure-ASGI middleware (cheap on the hot path): correlation id, body limit, metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, new_correlation_id
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fte_gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, REJECTED
+
+_VALID_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _route_of(router: Router, scope: Scope) -> str:
+    for route in router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, router: Router, max_body_bytes: int) -> None:
+        self.app = app
+        self.router = router
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = _route_of(self.router, scope)
+        headers = dict(scope["headers"])
+        supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
+        cid = supplied if _VALID_CORRELATION.match(supplied) else new_correlation_id()
+        token = correlation_id_var.set(cid)
+        status = {"code": 500, "started": False}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["started"] = message["status"], True
+                message["headers"] = [*message.get("headers", ()), (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                await self._too_large(route, send_wrapper)
+                return
+            seen = 0
+
+            async def limited_receive() -> Message:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > self.max_body_bytes:
+                        raise BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, limited_receive, send_wrapper)
+            except BodyTooLarge:
+                if not status["started"]:
+                    await self._too_large(route, send_wrapper)
+        finally:
+            correlation_id_var.reset(token)
+            HTTP_REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
+            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+    async def _too_large(self, route: str, send: Any) -> None:
+        REJECTED.labels(route, "body_too_large").inc()
+        body = json.dumps({"error": "request body too large", "limit_bytes": self.max_body_bytes}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
