@@ -59,12 +59,16 @@ def build_embedder(settings: KnowledgeSettings) -> Embedder:
     return LocalMiniLM(batch_size=settings.embedding_batch_size, threads=settings.embedding_threads)
 
 
-async def open_knowledge_base(settings: KnowledgeSettings, application_name: str) -> KnowledgeBase:
-    """Migrated schema, pool, embedder and the current model's HNSW index."""
+async def open_knowledge_base(
+    settings: KnowledgeSettings, application_name: str, embedder: Embedder | None = None
+) -> KnowledgeBase:
+    """Migrated schema, pool, embedder (built from settings unless given) and the current
+    model's HNSW index."""
     await migrate(settings)
     pool: asyncpg.Pool = await create_pool(settings, SCHEMA, application_name=application_name, vector=True)
     try:
-        embedder = await asyncio.to_thread(build_embedder, settings)
+        if embedder is None:
+            embedder = await asyncio.to_thread(build_embedder, settings)
         kb = KnowledgeBase(Store(pool), embedder, settings)
         await kb.store.ensure_index(kb.model)
     except BaseException:
@@ -81,12 +85,13 @@ async def close_knowledge_base(kb: KnowledgeBase) -> None:
 class Knowledge:
     """The whole service. `serve()` runs it until SIGTERM; tests use `start()` / `stop()`."""
 
-    def __init__(self, settings: KnowledgeSettings) -> None:
+    def __init__(self, settings: KnowledgeSettings, embedder: Embedder | None = None) -> None:
         self.settings = settings
+        self._embedder = embedder
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
-        self.kb = await open_knowledge_base(self.settings, "fte-knowledge")
+        self.kb = await open_knowledge_base(self.settings, "fte-knowledge", self._embedder)
         self.grpc = GrpcServer(
             self.settings,
             domain="knowledge.fte",
