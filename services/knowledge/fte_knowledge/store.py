@@ -341,21 +341,41 @@ class Store:
     async def search_text(
         self, query: str, vector: Vector, model: VectorModel, filters: Filters, limit: int
     ) -> list[Hit]:
+        """Chunks matching any query word, best `ts_rank` first. When the query names exact
+        identifiers (words with digits, such as the "4091" of "TL-4091") and some chunks contain
+        all of them, only those chunks are ranked: an error code is what the customer means."""
         terms = or_query(fts_text(query))
         if not terms:
             return []
-        args: list[Any] = [vector, limit, ts_config(filters.language or "en"), terms]
+        identifiers = " & ".join(w for w in terms.split(" | ") if any(ch.isdigit() for ch in w))
+        if identifiers:
+            hits = await self._text_query(terms, identifiers, vector=vector, model=model, filters=filters, limit=limit)
+            if hits:
+                return hits
+        return await self._text_query(terms, None, vector=vector, model=model, filters=filters, limit=limit)
+
+    async def _text_query(
+        self,
+        terms: str,
+        required: str | None,
+        *,
+        vector: Vector,
+        model: VectorModel,
+        filters: Filters,
+        limit: int,
+    ) -> list[Hit]:
+        args: list[Any] = [vector, limit, ts_config(filters.language or "en"), terms, required or terms]
         where = filters.sql(args)
         rows = await self.pool.fetch(
             f"""
-            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q)
+            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q, to_tsquery($3::regconfig, $5) AS r)
             SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
                    1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity,
                    ts_rank(c.tsv, q.q) AS text_rank
             FROM q, chunks c
             JOIN articles a ON a.slug = c.article_slug
             JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
-            WHERE c.tsv @@ q.q{where}
+            WHERE c.tsv @@ q.r{where}
             ORDER BY text_rank DESC, c.id
             LIMIT $2""",
             *args,

@@ -10,13 +10,12 @@ import grpc
 import pytest
 import pytest_asyncio
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
-from fte_runtime.grpc_client import connect
-from fte_runtime.settings import TokenGrant
-from pydantic import SecretStr
-
 from fte_knowledge.embeddings import Embedder, LocalMiniLM
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
+from fte_runtime.grpc_client import connect
+from fte_runtime.settings import TokenGrant
+from pydantic import SecretStr
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +36,9 @@ async def start_knowledge(
     stopped at the end of the test."""
     started: list[Knowledge] = []
 
-    async def start(*, embedder: Embedder | None = None, database_url: str | None = None, **overrides: Any) -> Knowledge:
+    async def start(
+        *, embedder: Embedder | None = None, database_url: str | None = None, **overrides: Any
+    ) -> Knowledge:
         dsn = database_url or await new_database()
         settings = KnowledgeSettings(
             grpc_port=0,

@@ -7,11 +7,11 @@ import uuid
 
 import grpc
 import pytest
-from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2 as ks
+from fte.knowledge.v1 import knowledge_pb2
+from fte.knowledge.v1 import knowledge_service_pb2 as ks
+from fte_knowledge.server import Knowledge
 from google.protobuf.field_mask_pb2 import FieldMask
 from knowledge_helpers import article, failure, violations  # type: ignore[import-not-found]
-
-from fte_knowledge.server import Knowledge
 
 
 async def _chunk_count(knowledge: Knowledge, slug: str) -> tuple[int, int]:
@@ -40,7 +40,8 @@ async def test_create_get_update_delete(staff, knowledge: Knowledge) -> None:
     assert created.category == "account"
     assert list(created.tags) == ["login", "password"]
     assert created.language == "en"
-    assert created.etag and len(created.content_hash) == 64
+    assert created.etag
+    assert len(created.content_hash) == 64
     assert await _chunk_count(knowledge, "reset-password") == (2, 2)
 
     got = (await staff.GetArticle(ks.GetArticleRequest(name="articles/reset-password"))).article
@@ -104,7 +105,9 @@ async def test_concurrent_updates_with_one_etag_let_exactly_one_win(staff) -> No
     calls = [
         staff.UpdateArticle(
             ks.UpdateArticleRequest(
-                article=knowledge_pb2.Article(name=created.name, etag=created.etag, body=f"# Version {i}\n\nText {i}.\n"),
+                article=knowledge_pb2.Article(
+                    name=created.name, etag=created.etag, body=f"# Version {i}\n\nText {i}.\n"
+                ),
                 update_mask=mask,
             )
         )
