@@ -89,6 +89,16 @@ def timestamp(value: datetime) -> Timestamp:
 
 
 _SELECT_CUSTOMER = "SELECT id, display_name, state, merged_into, create_time, update_time FROM customers WHERE id = $1"
+# Owners of the given identifiers with each owner's full identifier list, newest state.
+_OWNERS = """
+    SELECT c.id, c.display_name, c.state, c.merged_into, c.create_time, c.update_time,
+           array_agg(a ORDER BY a.create_time, a.id) AS identifiers
+    FROM customers c JOIN identifiers a ON a.customer_id = c.id
+    WHERE c.id IN (
+        SELECT i.customer_id FROM identifiers i
+        JOIN unnest($1::smallint[], $2::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value
+        WHERE i.verified)
+    GROUP BY c.id"""
 _LOCK_SHARE = "SELECT id, state, merged_into FROM customers WHERE id = $1 FOR SHARE"
 _LOCK_UPDATE = "SELECT id, state, merged_into FROM customers WHERE id = $1 FOR UPDATE"
 
@@ -166,22 +176,30 @@ class Store:
                 continue
         raise Aborted("too many concurrent changes to these identifiers; retry", reason="RESOLVE_CONTENDED")
 
-    async def _owners(self, conn: Any, idents: Sequence[Normalized]) -> dict[tuple[int, str], uuid.UUID]:
-        rows = await conn.fetch(
-            """SELECT i.kind, i.value, i.customer_id FROM identifiers i
-               JOIN unnest($1::smallint[], $2::text[]) AS q(kind, value)
-                 ON i.kind = q.kind AND i.value = q.value
-               WHERE i.verified""",
-            [i.kind for i in idents],
-            [i.value for i in idents],
-        )
-        return {(r["kind"], r["value"]): r["customer_id"] for r in rows}
+    async def _owners(
+        self, conn: Any, idents: Sequence[Normalized]
+    ) -> tuple[dict[tuple[int, str], uuid.UUID], dict[uuid.UUID, CustomerRow]]:
+        """Who owns each identifier, and those customers with all their identifiers: one round trip."""
+        rows = await conn.fetch(_OWNERS, [i.kind for i in idents], [i.value for i in idents])
+        owners: dict[tuple[int, str], uuid.UUID] = {}
+        customers: dict[uuid.UUID, CustomerRow] = {}
+        for r in rows:
+            customer = CustomerRow(
+                r["id"], r["display_name"], r["state"], r["merged_into"], r["create_time"], r["update_time"]
+            )
+            for i in r["identifiers"]:
+                row = IdentifierRow(i["kind"], i["value"], i["raw_value"], i["verified"], i["create_time"])
+                customer.identifiers.append(row)
+                if row.verified:
+                    owners[(row.kind, row.value)] = customer.id
+            customers[customer.id] = customer
+        return owners, customers
 
     async def _resolve_once(
         self, conn: Any, ordered: Sequence[Sighting], display_name: str
     ) -> tuple[CustomerRow, bool]:
         idents = [s.ident for s in ordered]
-        owners = await self._owners(conn, idents)
+        owners, known = await self._owners(conn, idents)
         chosen = next(
             (
                 owners[(s.ident.kind, s.ident.value)]
@@ -192,9 +210,9 @@ class Store:
         )
         if chosen is None:
             return await self._create(conn, ordered, owners, display_name), True
+        customer = known[chosen]
         if all(owners.get((i.kind, i.value)) == chosen for i in idents):
-            customer = await _load(conn, chosen)
-            if customer is None or customer.state != ACTIVE:
+            if customer.state != ACTIVE:
                 raise _Retry
             if not display_name or display_name == customer.display_name:
                 return customer, False
@@ -212,9 +230,9 @@ class Store:
                     chosen,
                     display_name,
                 )
-            customer = await _load(conn, chosen)
-        assert customer is not None
-        return customer, False
+            loaded = await _load(conn, chosen)
+        assert loaded is not None
+        return loaded, False
 
     async def _create(
         self,
@@ -225,25 +243,29 @@ class Store:
     ) -> CustomerRow:
         customer_id = uuid.uuid4()
         async with conn.transaction():
-            await conn.execute("INSERT INTO customers (id, display_name) VALUES ($1, $2)", customer_id, display_name)
+            row = await conn.fetchrow(
+                """INSERT INTO customers (id, display_name) VALUES ($1, $2)
+                   RETURNING id, display_name, state, merged_into, create_time, update_time""",
+                customer_id,
+                display_name,
+            )
+            customer = CustomerRow(**dict(row))
             for s in ordered:
-                key = (s.ident.kind, s.ident.value)
-                if key in owners:
-                    await _claim(conn, customer_id, s.ident)
-                    continue
-                inserted = await _insert_verified(conn, customer_id, s.ident)
-                if not inserted:
-                    if s.proven:
+                added = None
+                if (s.ident.kind, s.ident.value) not in owners:
+                    added = await _insert_verified(conn, customer_id, s.ident)
+                    if added is None and s.proven:
                         raise _Retry  # created concurrently: roll back this customer, resolve to that one
-                    await _claim(conn, customer_id, s.ident)
-            customer = await _load(conn, customer_id)
-        assert customer is not None
+                if added is None:
+                    added = await _claim(conn, customer_id, s.ident)
+                if added is not None:
+                    customer.identifiers.append(added)
         return customer
 
     async def _attach(self, conn: Any, customer_id: uuid.UUID, ident: Normalized) -> None:
         """Link an identifier given together with the customer's own: verified when nobody owns it,
         else a claim."""
-        if await _insert_verified(conn, customer_id, ident):
+        if await _insert_verified(conn, customer_id, ident) is not None:
             return
         owner = await conn.fetchval(
             "SELECT customer_id FROM identifiers WHERE kind = $1 AND value = $2 AND verified", ident.kind, ident.value
@@ -305,7 +327,7 @@ class Store:
                             "the identifier is verified for another customer; merge them instead",
                             reason="IDENTIFIER_OWNED_BY_OTHER_CUSTOMER",
                         )
-                    if owner is None and not await _insert_verified(conn, cid, ident):
+                    if owner is None and await _insert_verified(conn, cid, ident) is None:
                         await conn.execute(
                             """UPDATE identifiers SET verified = true, verify_time = now()
                                WHERE customer_id = $1 AND kind = $2 AND value = $3""",
@@ -559,26 +581,30 @@ class Store:
         return True
 
 
-async def _insert_verified(conn: Any, customer_id: uuid.UUID, ident: Normalized) -> bool:
-    """Insert the identifier as the customer's verified one; False if any unique index objects
+async def _insert_verified(conn: Any, customer_id: uuid.UUID, ident: Normalized) -> IdentifierRow | None:
+    """Insert the identifier as the customer's verified one; None if any unique index objects
     (someone owns it, or this customer already has a row for it)."""
-    inserted = await conn.fetchval(
+    row = await conn.fetchrow(
         """INSERT INTO identifiers (customer_id, kind, value, raw_value, verified, verify_time)
-           VALUES ($1, $2, $3, $4, true, now()) ON CONFLICT DO NOTHING RETURNING id""",
+           VALUES ($1, $2, $3, $4, true, now()) ON CONFLICT DO NOTHING
+           RETURNING kind, value, raw_value, verified, create_time""",
         customer_id,
         ident.kind,
         ident.value,
         ident.raw_value,
     )
-    return inserted is not None
+    return None if row is None else IdentifierRow(**dict(row))
 
 
-async def _claim(conn: Any, customer_id: uuid.UUID, ident: Normalized) -> None:
-    await conn.execute(
+async def _claim(conn: Any, customer_id: uuid.UUID, ident: Normalized) -> IdentifierRow | None:
+    """Record a claim; None when the customer already has a row for the identifier."""
+    row = await conn.fetchrow(
         """INSERT INTO identifiers (customer_id, kind, value, raw_value, verified)
-           VALUES ($1, $2, $3, $4, false) ON CONFLICT (customer_id, kind, value) DO NOTHING""",
+           VALUES ($1, $2, $3, $4, false) ON CONFLICT (customer_id, kind, value) DO NOTHING
+           RETURNING kind, value, raw_value, verified, create_time""",
         customer_id,
         ident.kind,
         ident.value,
         ident.raw_value,
     )
+    return None if row is None else IdentifierRow(**dict(row))
