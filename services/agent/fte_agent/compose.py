@@ -144,6 +144,9 @@ class Passage:
     heading: str
     text: str
     score: float
+    # Cosine similarity of question and passage: the absolute relevance signal (the fused
+    # score ranks results against each other only).
+    similarity: float = 0.0
 
     @property
     def slug(self) -> str:

@@ -334,7 +334,7 @@ _PROFANITY = re.compile(
     r"screw (?:you|this))\b",
     re.IGNORECASE,
 )
-_NEGATIVE = {
+_NEGATIVE: dict[str, float] = {
     "terrible": 2,
     "awful": 2,
     "horrible": 2,
@@ -364,11 +364,11 @@ _NEGATIVE = {
     "nightmare": 2,
     "outraged": 3,
     "livid": 3,
-    "broken": 1,
-    "fail": 1,
-    "fails": 1,
-    "failing": 1,
-    "failed": 1,
+    "broken": 0.5,
+    "fail": 0.5,
+    "fails": 0.5,
+    "failing": 0.5,
+    "failed": 0.5,
     "stupid": 2,
     "idiots": 3,
     "idiotic": 3,
@@ -430,7 +430,7 @@ def sentiment(text: str) -> float:
         neg += 1
     if neg == 0 and pos == 0:
         return 0.0
-    score = (pos - neg) / max(4.0, pos + neg)
+    score = (pos - neg) / max(6.0, pos + neg)
     return max(-1.0, min(1.0, score))
 
 
@@ -451,7 +451,8 @@ _RULES: tuple[tuple[int, str, re.Pattern[str]], ...] = (
         R.ESCALATION_REASON_SECURITY_INCIDENT,
         "The customer reports a possible account security incident.",
         re.compile(
-            r"\b(hack(?:ed|er|ers)?|compromised|breach(?:ed)?|unauthori[sz]ed|phishing|stolen|"
+            r"\b(hack(?:ed|er|ers)?|compromised|breach(?:ed)?|phishing|stolen|"
+            r"unauthori[sz]ed (?:access|log-?ins?|sign-?ins?|user|person|changes?)|"
             r"someone (?:else )?(?:logged|signed|got) in(?:to)?|someone (?:changed|reset) my|"
             r"(?:login|sign-?in)s? (?:i|that i) (?:did not|didn't) (?:make|recogni[sz]e)|"
             r"(?:didn't|did not) (?:make|recogni[sz]e) (?:this|these|the) (?:login|sign-?in)|"
@@ -486,7 +487,8 @@ _RULES: tuple[tuple[int, str, re.Pattern[str]], ...] = (
             r"(?:human|person|people|agent|someone|somebody|representative|rep|manager|supervisor)|"
             r"real (?:human|person)|human (?:agent|being|support)|live agent|actual person|"
             r"not a (?:bot|robot)|stop the bot|(?:call|phone) me|customer service rep(?:resentative)?|"
-            r"escalate (?:this|my)|connect me (?:to|with)|transfer me)\b",
+            r"escalate (?:this|my)|connect me (?:to|with)|transfer me|(?:get|give|put) me (?:a |an )?(?:real )?"
+            r"(?:human|person|agent|manager|supervisor))\b",
             re.I,
         ),
     ),

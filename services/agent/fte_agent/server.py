@@ -18,7 +18,6 @@ from fte.agent.v1 import agent_service_pb2_grpc
 from fte.identity.v1 import identity_service_pb2_grpc
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte.notifier.v1 import notifier_service_pb2_grpc
-from fte_runtime import topics
 from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_client import connect
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
@@ -47,7 +46,7 @@ async def migrate(settings: AgentSettings) -> list[str]:
 
 
 def build_reasoner(settings: AgentSettings) -> Reasoner:
-    offline = OfflineEngine(settings.kb_min_score, settings.support_signature)
+    offline = OfflineEngine(settings.kb_min_similarity, settings.support_signature)
     engine: Engine = offline
     if settings.engine == "llm":
         from fte_agent.engines.llm import LlmEngine
@@ -109,7 +108,7 @@ class Agent:
             SCOPES,
         )
 
-    def jobs(self) -> list[Callable[[], Awaitable[None]]]:
+    def jobs(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [self.run_worker, self.run_outcomes, self.run_customer_changes]
 
     async def run_worker(self) -> None:
@@ -125,24 +124,30 @@ class Agent:
             pace=TokenBucket(s.rate_burst, s.rate_per_minute),
             max_attempts=s.max_attempts,
         )
-        consumer.subscribe([topics.TICKETS_INCOMING], listener=worker)
+        consumer.subscribe([s.incoming_topic], listener=worker)
         await consumer.start()
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            await consumer.stop()
 
     async def _follow(self, topic: str, group: str, handler: Callable[..., Awaitable[None]]) -> None:
         consumer = make_consumer(self.settings, group, topic)
         self.consumers.append(consumer)
         await consumer.start()
-        await run_consumer(consumer, handler, self.producer, self.stopping)
+        try:
+            await run_consumer(consumer, handler, self.producer, self.stopping)
+        finally:
+            await consumer.stop()
 
     async def run_outcomes(self) -> None:
         await self._follow(
-            topics.DELIVERY_OUTCOMES, f"{self.settings.consumer_group}-outcomes", self.handlers.delivery_outcome
+            self.settings.outcomes_topic, f"{self.settings.consumer_group}-outcomes", self.handlers.delivery_outcome
         )
 
     async def run_customer_changes(self) -> None:
         await self._follow(
-            topics.CUSTOMERS_CHANGED, f"{self.settings.consumer_group}-customers", self.handlers.customer_changed
+            self.settings.customers_topic, f"{self.settings.consumer_group}-customers", self.handlers.customer_changed
         )
 
     async def close(self) -> None:
@@ -181,3 +186,29 @@ async def serve(settings: AgentSettings) -> None:
         return run
 
     await run_until_signalled(server, cleanups=[stop_jobs, agent.close], background=[job(j) for j in agent.jobs()])
+
+
+class RunningAgent:
+    """An agent started in this process (tests, benchmarks): gRPC server plus background jobs."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.server = GrpcServer(agent.settings, "agent.fte", [agent.registration()])
+        self.tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+
+    @classmethod
+    async def start(cls, settings: AgentSettings) -> RunningAgent:
+        running = cls(await Agent.create(settings))
+        running.port = await running.server.start()
+        running.tasks = [asyncio.create_task(job()) for job in running.agent.jobs()]
+        return running
+
+    async def stop(self) -> None:
+        self.agent.stopping.set()
+        await self.server.stop()
+        await asyncio.wait(self.tasks, timeout=10)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.agent.close()

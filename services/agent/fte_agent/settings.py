@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fte_runtime import topics
 from fte_runtime.settings import DatabaseSettings, GrpcServerSettings, KafkaSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -22,6 +23,10 @@ class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
 
     # Worker.
     consumer_group: str = "fte-agent"
+    # The topics followed (tests and side-by-side deployments point these elsewhere).
+    incoming_topic: str = topics.TICKETS_INCOMING
+    outcomes_topic: str = topics.DELIVERY_OUTCOMES
+    customers_topic: str = topics.CUSTOMERS_CHANGED
     # Records being worked on at once, across customers; fetching pauses above it.
     max_in_flight: Annotated[int, Field(ge=1)] = 256
     # Per-customer pace: a burst of `rate_burst` messages, then `rate_per_minute` a minute.
@@ -34,9 +39,9 @@ class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
 
     # Reasoning: "offline" (default, no credentials) or "llm" (an OpenAI-compatible endpoint).
     engine: Literal["offline", "llm"] = "offline"
-    supported_languages: tuple[str, ...] = ("en",)
-    # Fused KB score a passage needs to count as an answer.
-    kb_min_score: Annotated[float, Field(ge=0, le=1)] = 0.35
+    supported_languages: tuple[str, ...] = ("en", "es", "de")
+    # Cosine similarity (question vs passage) a passage needs to be answered from.
+    kb_min_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.35
     # When a person follows up on an escalation, in working hours.
     escalation_follow_up_hours: Annotated[float, Field(gt=0)] = 24.0
     support_signature: str = "The Tasklane Support Team"

@@ -72,7 +72,15 @@ class KnowledgeSearcher:
             )
         )
         return [
-            Passage(article=r.article, title=r.title, url=r.url, heading=r.heading, text=r.chunk_text, score=r.score)
+            Passage(
+                article=r.article,
+                title=r.title,
+                url=r.url,
+                heading=r.heading,
+                text=r.chunk_text,
+                score=r.score,
+                similarity=r.vector_similarity,
+            )
             for r in reply.results
         ]
 
@@ -110,7 +118,7 @@ class Toolbox:
     async def search_knowledge_base(self, query: str, top_k: int = 5) -> list[Passage]:
         results = await self._searcher(query, top_k, self.language)
         self.outcome.searches.append(
-            Search(query=query, top_score=results[0].score if results else 0.0, slugs=[p.slug for p in results])
+            Search(query=query, top_score=results[0].similarity if results else 0.0, slugs=[p.slug for p in results])
         )
         return results
 

@@ -70,14 +70,12 @@ def reformulate(query: str) -> str:
     return " ".join(seen[:24])
 
 
-def relevant(passages: list[Passage], question: str, min_score: float) -> Passage | None:
-    """The best passage if it is good enough to answer from: scored high enough by the search
-    and sharing at least one key term with the question."""
+def relevant(passages: list[Passage], question: str, min_similarity: float) -> Passage | None:
+    """The best-ranked passage that is good enough to answer from: semantically close to the
+    question and sharing at least one key term with it."""
     wanted = compose.keywords(question)
     for p in passages[:3]:
-        if p.score < min_score:
-            return None
-        if wanted & compose.keywords(f"{p.title} {p.heading} {p.text}"):
+        if p.similarity >= min_similarity and wanted & compose.keywords(f"{p.title} {p.heading} {p.text}"):
             return p
     return None
 
@@ -85,8 +83,8 @@ def relevant(passages: list[Passage], question: str, min_score: float) -> Passag
 class OfflineEngine:
     name = "offline"
 
-    def __init__(self, min_score: float, signature: str) -> None:
-        self.min_score = min_score
+    def __init__(self, min_similarity: float, signature: str) -> None:
+        self.min_similarity = min_similarity
         self.signature = signature
 
     async def run(self, tools: Toolbox, assessment: policy.Assessment) -> None:
@@ -98,11 +96,11 @@ class OfflineEngine:
         if not compose.keywords(question):
             await tools.escalate_to_human("no_answer_found", "The message holds no question to answer.")
             return
-        best = relevant(await tools.search_knowledge_base(question), question, self.min_score)
+        best = relevant(await tools.search_knowledge_base(question), question, self.min_similarity)
         if best is None:
             second = reformulate(question)
             if second and second != question:
-                best = relevant(await tools.search_knowledge_base(second), question, self.min_score)
+                best = relevant(await tools.search_knowledge_base(second), question, self.min_similarity)
         if best is None:
             await tools.escalate_to_human(
                 "no_answer_found", "Nothing relevant in the knowledge base after two searches."
