@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import itertools
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -198,7 +199,10 @@ def cli() -> None:
         # World-traversable, so the unprivileged postgres user can reach its data folder.
         root = Path(tempfile.mkdtemp(prefix="fte-bench-identity-"))
         root.chmod(0o755)
-        asyncio.run(main(args, root))
+        try:
+            asyncio.run(main(args, root))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

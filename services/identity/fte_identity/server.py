@@ -57,6 +57,7 @@ async def build(settings: IdentitySettings) -> IdentityApp:
         verification=VerificationPolicy(
             ttl=timedelta(seconds=settings.verification_code_ttl_seconds),
             max_attempts=settings.verification_max_attempts,
+            max_codes_per_hour=settings.verification_max_codes_per_hour,
             key=settings.verification_key.get_secret_value().encode(),
         ),
         on_event=relay.wake,

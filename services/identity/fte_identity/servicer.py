@@ -14,6 +14,7 @@ from fte_runtime import pagination
 from fte_runtime.context import principal_var
 from fte_runtime.errors import FieldViolation, InvalidArgument
 from fte_runtime.names import parse_name
+from prometheus_client import Counter
 
 from fte_identity.normalize import InvalidIdentifier, Kind, Normalized, normalize
 from fte_identity.store import ACTIVE, ERASED, MERGED, CustomerRow, Sighting, Store, customer_name, timestamp
@@ -39,6 +40,8 @@ _CHANNEL_KINDS: dict[int, tuple[frozenset[int], frozenset[int]]] = {
         frozenset({Kind.IDENTIFIER_KIND_EMAIL}),
     ),
 }
+
+RESOLVES = Counter("identity_resolves_total", "ResolveCustomer calls that succeeded, by outcome.", ["outcome"])
 
 _STATES = {
     ACTIVE: identity_pb2.Customer.STATE_ACTIVE,
@@ -76,6 +79,7 @@ def to_proto(customer: CustomerRow) -> identity_pb2.Customer:
 class VerificationPolicy:
     ttl: timedelta
     max_attempts: int
+    max_codes_per_hour: int
     key: bytes
 
 
@@ -157,6 +161,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                 "include the identifier the channel itself gives (the email on email and web form)",
             )
         customer, created = await self._store.resolve(sightings, display_name)
+        RESOLVES.labels("created" if created else "found").inc()
         return identity_service_pb2.ResolveCustomerResponse(customer=to_proto(customer), created=created)
 
     async def GetCustomer(
@@ -206,7 +211,12 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         ident = self._identifier(request.identifier, "identifier")
         policy = self._verification
         code, expire_time = await self._store.start_verification(
-            customer_id, ident, ttl=policy.ttl, max_attempts=policy.max_attempts, key=policy.key
+            customer_id,
+            ident,
+            ttl=policy.ttl,
+            max_attempts=policy.max_attempts,
+            max_codes_per_hour=policy.max_codes_per_hour,
+            key=policy.key,
         )
         return identity_service_pb2.StartVerificationResponse(code=code, expire_time=timestamp(expire_time))
 

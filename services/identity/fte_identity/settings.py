@@ -18,6 +18,8 @@ class IdentitySettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
     default_region: str = "US"
     verification_code_ttl_seconds: Annotated[float, Field(gt=0)] = 600.0
     verification_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # New codes per identifier per hour: with the attempts per code, this bounds guessing.
+    verification_max_codes_per_hour: Annotated[int, Field(ge=1)] = 5
     # Key of the HMAC over one-time codes, so a copy of the table alone cannot recover them.
     verification_key: SecretStr = SecretStr("")
     # How often the outbox relay looks for events when nothing woke it.

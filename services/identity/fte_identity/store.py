@@ -359,7 +359,14 @@ class Store:
         return row
 
     async def start_verification(
-        self, customer_id: uuid.UUID, ident: Normalized, *, ttl: timedelta, max_attempts: int, key: bytes
+        self,
+        customer_id: uuid.UUID,
+        ident: Normalized,
+        *,
+        ttl: timedelta,
+        max_attempts: int,
+        max_codes_per_hour: int,
+        key: bytes,
     ) -> tuple[str, datetime]:
         code = codes.new_code()
         salt = codes.new_salt()
@@ -368,6 +375,17 @@ class Store:
             row = await self._claimed_row(conn, cid, ident)
             if row["verified"]:
                 raise FailedPrecondition("the identifier is already verified", reason="ALREADY_VERIFIED")
+            # Each code allows a few guesses; capping new codes caps the guesses per hour.
+            recent = await conn.fetchval(
+                """SELECT count(*) FROM verification_codes
+                   WHERE identifier_id = $1 AND create_time > now() - interval '1 hour'""",
+                row["id"],
+            )
+            if recent >= max_codes_per_hour:
+                raise ResourceExhausted(
+                    "too many codes were sent for this identifier in the last hour; try later",
+                    reason="TOO_MANY_CODES",
+                )
             await conn.execute(
                 "UPDATE verification_codes SET superseded = true WHERE identifier_id = $1 AND used_time IS NULL",
                 row["id"],

@@ -264,3 +264,19 @@ async def test_verifying_an_identifier_another_customer_owns_does_not_steal_it(i
     )
     found = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
     assert found.customer.name == owner.customer.name
+
+
+async def test_new_codes_per_hour_are_capped(start_identity: StartIdentity) -> None:
+    identity = await start_identity(verification_max_codes_per_hour=2)
+    customer = await whatsapp_customer(identity)
+    address = new_email("cap")
+    await claim(identity, customer.name, address)
+    request = Req.StartVerificationRequest(customer=customer.name, identifier=email(address))
+    await identity.stub.StartVerification(request)
+    last = await identity.stub.StartVerification(request)
+    await expect_error(identity.stub.StartVerification(request), grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_CODES")
+    # The refused request did not supersede the last code.
+    done = await identity.stub.CompleteVerification(
+        Req.CompleteVerificationRequest(customer=customer.name, identifier=email(address), code=last.code)
+    )
+    assert all(i.verified for i in done.customer.identifiers)
