@@ -117,7 +117,7 @@ def _agent_env(info: StackInfo) -> dict[str, str]:
 
 
 def _gateway_env(info: StackInfo) -> dict[str, str]:
-    return {
+    env = {
         "FTE_GATEWAY_HTTP_HOST": "127.0.0.1",
         "FTE_GATEWAY_HTTP_PORT": str(info.ports["gateway"]),
         "FTE_GATEWAY_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
@@ -126,6 +126,18 @@ def _gateway_env(info: StackInfo) -> dict[str, str]:
         "FTE_GATEWAY_SERVICE_TOKEN": info.tokens["gateway"],
         "FTE_GATEWAY_DATABASE_URL": info.database_url,
     }
+    # Local mode: the fake Gmail mailbox and the local certs endpoint (fte_stack.providers).
+    local = {
+        "gmail_api_url": "FTE_GATEWAY_GMAIL_API_ENDPOINT",
+        "gmail_address": "FTE_GATEWAY_GMAIL_ADDRESS",
+        "google_certs_url": "FTE_GATEWAY_GOOGLE_CERTS_URL",
+        "gmail_push_audience": "FTE_GATEWAY_GMAIL_PUSH_AUDIENCE",
+        "gmail_push_service_account": "FTE_GATEWAY_GMAIL_PUSH_SERVICE_ACCOUNT",
+    }
+    env.update({var: info.extra[key] for key, var in local.items() if key in info.extra})
+    if "gmail_api_url" not in info.extra:
+        env["FTE_GATEWAY_GMAIL_ENABLED"] = "false"
+    return env
 
 
 # Start order: dependencies first. The gateway is last: it is the edge.

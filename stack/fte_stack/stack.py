@@ -25,6 +25,7 @@ from fte_stack.broker import TansuBroker
 from fte_stack.envoy import EnvoyProxy
 from fte_stack.postgres import PostgresServer
 from fte_stack.procs import Child, free_port
+from fte_stack.providers import LocalProviders
 from fte_stack.services import GRANTS, SERVICES, ServiceSpec, StackInfo
 
 log = logging.getLogger("fte.stack")
@@ -43,6 +44,9 @@ DEFAULT_PORTS = {
     "identity-metrics": 9182,
     "notifier-metrics": 9183,
     "agent-metrics": 9184,
+    # Local stand-ins for Gmail and Google's certs endpoint (fte_stack.providers).
+    "fake-gmail": 8081,
+    "fake-google-certs": 8082,
 }
 
 
@@ -55,6 +59,8 @@ class StackConfig:
     kafka_idempotence: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     run_after_start: bool = True
+    # Start the local provider fakes (Gmail mailbox, Google certs) and point the services at them.
+    local_providers: bool = True
 
     @classmethod
     def for_tests(cls, state_dir: Path, **kwargs: object) -> StackConfig:
@@ -81,6 +87,7 @@ class Stack:
         self.envoy: EnvoyProxy | None = None
         self.children: dict[str, Child] = {}
         self.info: StackInfo | None = None
+        self.providers: LocalProviders | None = None
 
     def _load_tokens(self) -> dict[str, str]:
         path = self.state_dir / "tokens.json"
@@ -105,6 +112,14 @@ class Stack:
             self.broker = TansuBroker(self.ports["kafka"], self.state_dir / "tansu.log")
             await self.broker.start()
         await ensure_topics(self.kafka_bootstrap, topics.ALL)
+        provider_info: dict[str, str] = {}
+        if self.config.local_providers:
+            self.providers = LocalProviders(
+                gmail_port=self.ports["fake-gmail"],
+                certs_port=self.ports["fake-google-certs"],
+                gateway_port=self.ports["gateway"],
+            )
+            provider_info = await self.providers.start()
         self.info = StackInfo(
             state_dir=self.state_dir,
             database_url=self.postgres.dsn(),
@@ -113,7 +128,7 @@ class Stack:
             envoy_target=f"127.0.0.1:{self.ports['envoy']}",
             tokens=self.tokens,
             ports=self.ports,
-            extra=self.config.extra_env,
+            extra={**provider_info, **self.config.extra_env},
         )
         grpc_specs = [s for s in self.specs if s.kind == "grpc"]
         for spec in grpc_specs:
@@ -179,6 +194,9 @@ class Stack:
         if self.broker is not None:
             await self.broker.stop()
         await self.postgres.stop()
+        if self.providers is not None:
+            await self.providers.stop()
+            self.providers = None
 
     async def __aenter__(self) -> Stack:
         try:

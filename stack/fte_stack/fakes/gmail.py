@@ -32,7 +32,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from typing import Any
@@ -107,6 +107,8 @@ class FakeGmail:
 
     def __init__(self, address: str = "support@example.com", port: int = 0) -> None:
         self.state = GmailState(address=address)
+        # Called (in the delivering thread) after each delivery, e.g. to send a Pub/Sub-style push.
+        self.on_delivered: list[Callable[[StoredMessage], None]] = []
         self._server = LocalHttpServer(self.app(), port=port)
 
     @property
@@ -124,7 +126,10 @@ class FakeGmail:
     def deliver(self, raw: bytes, labels: tuple[str, ...] = ("INBOX", "UNREAD")) -> StoredMessage:
         """An email arrives in the mailbox: stored, threaded by its headers, history bumped."""
         with self.state.lock:
-            return self._add(raw, list(labels), thread_id=None)
+            stored = self._add(raw, list(labels), thread_id=None)
+        for hook in self.on_delivered:
+            hook(stored)
+        return stored
 
     def sent(self) -> list[StoredMessage]:
         with self.state.lock:
