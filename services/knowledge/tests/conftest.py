@@ -9,21 +9,18 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_knowledge.embeddings import Embedder, LocalMiniLM
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
 from fte_runtime.grpc_client import connect
 from fte_runtime.settings import TokenGrant
+from knowledge_helpers import Client, StartKnowledge, Stub  # type: ignore[import-not-found]
 from pydantic import SecretStr
 
 
 @pytest.fixture(scope="session")
 def local_model() -> LocalMiniLM:
     return LocalMiniLM()
-
-
-StartKnowledge = Callable[..., Awaitable[Knowledge]]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -60,10 +57,8 @@ async def start_knowledge(
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def knowledge(start_knowledge: StartKnowledge) -> Knowledge:
-    return await start_knowledge()
-
-
-Client = Callable[[str], knowledge_service_pb2_grpc.KnowledgeServiceStub]
+    service: Knowledge = await start_knowledge()
+    return service
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -71,10 +66,10 @@ async def client_for(knowledge: Knowledge, tokens: dict[str, str]) -> AsyncItera
     """A stub for the service as a given principal ("staff", "kb-reader", "gateway", ...)."""
     channels: list[grpc.aio.Channel] = []
 
-    def make(principal: str) -> knowledge_service_pb2_grpc.KnowledgeServiceStub:
+    def make(principal: str) -> Stub:
         channel = connect(f"127.0.0.1:{knowledge.grpc.port}", token=tokens[principal], default_timeout=60.0)
         channels.append(channel)
-        return knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
+        return Stub(channel)
 
     yield make
     for channel in channels:
@@ -82,5 +77,5 @@ async def client_for(knowledge: Knowledge, tokens: dict[str, str]) -> AsyncItera
 
 
 @pytest.fixture
-def staff(client_for: Client) -> knowledge_service_pb2_grpc.KnowledgeServiceStub:
+def staff(client_for: Client) -> Stub:
     return client_for("staff")

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 import grpc
-from fte.knowledge.v1 import knowledge_pb2
+from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2_grpc
+from fte_knowledge.server import Knowledge
 from fte_runtime.errors import error_info
 from grpc_status import rpc_status
+
+Stub = knowledge_service_pb2_grpc.KnowledgeServiceStub
+# A stub for the service as a given principal ("staff", "kb-reader", "gateway", ...).
+Client = Callable[[str], Stub]
+# Starts a knowledge service; keyword arguments override its settings.
+StartKnowledge = Callable[..., Awaitable[Knowledge]]
 
 
 def article(slug: str, title: str = "", body: str = "", **fields: object) -> knowledge_pb2.Article:
@@ -19,7 +29,7 @@ def article(slug: str, title: str = "", body: str = "", **fields: object) -> kno
 
 def failure(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, str]:
     """(status code, ErrorInfo reason, message) of a failed call."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     info = error_info(status) if status is not None else None
     return err.code(), info.reason if info else "", err.details() or ""
 
@@ -28,7 +38,7 @@ def violations(err: grpc.aio.AioRpcError) -> list[str]:
     """Field paths of the BadRequest detail."""
     from google.rpc import error_details_pb2
 
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     fields: list[str] = []
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -36,3 +46,15 @@ def violations(err: grpc.aio.AioRpcError) -> list[str]:
             detail.Unpack(bad)
             fields += [v.field for v in bad.field_violations]
     return fields
+
+
+async def run_cli(dsn: str, *argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={"FTE_KNOWLEDGE_DATABASE_URL": dsn, "FTE_KNOWLEDGE_LOG_JSON": "false"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

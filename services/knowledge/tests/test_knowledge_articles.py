@@ -11,7 +11,7 @@ from fte.knowledge.v1 import knowledge_pb2
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte_knowledge.server import Knowledge
 from google.protobuf.field_mask_pb2 import FieldMask
-from knowledge_helpers import article, failure, violations  # type: ignore[import-not-found]
+from knowledge_helpers import Client, Stub, article, failure, violations  # type: ignore[import-not-found]
 
 
 async def _chunk_count(knowledge: Knowledge, slug: str) -> tuple[int, int]:
@@ -24,7 +24,7 @@ async def _chunk_count(knowledge: Knowledge, slug: str) -> tuple[int, int]:
     return chunks, vectors
 
 
-async def test_create_get_update_delete(staff, knowledge: Knowledge) -> None:
+async def test_create_get_update_delete(staff: Stub, knowledge: Knowledge) -> None:
     body = "# Reset\n\n## By email\n\nClick the link.\n\n## By phone\n\nCall us.\n"
     created = (
         await staff.CreateArticle(
@@ -78,7 +78,7 @@ async def test_create_get_update_delete(staff, knowledge: Knowledge) -> None:
     assert await _chunk_count(knowledge, "reset-password") == (0, 0)
 
 
-async def test_stale_etag_is_aborted_and_changes_nothing(staff) -> None:
+async def test_stale_etag_is_aborted_and_changes_nothing(staff: Stub) -> None:
     created = (await staff.CreateArticle(ks.CreateArticleRequest(article=article("etag-race")))).article
     first = knowledge_pb2.Article(name=created.name, etag=created.etag, title="Editor one")
     second = knowledge_pb2.Article(name=created.name, etag=created.etag, title="Editor two")
@@ -99,7 +99,7 @@ async def test_stale_etag_is_aborted_and_changes_nothing(staff) -> None:
     assert (await staff.GetArticle(ks.GetArticleRequest(name=created.name))).article.version == 2
 
 
-async def test_concurrent_updates_with_one_etag_let_exactly_one_win(staff) -> None:
+async def test_concurrent_updates_with_one_etag_let_exactly_one_win(staff: Stub) -> None:
     created = (await staff.CreateArticle(ks.CreateArticleRequest(article=article("etag-concurrent")))).article
     mask = FieldMask(paths=["body"])
     calls = [
@@ -124,7 +124,7 @@ async def test_concurrent_updates_with_one_etag_let_exactly_one_win(staff) -> No
     assert current.body == wins[0].article.body
 
 
-async def test_update_with_unchanged_content_keeps_version(staff) -> None:
+async def test_update_with_unchanged_content_keeps_version(staff: Stub) -> None:
     created = (await staff.CreateArticle(ks.CreateArticleRequest(article=article("same-again")))).article
     same = knowledge_pb2.Article(name=created.name, etag=created.etag, title=created.title)
     result = (
@@ -134,7 +134,7 @@ async def test_update_with_unchanged_content_keeps_version(staff) -> None:
     assert result.etag == created.etag
 
 
-async def test_create_is_idempotent_by_request_id_and_rejects_duplicates(staff) -> None:
+async def test_create_is_idempotent_by_request_id_and_rejects_duplicates(staff: Stub) -> None:
     request_id = str(uuid.uuid4())
     first = await staff.CreateArticle(ks.CreateArticleRequest(article=article("idem"), request_id=request_id))
     again = await staff.CreateArticle(ks.CreateArticleRequest(article=article("idem"), request_id=request_id))
@@ -147,7 +147,7 @@ async def test_create_is_idempotent_by_request_id_and_rejects_duplicates(staff) 
     assert failure(err.value)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
 
 
-async def test_list_paginates_with_filters_and_total(staff) -> None:
+async def test_list_paginates_with_filters_and_total(staff: Stub) -> None:
     for i in range(7):
         category = "billing" if i % 2 else "account"
         await staff.CreateArticle(
@@ -184,7 +184,7 @@ async def test_list_paginates_with_filters_and_total(staff) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_scopes(client_for) -> None:
+async def test_scopes(client_for: Client) -> None:
     reader = client_for("kb-reader")
     agent = client_for("agent")
     gateway = client_for("gateway")
@@ -214,7 +214,7 @@ async def test_scopes(client_for) -> None:
     assert (await staff.GetArticle(ks.GetArticleRequest(name="articles/scoped"))).article.version == 1
 
 
-async def test_bad_article_input_is_rejected_with_field_violations(staff, knowledge: Knowledge) -> None:
+async def test_bad_article_input_is_rejected_with_field_violations(staff: Stub, knowledge: Knowledge) -> None:
     cases = [
         (article("Bad Slug!"), "article.slug"),
         (knowledge_pb2.Article(slug="no-title", body="text"), "article.title"),
@@ -236,7 +236,7 @@ async def test_bad_article_input_is_rejected_with_field_violations(staff, knowle
     assert await knowledge.kb.store.pool.fetchval("SELECT count(*) FROM articles") == 0
 
 
-async def test_bad_names_masks_and_unknown_articles(staff) -> None:
+async def test_bad_names_masks_and_unknown_articles(staff: Stub) -> None:
     created = (await staff.CreateArticle(ks.CreateArticleRequest(article=article("masked")))).article
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await staff.GetArticle(ks.GetArticleRequest(name="masked"))
@@ -272,7 +272,7 @@ async def test_bad_names_masks_and_unknown_articles(staff) -> None:
     assert (await staff.GetArticle(ks.GetArticleRequest(name=created.name))).article == created
 
 
-async def test_batch_import_creates_updates_and_skips(staff, knowledge: Knowledge) -> None:
+async def test_batch_import_creates_updates_and_skips(staff: Stub, knowledge: Knowledge) -> None:
     first = [article("imp-a"), article("imp-b"), article("imp-c")]
     result = await staff.BatchImportArticles(ks.BatchImportArticlesRequest(articles=first))
     created = ks.ImportResult.OUTCOME_CREATED

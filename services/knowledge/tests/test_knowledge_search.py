@@ -8,7 +8,7 @@ import pytest
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte_knowledge.server import Knowledge
 from fte_knowledge.store import Filters
-from knowledge_helpers import article, failure, violations  # type: ignore[import-not-found]
+from knowledge_helpers import Stub, article, failure, violations  # type: ignore[import-not-found]
 
 # A small help centre where one article mentions the code QX-5518 in passing, and another,
 # far closer in meaning to a customer's question about an API error, carries a look-alike code.
@@ -71,14 +71,16 @@ CORPUS = [
 
 
 @pytest.fixture
-async def corpus(staff) -> None:
+async def corpus(staff: Stub) -> None:
     await staff.BatchImportArticles(ks.BatchImportArticlesRequest(articles=CORPUS))
 
 
 QUESTION = "I keep getting error QX-5518 from the export API"
 
 
-async def test_hybrid_finds_an_error_code_that_vector_search_misses(corpus, staff, knowledge: Knowledge) -> None:
+async def test_hybrid_finds_an_error_code_that_vector_search_misses(
+    corpus: None, staff: Stub, knowledge: Knowledge
+) -> None:
     kb = knowledge.kb
     (vector,) = await kb.embedder.embed([QUESTION])
     by_vector = await kb.store.search_vector(vector, kb.model, Filters(), 5, 100)
@@ -103,12 +105,12 @@ async def test_hybrid_finds_an_error_code_that_vector_search_misses(corpus, staf
     assert [r.score for r in response.results] == sorted((r.score for r in response.results), reverse=True)
 
 
-async def test_paraphrase_is_found_by_meaning(corpus, staff) -> None:
+async def test_paraphrase_is_found_by_meaning(corpus: None, staff: Stub) -> None:
     response = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query="i cant remember my login pasword"))
     assert response.results[0].article == "articles/reset-password"
 
 
-async def test_filters(corpus, staff) -> None:
+async def test_filters(corpus: None, staff: Stub) -> None:
     account = await staff.SearchKnowledge(
         ks.SearchKnowledgeRequest(query="error code from the api", categories=["account"], top_k=10)
     )
@@ -126,7 +128,7 @@ async def test_filters(corpus, staff) -> None:
     assert list(nothing.results) == []
 
 
-async def test_best_chunks_per_article_and_top_k(corpus, staff) -> None:
+async def test_best_chunks_per_article_and_top_k(corpus: None, staff: Stub) -> None:
     one = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query="reset password email link", top_k=10))
     articles = [r.article for r in one.results]
     assert len(articles) == len(set(articles))
@@ -144,7 +146,7 @@ async def test_best_chunks_per_article_and_top_k(corpus, staff) -> None:
     assert len(two.results) == 2
 
 
-async def test_min_score_drops_weak_results(corpus, staff) -> None:
+async def test_min_score_drops_weak_results(corpus: None, staff: Stub) -> None:
     everything = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query=QUESTION, top_k=10))
     assert len(everything.results) > 2
     cut = (everything.results[0].score + everything.results[-1].score) / 2
@@ -169,7 +171,7 @@ async def test_min_score_drops_weak_results(corpus, staff) -> None:
         ({"query": "ok", "language": "not a language"}, "language"),
     ],
 )
-async def test_bad_search_input(staff, request_fields: dict[str, object], field: str) -> None:
+async def test_bad_search_input(staff: Stub, request_fields: dict[str, object], field: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await staff.SearchKnowledge(ks.SearchKnowledgeRequest(**request_fields))  # type: ignore[arg-type]
     code, reason, message = failure(err.value)
@@ -179,6 +181,6 @@ async def test_bad_search_input(staff, request_fields: dict[str, object], field:
     assert field in violations(err.value)
 
 
-async def test_search_on_an_empty_knowledge_base_returns_nothing(staff) -> None:
+async def test_search_on_an_empty_knowledge_base_returns_nothing(staff: Stub) -> None:
     response = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query="anything at all"))
     assert list(response.results) == []

@@ -1,0 +1,204 @@
+"""Embedding providers (the offline model; the OpenAI-compatible client against a local fake
+server) and background re-embedding when the model changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import numpy as np
+import openai
+import pytest
+from fte.knowledge.v1 import knowledge_service_pb2 as ks
+from fte.knowledge.v1 import knowledge_service_pb2_grpc
+from fte_knowledge.articles import from_proto
+from fte_knowledge.embeddings import LOCAL_DIMENSION, LOCAL_MODEL, LocalMiniLM, OpenAIEmbedder
+from fte_knowledge.reembed import reembed_pending
+from fte_knowledge.server import Knowledge, close_knowledge_base, open_knowledge_base
+from fte_knowledge.settings import KnowledgeSettings
+from fte_knowledge.store import Filters
+from fte_runtime.grpc_client import connect
+from fte_stack.fakes.openai_embeddings import FakeOpenAIEmbeddings, fake_embedding
+from knowledge_helpers import StartKnowledge, article  # type: ignore[import-not-found]
+from pydantic import SecretStr
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAIEmbeddings]:
+    fake = FakeOpenAIEmbeddings()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def test_local_model_gives_unit_vectors_that_capture_meaning(local_model: LocalMiniLM) -> None:
+    assert local_model.model == LOCAL_MODEL
+    texts = ["How do I reset my password?", "I forgot my password and cannot sign in", "Export a project to CSV"]
+    a, b, c = await local_model.embed(texts)
+    assert a.shape == (LOCAL_DIMENSION,)
+    assert np.isclose(np.linalg.norm(a), 1.0, atol=1e-5)
+    assert float(a @ b) > float(a @ c) + 0.3
+    # Batching and length-sorting do not change a text's vector.
+    (again,) = await local_model.embed([texts[1]])
+    assert np.allclose(again, b, atol=1e-5)
+    assert await local_model.embed([]) == []
+
+
+async def test_openai_embedder_batches_and_sends_dimensions(fake_openai: FakeOpenAIEmbeddings) -> None:
+    embedder = OpenAIEmbedder(
+        base_url=fake_openai.base_url, api_key="sk-test", model="text-embedding-3-small", dimension=256, batch_size=64
+    )
+    try:
+        texts = [f"text number {i}" for i in range(100)]
+        vectors = await embedder.embed(texts)
+    finally:
+        await embedder.close()
+    assert len(vectors) == 100
+    assert np.allclose(vectors[7], np.array(fake_embedding("text number 7", 256), dtype=np.float32), atol=1e-6)
+    assert [len(r["input"]) for r in fake_openai.requests] == [64, 36]
+    assert {(r["model"], r["dimensions"], r["encoding_format"]) for r in fake_openai.requests} == {
+        ("text-embedding-3-small", 256, "float")
+    }
+
+
+async def test_openai_embedder_retries_then_gives_up_and_times_out(fake_openai: FakeOpenAIEmbeddings) -> None:
+    embedder = OpenAIEmbedder(
+        base_url=fake_openai.base_url, api_key="sk-test", model="m", dimension=32, max_retries=2, timeout_seconds=0.5
+    )
+    try:
+        fake_openai.fail_next(2, 503)
+        (vector,) = await embedder.embed(["hello"])
+        assert vector.shape == (32,)
+        assert len(fake_openai.requests) == 3
+
+        fake_openai.fail_next(3, 500)
+        with pytest.raises(openai.InternalServerError):
+            await embedder.embed(["hello"])
+
+        fake_openai.delay_next(3, 2.0)
+        with pytest.raises(openai.APITimeoutError):
+            await embedder.embed(["slow"])
+    finally:
+        await embedder.close()
+    # A client error (here: a dimension the server refuses) is not retried.
+    other = OpenAIEmbedder(base_url=fake_openai.base_url, api_key="k", model="m", dimension=20000, max_retries=3)
+    before = len(fake_openai.requests)
+    try:
+        with pytest.raises(openai.BadRequestError):
+            await other.embed(["x"])
+    finally:
+        await other.close()
+    assert len(fake_openai.requests) == before + 1
+
+
+async def test_service_with_openai_provider(
+    start_knowledge: StartKnowledge, fake_openai: FakeOpenAIEmbeddings, tokens: dict[str, str]
+) -> None:
+    service = await start_knowledge(
+        embedding_provider="openai",
+        openai_base_url=fake_openai.base_url,
+        openai_api_key=SecretStr("sk-test"),
+        openai_model="text-embedding-3-small",
+        openai_dimension=64,
+    )
+    channel = connect(f"127.0.0.1:{service.grpc.port}", token=tokens["staff"], default_timeout=30.0)
+    try:
+        stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
+        await stub.CreateArticle(
+            ks.CreateArticleRequest(article=article("sso", "Single sign-on", "# SSO\n\nSAML setup with Okta.\n"))
+        )
+        await stub.CreateArticle(
+            ks.CreateArticleRequest(article=article("invoices", "Invoices", "# Invoices\n\nDownload PDF invoices.\n"))
+        )
+        response = await stub.SearchKnowledge(ks.SearchKnowledgeRequest(query="download invoices as pdf"))
+    finally:
+        await channel.close()
+    assert response.embedding_model == "text-embedding-3-small"
+    assert response.results[0].article == "articles/invoices"
+    rows = await service.kb.store.pool.fetch("SELECT DISTINCT model, dimension FROM chunk_embeddings")
+    assert [(r["model"], r["dimension"]) for r in rows] == [("text-embedding-3-small", 64)]
+
+
+async def test_model_change_reembeds_in_background_and_search_never_mixes_models(
+    start_knowledge: StartKnowledge,
+    new_database: Callable[[], Awaitable[str]],
+    fake_openai: FakeOpenAIEmbeddings,
+    tokens: dict[str, str],
+) -> None:
+    dsn = await new_database()
+    first = await start_knowledge(database_url=dsn)
+    slugs = [f"doc-{i}" for i in range(6)]
+    await first.kb.import_articles(
+        [
+            from_proto(article(slug, f"Topic {i}", f"# Topic {i}\n\nNotes about subject number {i} and more.\n"))
+            for i, slug in enumerate(slugs)
+        ]
+    )
+    assert await first.kb.store.embedding_counts() == {LOCAL_MODEL: 6}
+    await first.stop()
+
+    openai_settings = KnowledgeSettings(
+        database_url=SecretStr(dsn),
+        embedding_provider="openai",
+        openai_base_url=fake_openai.base_url,
+        openai_model="fake-embed",
+        openai_dimension=48,
+        reembed_batch_size=2,
+    )
+    # Without a server: a partial re-embedding shows that search only uses the current model.
+    kb = await open_knowledge_base(openai_settings, "test")
+    try:
+        assert await kb.search("subject", top_k=10, min_score=0, filters=Filters(), per_article=1) == []
+        pending = await kb.store.chunks_without(kb.model, 2)
+        await kb.store.add_embeddings(
+            [c for c, _ in pending], await kb.embedder.embed([t for _, t in pending]), kb.model
+        )
+        hits = await kb.search("subject number", top_k=10, min_score=0, filters=Filters(), per_article=1)
+        done = {
+            r["article_slug"]
+            for r in await kb.store.pool.fetch(
+                "SELECT c.article_slug FROM chunks c JOIN chunk_embeddings e ON e.chunk_id = c.id "
+                "WHERE e.model = 'fake-embed'"
+            )
+        }
+        assert len(done) == 2
+        assert {h.hit.slug for h in hits} == done
+        assert all(h.hit.similarity <= 1.0 for h in hits)
+    finally:
+        await close_knowledge_base(kb)
+
+    # The server re-embeds the rest in the background and prunes the old model's vectors.
+    second = await start_knowledge(
+        database_url=dsn,
+        embedding_provider="openai",
+        openai_base_url=fake_openai.base_url,
+        openai_model="fake-embed",
+        openai_dimension=48,
+        reembed_batch_size=2,
+    )
+    for _ in range(100):
+        if await second.kb.store.embedding_counts() == {"fake-embed": 6}:
+            break
+        await asyncio.sleep(0.1)
+    assert await second.kb.store.embedding_counts() == {"fake-embed": 6}
+    channel = connect(f"127.0.0.1:{second.grpc.port}", token=tokens["kb-reader"], default_timeout=30.0)
+    try:
+        stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
+        response = await stub.SearchKnowledge(ks.SearchKnowledgeRequest(query="subject number", top_k=10))
+    finally:
+        await channel.close()
+    assert response.embedding_model == "fake-embed"
+    assert {r.article for r in response.results} == {f"articles/{s}" for s in slugs}
+    index_names = {
+        r["indexname"]
+        for r in await second.kb.store.pool.fetch(
+            "SELECT indexname FROM pg_indexes "
+            "WHERE schemaname = 'knowledge' AND indexname LIKE 'chunk_embeddings_hnsw_%'"
+        )
+    }
+    assert len(index_names) == 2  # one HNSW index per model
+
+
+async def test_reembed_command_is_a_no_op_when_up_to_date(knowledge: Knowledge) -> None:
+    await knowledge.kb.import_articles([from_proto(article("only-one"))])
+    assert await reembed_pending(knowledge.kb) == 0
