@@ -249,3 +249,62 @@ async def test_erase_and_merge_events_reach_the_broker_even_when_it_was_down(
     assert isinstance(erase_event.message, customer_events_pb2.CustomerErased)
     assert erase_event.message.customer == erased.name
     assert erase_event.message.erased_time.ToSeconds() > 0
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.mark.kafka
+async def test_one_relay_rides_out_a_broker_outage(identity: Identity, kafka_settings: KafkaSettings) -> None:
+    """The relay starts while its bootstrap address is dead, keeps retrying, and publishes once
+    the broker is reachable (a local forwarder plays the broker coming back)."""
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    relay = OutboxRelay(
+        identity.app.pool,
+        KafkaSettings(kafka_bootstrap=f"127.0.0.1:{port}"),
+        source="identity.fte",
+        poll_seconds=0.1,
+    )
+    task = asyncio.create_task(relay.run())
+    forwarder: asyncio.Server | None = None
+    try:
+        customer = await email_customer(identity, new_email())
+        await identity.stub.EraseCustomer(Req.EraseCustomerRequest(name=customer.name, reason="outage test"))
+        relay.wake()
+        pending = "SELECT count(*) FROM outbox WHERE publish_time IS NULL AND record_key = $1"
+        await asyncio.sleep(1.0)
+        assert await count_rows(identity.dsn, pending, customer.name) == 1
+        host, broker_port = kafka_settings.kafka_bootstrap.rsplit(":", 1)
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(host, int(broker_port))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+        forwarder = await asyncio.start_server(forward, "127.0.0.1", port)
+        for _ in range(200):
+            if await count_rows(identity.dsn, pending, customer.name) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await count_rows(identity.dsn, pending, customer.name) == 0
+        key = f"fte.events.v1.CustomerErased:{customer.name}"
+        message = (await _read_events(kafka_settings, {key}))[key].message
+        assert isinstance(message, customer_events_pb2.CustomerErased)
+        assert message.customer == customer.name
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if forwarder is not None:
+            forwarder.close()
+            await forwarder.wait_closed()
