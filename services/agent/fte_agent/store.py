@@ -240,12 +240,12 @@ async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRec
             common_pb2.DELIVERY_STATUS_UNSPECIFIED,
         )
         await conn.execute(
-            """UPDATE tickets SET status = $2, sentiment = $3,
-                   category = CASE WHEN category = 0 THEN $4 ELSE category END,
-                   priority = GREATEST(priority, $5),
-                   escalation_reason = CASE WHEN $6 <> 0 THEN $6 ELSE escalation_reason END,
-                   escalation_detail = CASE WHEN $6 <> 0 THEN $7 ELSE escalation_detail END,
-                   resolve_time = CASE WHEN $2 = $8 THEN now() ELSE NULL END,
+            """UPDATE tickets SET status = $2::smallint, sentiment = $3,
+                   category = CASE WHEN category = 0 THEN $4::smallint ELSE category END,
+                   priority = GREATEST(priority, $5::smallint),
+                   escalation_reason = CASE WHEN $6::smallint <> 0 THEN $6::smallint ELSE escalation_reason END,
+                   escalation_detail = CASE WHEN $6::smallint <> 0 THEN $7::text ELSE escalation_detail END,
+                   resolve_time = CASE WHEN $2::smallint = $8::smallint THEN now() ELSE NULL END,
                    update_time = now(), version = version + 1
                WHERE id = $1""",
             inbound.ticket_id,
@@ -308,7 +308,8 @@ async def _advance_delivery(conn: asyncpg.Connection, request_id: str, delivery:
             )
         return False
     await conn.execute(
-        """UPDATE messages SET delivery_status = $2, delivery = CASE WHEN $3 = '' THEN delivery ELSE $3 END
+        """UPDATE messages SET delivery_status = $2::smallint,
+                   delivery = CASE WHEN $3::text = '' THEN delivery ELSE $3::text END
            WHERE request_id = $1""",
         request_id,
         status,

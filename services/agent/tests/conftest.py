@@ -21,6 +21,7 @@ from fte_notifier.server import Notifier
 from fte_notifier.settings import NotifierSettings
 from fte_runtime.kafka import ensure_topics
 from fte_runtime.settings import KafkaSettings, TokenGrant
+from pydantic import SecretStr
 
 SAMPLE_KB = Path(__file__).resolve().parents[2] / "knowledge" / "sample_kb"
 
@@ -29,7 +30,7 @@ SAMPLE_KB = Path(__file__).resolve().parents[2] / "knowledge" / "sample_kb"
 async def knowledge_target(
     new_database: Callable[[], Awaitable[str]], token_grants: dict[str, TokenGrant]
 ) -> AsyncIterator[str]:
-    settings = KnowledgeSettings(grpc_port=0, auth_tokens=token_grants, database_url=await new_database())
+    settings = KnowledgeSettings(grpc_port=0, auth_tokens=token_grants, database_url=SecretStr(await new_database()))
     counts, rejected = await import_path(settings, SAMPLE_KB, progress=False)
     assert rejected == 0
     assert sum(counts.values()) >= 50
@@ -50,7 +51,7 @@ async def mesh(
     identity_settings = IdentitySettings(
         grpc_port=0,
         auth_tokens=token_grants,
-        database_url=await new_database(),
+        database_url=SecretStr(await new_database()),
         kafka_bootstrap=kafka_settings.kafka_bootstrap,
     )
     identity = await build_identity(identity_settings)
@@ -59,7 +60,7 @@ async def mesh(
         NotifierSettings(
             grpc_port=0,
             auth_tokens=token_grants,
-            database_url=await new_database(),
+            database_url=SecretStr(await new_database()),
             kafka_bootstrap=kafka_settings.kafka_bootstrap,
             kafka_session_timeout_ms=kafka_settings.kafka_session_timeout_ms,
             kafka_heartbeat_interval_ms=kafka_settings.kafka_heartbeat_interval_ms,
