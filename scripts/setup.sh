@@ -28,3 +28,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${args[@]}" -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+
+# The browser for the support-form test (Debian chromium, installed only when missing).
+scripts/install-browser.sh

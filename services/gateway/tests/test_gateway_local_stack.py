@@ -33,7 +33,7 @@ async def test_stack_wires_the_gateway_to_the_local_providers(stack_root: Path) 
         )
         await consumer.start()
         try:
-            raw = build_email(sender="Lin <lin@example.net>", to="support@example.com", subject="Hi", text="Local hello")
+            raw = build_email(sender="lin@example.net", to="support@example.com", subject="Hi", text="Local hello")
             request = urllib.request.Request(  # the demo's way in: HTTP to the fake mailbox
                 stack.providers.gmail.url + "_fake/inbox", data=raw, method="POST"
             )
