@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
-from collections.abc import Callable, Coroutine
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fte.notifier.v1 import notifier_service_pb2_grpc
 from fte_runtime import topics
 from fte_runtime.db import apply_migrations, create_pool
@@ -24,6 +26,10 @@ from fte_notifier.servicer import NotifierServicer
 from fte_notifier.settings import NotifierSettings
 from fte_notifier.statuses_consumer import StatusHandler
 from fte_notifier.store import Store
+
+log = logging.getLogger("fte.notifier")
+
+T = TypeVar("T")
 
 SCHEMA = "notifier"
 SERVICE_NAME = "fte.notifier.v1.NotifierService"
@@ -52,11 +58,6 @@ class Notifier:
         self.pool = await create_pool(self.settings, SCHEMA, application_name="fte-notifier")
         self.store = Store(self.pool)
         self.dispatcher = Dispatcher(self.store, self.settings)
-        self.relay: OutcomeRelay | None = None
-        if self.settings.kafka_enabled:
-            self.producer = make_producer(self.settings, "fte-notifier")
-            await self.producer.start()
-            self.relay = OutcomeRelay(self.pool, EventPublisher(self.producer, "notifier.fte"))
         servicer = NotifierServicer(self.store, self.settings, self.dispatcher.wake)
         self.grpc = GrpcServer(
             self.settings,
@@ -70,16 +71,40 @@ class Notifier:
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [self.dispatcher.run]
-        if self.relay is not None:
-            jobs += [self.relay.run, self._consume_statuses]
+        if self.settings.kafka_enabled:
+            jobs.append(self._kafka)
         return jobs
 
-    async def _consume_statuses(self) -> None:
-        assert self.producer is not None
-        consumer = make_consumer(self.settings, self.settings.status_consumer_group, topics.DELIVERY_STATUS)
-        await consumer.start()
+    async def _kafka(self) -> None:
+        """Outcome relay and status consumer. The broker being down (at start-up or later)
+        delays events, never SendMessage or deliveries: outcomes wait in the outbox table."""
+        producer = await _retrying("kafka producer", self._start_producer)
+        relay = OutcomeRelay(self.store.pool, EventPublisher(producer, "notifier.fte"))
+        await asyncio.gather(relay.run(), self._consume_statuses(producer))
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = make_producer(self.settings, "fte-notifier")
         try:
-            await run_consumer(consumer, StatusHandler(self.store), self.producer, self._stopping)
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producer = producer
+        return producer
+
+    async def _consume_statuses(self, producer: AIOKafkaProducer) -> None:
+        async def start() -> AIOKafkaConsumer:
+            consumer = make_consumer(self.settings, self.settings.status_consumer_group, topics.DELIVERY_STATUS)
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            return consumer
+
+        consumer = await _retrying("status consumer", start)
+        try:
+            await run_consumer(consumer, StatusHandler(self.store), producer, self._stopping)
         finally:
             await consumer.stop()
 
@@ -106,6 +131,17 @@ class Notifier:
             await self.producer.stop()
         if self.pool is not None:
             await self.pool.close()
+
+
+async def _retrying(what: str, start: Callable[[], Awaitable[T]]) -> T:
+    delay = 0.5
+    while True:
+        try:
+            return await start()
+        except (KafkaError, OSError) as exc:
+            log.warning("%s not started; retrying", what, extra={"error": type(exc).__name__, "in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def serve(settings: NotifierSettings) -> None:

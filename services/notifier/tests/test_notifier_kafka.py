@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -13,9 +14,11 @@ from fte.common.v1 import common_pb2
 from fte.events.v1 import delivery_events_pb2
 from fte.notifier.v1 import notifier_pb2, notifier_service_pb2
 from fte_runtime import envelope, topics
-from fte_runtime.kafka import EventPublisher, make_producer
+from fte_runtime.kafka import EventPublisher, ensure_topics, make_producer
 from fte_runtime.settings import KafkaSettings
+from fte_stack.broker import TansuBroker
 from fte_stack.fakes.twilio import FakeTwilio
+from fte_stack.procs import free_port
 from notifier_helpers import NotifierFactory, provider_env, wait_final, whatsapp_request  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.kafka
@@ -133,3 +136,43 @@ async def test_statuses_apply_forward_only_and_outcomes_are_published(
     assert bad.provider_error_code == "21211"
     assert bad.attempts == 1
     assert "not a valid phone number" in bad.reason
+
+
+async def test_broker_down_delays_outcomes_but_loses_none(
+    start_notifier: NotifierFactory, fake_twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    broker = TansuBroker(free_port(), tmp_path / "tansu.log")  # not started yet: the broker is down
+    n = await start_notifier(
+        **provider_env(None, fake_twilio),
+        kafka_enabled=True,
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=6000,
+        kafka_heartbeat_interval_ms=1000,
+    )
+    ticket = f"T-{uuid.uuid4().hex[:8]}"
+    sent = [await n.stub.SendMessage(whatsapp_request(f"Reply {i}.", ticket_id=ticket)) for i in range(3)]
+    for resp in sent:
+        assert (await wait_final(n.stub, resp.delivery.name)).status == S.DELIVERY_STATUS_SENT
+    assert len(fake_twilio.messages()) == 3
+
+    await broker.start()
+    try:
+        await ensure_topics(broker.bootstrap, topics.ALL)
+        consumer = AIOKafkaConsumer(
+            topics.DELIVERY_OUTCOMES, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        names: list[str] = []
+        try:
+            async with asyncio.timeout(60):
+                while len(names) < 3:
+                    for records in (await consumer.getmany(timeout_ms=200)).values():
+                        for record in records:
+                            event = envelope.decode(record.value, record.headers, OUTCOMES)
+                            names.append(event.message.delivery)  # type: ignore[attr-defined]
+        finally:
+            await consumer.stop()
+        assert sorted(names) == sorted(r.delivery.name for r in sent)
+    finally:
+        await n.close()  # before the broker goes away
+        await broker.stop()
