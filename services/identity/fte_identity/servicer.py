@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from fte_identity.normalize import InvalidIdentifier, Kind, Normalized, normaliz
 from fte_identity.store import ACTIVE, ERASED, MERGED, CustomerRow, Sighting, Store, customer_name, timestamp
 
 Channel = common_pb2.Channel
+log = logging.getLogger("fte.identity")
 
 MAX_DISPLAY_NAME = 200
 MAX_REASON = 1000
@@ -244,6 +246,11 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             source, target, actor=self._actor(), reason=reason, request_id=request_id or None
         )
         self._on_event()
+        # Resource names and the principal only: never identifiers or names.
+        log.info(
+            "customers merged",
+            extra={"source": customer_name(merge.source), "target": customer_name(merge.target), "actor": merge.actor},
+        )
         return identity_service_pb2.MergeCustomersResponse(
             customer=to_proto(customer),
             merge=identity_pb2.MergeRecord(
@@ -262,6 +269,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
         if await self._store.erase(customer_id, actor=self._actor(), reason=reason):
             self._on_event()
+            log.info("customer erased", extra={"customer": customer_name(customer_id), "actor": self._actor()})
         return identity_service_pb2.EraseCustomerResponse()
 
 
