@@ -100,7 +100,15 @@ def _identity_env(info: StackInfo) -> dict[str, str]:
 
 
 def _notifier_env(info: StackInfo) -> dict[str, str]:
-    return _grpc_env("FTE_NOTIFIER_", "notifier", info)
+    env = _grpc_env("FTE_NOTIFIER_", "notifier", info)
+    # Twilio status callbacks go to the gateway.
+    env["FTE_NOTIFIER_GATEWAY_BASE_URL"] = f"http://127.0.0.1:{info.ports['gateway']}"
+    # With the local fake mailbox, email replies go to it (threaded with the mail the gateway
+    # read from it); without it, and for WhatsApp, deliveries stay in the local outbox.
+    if "gmail_api_url" in info.extra:
+        env["FTE_NOTIFIER_GMAIL_API_ENDPOINT"] = info.extra["gmail_api_url"]
+        env["FTE_NOTIFIER_GMAIL_SENDER"] = info.extra.get("gmail_address", "support@example.com")
+    return env
 
 
 def _agent_env(info: StackInfo) -> dict[str, str]:

@@ -74,7 +74,8 @@ class NotifierSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
 
     @property
     def gmail_configured(self) -> bool:
-        return bool(self.gmail_access_token or self.gmail_credentials_json)
+        # An explicit endpoint without credentials is a local fake: it is called anonymously.
+        return bool(self.gmail_access_token or self.gmail_credentials_json or self.gmail_api_endpoint)
 
     @property
     def twilio_configured(self) -> bool:

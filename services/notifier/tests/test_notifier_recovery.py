@@ -126,3 +126,5 @@ def test_secrets_come_from_mounted_files(tmp_path: Path) -> None:
     assert "from-a-file" not in repr(settings)
     assert "gmail-secret" not in str(settings.model_dump())
     assert not NotifierSettings().twilio_configured  # no credentials: local mode
+    assert not NotifierSettings().gmail_configured
+    assert NotifierSettings(gmail_api_endpoint="http://127.0.0.1:1/").gmail_configured  # a local fake
