@@ -1,0 +1,159 @@
+"""AgentService over gRPC: tickets with filters, pagination and etags, messages, customer
+history, human replies through the notifier, escalate, resolve, and per-method scopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from agent_helpers import message  # type: ignore[import-not-found]
+from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from fte.common.v1 import common_pb2
+from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
+from fte_runtime.errors import error_info
+from fte_runtime.grpc_client import connect
+from google.protobuf.field_mask_pb2 import FieldMask
+from grpc_status import rpc_status
+
+pytestmark = pytest.mark.kafka
+
+
+def reason_of(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    info = error_info(status)
+    assert info is not None
+    return str(info.reason)
+
+
+@pytest.fixture
+async def api(start_agent: Any, mesh: Any, tokens: dict[str, str]) -> Any:
+    agent = await start_agent()
+    channels = {p: connect(f"127.0.0.1:{agent.port}", token=tokens[p], default_timeout=10) for p in tokens}
+    notifier_channel = connect(mesh.notifier, token=tokens["staff"], default_timeout=10)
+    stubs = {p: agent_service_pb2_grpc.AgentServiceStub(ch) for p, ch in channels.items()}
+    yield agent, stubs, notifier_service_pb2_grpc.NotifierServiceStub(notifier_channel)
+    for ch in [*channels.values(), notifier_channel]:
+        await ch.close()
+
+
+async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> None:
+    agent, stubs, notifier = api
+    staff = stubs["staff"]
+    processor = agent.agent.processor
+    answered = [message("email", q) for q in ("How do I reset my password?", "How do I connect Slack?")]
+    answered += [message("whatsapp", "how do i export all workspace data?")]
+    escalated = [message("web_form", "I want a refund for last month", subject="Refund")]
+    for msg, _ in answered + escalated:
+        assert await processor.handle(msg) == "replied"
+
+    # Pagination: every ticket exactly once, newest first.
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(page_size=1, page_token=token))
+        seen += [t.name for t in page.tickets]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 4
+    by_filter = await staff.ListTickets(
+        agent_service_pb2.ListTicketsRequest(escalation_reason=common_pb2.ESCALATION_REASON_REFUND)
+    )
+    assert [t.name for t in by_filter.tickets] == [f"tickets/{escalated[0][0].web_form.ticket_reference}"]
+    wa = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(channel=common_pb2.CHANNEL_WHATSAPP))
+    assert len(wa.tickets) == 1
+    resolved = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(status=agent_pb2.TICKET_STATUS_RESOLVED))
+    assert len(resolved.tickets) == 3
+    first = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(page_size=1))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.ListTickets(
+            agent_service_pb2.ListTicketsRequest(
+                page_size=1, page_token=first.next_page_token, channel=common_pb2.CHANNEL_EMAIL
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(err.value) == "INVALID_PAGE_TOKEN"
+
+    # Update with etags.
+    ticket = by_filter.tickets[0]
+    updated = await staff.UpdateTicket(
+        agent_service_pb2.UpdateTicketRequest(
+            ticket=agent_pb2.Ticket(
+                name=ticket.name, etag=ticket.etag, assignee="dana", priority=common_pb2.PRIORITY_HIGH
+            ),
+            update_mask=FieldMask(paths=["assignee", "priority"]),
+        )
+    )
+    assert updated.ticket.assignee == "dana"
+    assert updated.ticket.etag != ticket.etag
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.UpdateTicket(
+            agent_service_pb2.UpdateTicketRequest(
+                ticket=agent_pb2.Ticket(name=ticket.name, etag=ticket.etag, assignee="eve"),
+                update_mask=FieldMask(paths=["assignee"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(err.value) == "STALE_ETAG"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.UpdateTicket(
+            agent_service_pb2.UpdateTicketRequest(
+                ticket=agent_pb2.Ticket(name=ticket.name, etag=updated.ticket.etag),
+                update_mask=FieldMask(paths=["customer"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # A person replies through the notifier, once per request id.
+    req = agent_service_pb2.ReplyToTicketRequest(ticket=ticket.name, text="Hi, I have refunded you.", request_id="r-1")
+    first_reply = await staff.ReplyToTicket(req)
+    again = await staff.ReplyToTicket(req)
+    assert first_reply.message.name == again.message.name
+    assert first_reply.message.author == agent_pb2.AUTHOR_HUMAN
+    ticket_id = ticket.name.split("/")[1]
+    deliveries = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+    assert "Hi, I have refunded you." in [d.text_body for d in deliveries.deliveries]
+    assert len(deliveries.deliveries) == 2  # the agent's hand-over and the person's reply
+    messages = await staff.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket.name))
+    assert [m.author for m in messages.messages] == [
+        agent_pb2.AUTHOR_CUSTOMER,
+        agent_pb2.AUTHOR_AGENT,
+        agent_pb2.AUTHOR_HUMAN,
+    ]
+
+    other = resolved.tickets[0]
+    esc = await staff.EscalateTicket(agent_service_pb2.EscalateTicketRequest(ticket=other.name, detail="VIP"))
+    assert esc.ticket.status == agent_pb2.TICKET_STATUS_ESCALATED
+    assert esc.ticket.escalation_reason == common_pb2.ESCALATION_REASON_MANUAL
+    res = await staff.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=other.name, note="done"))
+    assert res.ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
+    assert res.ticket.resolve_time.seconds > 0
+
+    history = await staff.GetCustomerHistory(agent_service_pb2.GetCustomerHistoryRequest(customer=other.customer))
+    assert [t.name for t in history.tickets] == [other.name]
+    assert len(history.messages) == 2
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.GetTicket(agent_service_pb2.GetTicketRequest(name="tickets/NOPE"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(err.value) == "TICKET_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.GetTicket(agent_service_pb2.GetTicketRequest(name="customers/1"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_scopes(api: Any) -> None:
+    agent, stubs, _ = api
+    msg, _ = message("email", "How do I reset my password?")
+    await agent.agent.processor.handle(msg)
+    tickets = await stubs["gateway"].ListTickets(agent_service_pb2.ListTicketsRequest())
+    ticket = tickets.tickets[0]
+    assert (await stubs["gateway"].GetTicket(agent_service_pb2.GetTicketRequest(name=ticket.name))).ticket == ticket
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["gateway"].ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=ticket.name))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["kb-reader"].GetTicket(agent_service_pb2.GetTicketRequest(name=ticket.name))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
