@@ -122,13 +122,43 @@ async def wait_for_code(target: str, want: grpc.StatusCode, seconds: float) -> g
     return code
 
 
+def upstream_health_flags(admin_port: int) -> str:
+    """The `health_flags` Envoy's admin API reports for the knowledge upstream."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    try:
+        conn.request("GET", "/clusters")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    flags = [
+        line.rsplit("::", 1)[-1]
+        for line in body.splitlines()
+        if line.startswith("knowledge::") and "::health_flags::" in line
+    ]
+    assert len(flags) == 1, body
+    return flags[0]
+
+
+async def wait_for_flags(admin_port: int, want: str, seconds: float) -> str:
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    flags = await asyncio.to_thread(upstream_health_flags, admin_port)
+    while flags != want and loop.time() < until:
+        await asyncio.sleep(0.2)
+        flags = await asyncio.to_thread(upstream_health_flags, admin_port)
+    return flags
+
+
 async def test_envoy_routes_grpc_and_follows_upstream_health(envoy: EnvoyProxy, upstream: GrpcServer) -> None:
     # HTTP/1.1 probe and HTTP/2 gRPC on the same listener.
     assert await asyncio.to_thread(healthz, envoy.listen_port) == 200
     # The upstream has no such method registered: UNIMPLEMENTED proves the call crossed Envoy.
     assert await wait_for_code(envoy.target, grpc.StatusCode.UNIMPLEMENTED, 10) == grpc.StatusCode.UNIMPLEMENTED
-    # A draining upstream answers NOT_SERVING: Envoy's active check takes it out of rotation.
+    assert await wait_for_flags(envoy.admin_port, "healthy", 10) == "healthy"
+    # A draining upstream answers NOT_SERVING: Envoy's active gRPC check marks it failed
+    # (with more pods, calls go to the others), and takes it back once it serves again.
     await upstream.health.set(KNOWLEDGE, health_pb2.HealthCheckResponse.NOT_SERVING)
-    assert await wait_for_code(envoy.target, grpc.StatusCode.UNAVAILABLE, 15) == grpc.StatusCode.UNAVAILABLE
+    assert await wait_for_flags(envoy.admin_port, "/failed_active_hc", 15) == "/failed_active_hc"
     await upstream.health.set(KNOWLEDGE, health_pb2.HealthCheckResponse.SERVING)
-    assert await wait_for_code(envoy.target, grpc.StatusCode.UNIMPLEMENTED, 15) == grpc.StatusCode.UNIMPLEMENTED
+    assert await wait_for_flags(envoy.admin_port, "healthy", 15) == "healthy"
+    assert await call_knowledge(envoy.target) == grpc.StatusCode.UNIMPLEMENTED
