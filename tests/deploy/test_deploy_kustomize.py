@@ -5,6 +5,7 @@ that let each service be called only by its callers, and custom resources that f
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import itertools
@@ -451,6 +452,28 @@ def test_dev_overlay_provides_every_config_and_secret() -> None:
     for svc in SERVICES:
         secret = named(objs, "Secret", f"{svc}-postgres")
         assert secret["type"] == "kubernetes.io/basic-auth"
+
+
+def secret_data(objs: list[Obj], prefix: str) -> dict[str, str]:
+    [secret] = [o for o in of_kind(objs, "Secret") if o["metadata"]["name"].startswith(prefix)]
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+
+def test_dev_callers_tokens_are_accepted_by_their_callees() -> None:
+    objs = built("overlay:dev")
+    callers = {
+        "agent": ("FTE_AGENT_SERVICE_TOKEN", ("knowledge", "identity", "notifier")),
+        "gateway": ("FTE_GATEWAY_SERVICE_TOKEN", ("agent",)),
+    }
+    for caller, (key, callees) in callers.items():
+        token = secret_data(objs, f"{caller}-secrets-")[key]
+        for callee in callees:
+            grants = json.loads(secret_data(objs, f"{callee}-auth-tokens-")["tokens.json"])
+            assert grants[token]["principal"] == caller, f"{callee} does not know {caller}'s token"
+            assert grants[token]["scopes"], callee
+    # Only the callers listed: the gateway cannot call knowledge directly.
+    knowledge = json.loads(secret_data(objs, "knowledge-auth-tokens-")["tokens.json"])
+    assert "gateway" not in {g["principal"] for g in knowledge.values()}
 
 
 def test_prod_secrets_are_the_documented_ones() -> None:
