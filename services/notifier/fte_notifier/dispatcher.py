@@ -135,11 +135,22 @@ class Dispatcher:
                 )
                 DISPATCHED.labels(channel, "gave_up").inc()
                 return
-            payloads = self._payloads(d)
-            parts = await self.store.parts(d["id"], len(payloads))
-            for part, payload in zip(parts, payloads, strict=True):
-                await self._deliver_part(d, part, payload)
-            if await self.store.complete(d, self.owner):
+            parts: list[Part] = d["parts"]
+            if d["local_only"]:
+                ids = [f"local-{d['id']}-{p.part_no}" for p in parts]
+                last: int | None = None  # every part recorded by complete()
+            else:
+                payloads = self._payloads(d)
+                ids = []
+                for part, payload in zip(parts[:-1], payloads[:-1], strict=True):
+                    pid = await self._deliver_part(d, part, payload)
+                    if part.state != "sent":
+                        await self.store.part_sent(d["id"], part.part_no, pid)
+                    ids.append(pid)
+                # The last part's id is recorded together with the delivery's completion.
+                ids.append(await self._deliver_part(d, parts[-1], payloads[-1]))
+                last = parts[-1].part_no
+            if await self.store.complete(d, self.owner, ids, last):
                 DISPATCHED.labels(channel, "sent").inc()
         except PermanentError as exc:
             await self.store.fail(d, self.owner, exc.reason, exc.code, permanent=True)
@@ -169,22 +180,19 @@ class Dispatcher:
         DISPATCHED.labels(channel, "retry").inc()
         log.info("delivery will be retried", extra={"delivery": str(d["id"]), "code": code, "in_s": round(delay, 2)})
 
-    async def _deliver_part(self, d: dict[str, Any], part: Part, payload: dict[str, Any]) -> None:
-        if part.state == "sent":
-            return
-        if d["local_only"]:
-            await self.store.part_sent(d["id"], part.part_no, f"local-{d['id']}-{part.part_no}")
-            return
+    async def _deliver_part(self, d: dict[str, Any], part: Part, payload: dict[str, Any]) -> str:
+        """The provider's id for the part: recorded earlier, found at the provider, or sent now."""
+        if part.state == "sent" and part.provider_message_id:
+            return part.provider_message_id
         if part.state == "sending":
             # An earlier attempt's outcome is unknown: ask the provider before sending again.
             found = await self._find(d, part, payload)
             if found is not None:
                 log.info("in-flight part found at the provider", extra={"delivery": str(d["id"]), "part": part.part_no})
-                await self.store.part_sent(d["id"], part.part_no, found)
-                return
+                return found
         await self.store.begin_part(d["id"], part.part_no, self.owner, self.settings.lease_seconds)
         try:
-            provider_id = await self._send(d, payload)
+            return await self._send(d, payload)
         except TransientError as exc:
             if not exc.uncertain:
                 await self.store.part_not_sent(d["id"], part.part_no)
@@ -192,7 +200,6 @@ class Dispatcher:
         except PermanentError:
             await self.store.part_not_sent(d["id"], part.part_no)
             raise
-        await self.store.part_sent(d["id"], part.part_no, provider_id)
 
     def _payloads(self, d: dict[str, Any]) -> list[dict[str, Any]]:
         if d["channel"] == common_pb2.CHANNEL_WHATSAPP:

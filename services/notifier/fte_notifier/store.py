@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -67,14 +67,20 @@ class Store:
         """The delivery for `new.request_id` and whether it already existed.
 
         The unique constraint on request_id decides between concurrent duplicates: the loser's
-        INSERT waits for the winner's commit, does nothing, and reads the winner's row."""
+        INSERT waits for the winner's commit, does nothing, and reads the winner's row. The
+        delivery and its parts are written by one statement, so one transaction."""
         async with self.pool.acquire() as conn:
-            inserted = await conn.fetchval(
-                """INSERT INTO deliveries (id, request_id, fingerprint, channel, recipient, subject, text_body,
-                       ticket_id, reply_to, template, local_only, part_count)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)
-                   ON CONFLICT (request_id) DO NOTHING
-                   RETURNING id""",
+            row = await conn.fetchrow(
+                """WITH d AS (
+                       INSERT INTO deliveries (id, request_id, fingerprint, channel, recipient, subject, text_body,
+                           ticket_id, reply_to, template, local_only, part_count)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)
+                       ON CONFLICT (request_id) DO NOTHING
+                       RETURNING *),
+                   p AS (
+                       INSERT INTO delivery_parts (delivery_id, part_no)
+                       SELECT d.id, n FROM d, generate_series(0, d.part_count - 1) AS n)
+                   SELECT d.*, '{}'::text[] AS provider_message_ids FROM d""",
                 uuid.uuid4(),
                 new.request_id,
                 new.fingerprint,
@@ -88,9 +94,11 @@ class Store:
                 new.local_only,
                 new.part_count,
             )
+            if row is not None:
+                return row_dict(row), False
             row = await conn.fetchrow("SELECT * FROM delivery_view WHERE request_id = $1", new.request_id)
         assert row is not None
-        return row_dict(row), inserted is None
+        return row_dict(row), True
 
     async def get(self, delivery_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
@@ -139,43 +147,43 @@ class Store:
         )
         if not rows:
             return []
+        ids = [r["id"] for r in rows]
         claimed = await self.pool.fetch(
-            "SELECT * FROM delivery_view WHERE id = ANY($1::uuid[]) ORDER BY next_attempt_at", [r["id"] for r in rows]
+            "SELECT * FROM delivery_view WHERE id = ANY($1::uuid[]) ORDER BY next_attempt_at", ids
         )
-        return [row_dict(r) for r in claimed]
-
-    async def parts(self, delivery_id: uuid.UUID, count: int) -> list[Part]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO delivery_parts (delivery_id, part_no) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                [(delivery_id, n) for n in range(count)],
+        parts: dict[uuid.UUID, list[Part]] = {}
+        for r in await self.pool.fetch(
+            """SELECT delivery_id, part_no, state, provider_message_id, attempt_started_at FROM delivery_parts
+               WHERE delivery_id = ANY($1::uuid[]) ORDER BY delivery_id, part_no""",
+            ids,
+        ):
+            parts.setdefault(r["delivery_id"], []).append(
+                Part(r["part_no"], r["state"], r["provider_message_id"], r["attempt_started_at"])
             )
-            rows = await conn.fetch(
-                """SELECT part_no, state, provider_message_id, attempt_started_at FROM delivery_parts
-                   WHERE delivery_id = $1 ORDER BY part_no""",
-                delivery_id,
-            )
-        return [Part(r["part_no"], r["state"], r["provider_message_id"], r["attempt_started_at"]) for r in rows]
+        out = []
+        for r in claimed:
+            d = row_dict(r)
+            d["parts"] = parts.get(d["id"], [])
+            out.append(d)
+        return out
 
     async def begin_part(self, delivery_id: uuid.UUID, part_no: int, owner: str, lease_seconds: float) -> None:
-        """Renew the lease (fenced: only while we still own it) and mark the part in flight,
-        committed before the provider is called."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            owned = await conn.fetchval(
-                """UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
-                   WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING true""",
-                delivery_id,
-                owner,
-                lease_seconds,
-            )
-            if not owned:
-                raise LeaseLost(str(delivery_id))
-            await conn.execute(
-                """UPDATE delivery_parts SET state = 'sending', attempt_started_at = now()
-                   WHERE delivery_id = $1 AND part_no = $2""",
-                delivery_id,
-                part_no,
-            )
+        """Renew the lease (fenced: only while we still own it) and mark the part in flight, in
+        one statement committed before the provider is called."""
+        marked = await self.pool.fetchval(
+            """WITH owned AS (
+                   UPDATE deliveries SET lease_until = now() + make_interval(secs => $3)
+                   WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING id)
+               UPDATE delivery_parts p SET state = 'sending', attempt_started_at = now()
+               FROM owned WHERE p.delivery_id = owned.id AND p.part_no = $4
+               RETURNING true""",
+            delivery_id,
+            owner,
+            lease_seconds,
+            part_no,
+        )
+        if not marked:
+            raise LeaseLost(str(delivery_id))
 
     async def part_sent(self, delivery_id: uuid.UUID, part_no: int, provider_message_id: str) -> None:
         """Record an accepted part. Not fenced by the lease: the provider has it either way."""
@@ -195,39 +203,52 @@ class Store:
             part_no,
         )
 
-    async def complete(self, delivery: dict[str, Any], owner: str) -> bool:
-        """Every part is with the provider: SENT (or further, from statuses already reported),
-        and ReplyDelivered in the same transaction."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT status FROM deliveries WHERE id = $1 AND lease_owner = $2 AND status = 1 FOR UPDATE",
-                delivery["id"],
-                owner,
-            )
-            if row is None:
-                return False
-            ids = await conn.fetchval(
-                "SELECT array_agg(provider_message_id ORDER BY part_no) FROM delivery_parts WHERE delivery_id = $1",
-                delivery["id"],
-            )
-            sent_time = await conn.fetchval(
-                """UPDATE deliveries SET status = $2, sent_time = now(), update_time = now(),
-                       lease_owner = NULL, lease_until = NULL, last_error = '', last_error_code = ''
-                   WHERE id = $1 RETURNING sent_time""",
-                delivery["id"],
-                SENT,
-            )
-            event = delivery_events_pb2.ReplyDelivered(
-                delivery=f"deliveries/{delivery['id']}",
-                request_id=delivery["request_id"],
-                ticket_id=delivery["ticket_id"],
-                channel=delivery["channel"],
-                provider_message_ids=list(ids or []),
-            )
-            event.sent_time.FromDatetime(sent_time)
-            await _add_outcome(conn, event, delivery)
+    async def complete(
+        self, delivery: dict[str, Any], owner: str, provider_ids: list[str], last_part: int | None
+    ) -> bool:
+        """Every part is with the provider: record the last part's id (when given), mark the
+        delivery SENT and queue ReplyDelivered, all in one statement. The part is recorded even
+        if the lease was lost meanwhile: the provider has it either way."""
+        sent_time = datetime.now(UTC)
+        event = delivery_events_pb2.ReplyDelivered(
+            delivery=f"deliveries/{delivery['id']}",
+            request_id=delivery["request_id"],
+            ticket_id=delivery["ticket_id"],
+            channel=delivery["channel"],
+            provider_message_ids=provider_ids,
+        )
+        event.sent_time.FromDatetime(sent_time)
+        row = await self.pool.fetchrow(
+            """WITH part AS (
+                   UPDATE delivery_parts
+                   SET state = 'sent', provider_message_id = ($3::text[])[part_no + 1], sent_time = $4
+                   WHERE delivery_id = $1 AND ($5::int IS NULL OR part_no = $5) AND state <> 'sent'),
+               d AS (
+                   UPDATE deliveries SET status = 2, sent_time = $4, update_time = now(), lease_owner = NULL,
+                       lease_until = NULL, last_error = '', last_error_code = ''
+                   WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING id),
+               ev AS (
+                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
+                   SELECT $6, $7, $8, $9, $10 FROM d)
+               SELECT EXISTS (SELECT 1 FROM provider_statuses WHERE provider_message_id = ANY($3::text[])) AS early
+               FROM d""",
+            delivery["id"],
+            owner,
+            provider_ids,
+            sent_time,
+            last_part,
+            uuid.uuid4(),
+            topics.DELIVERY_OUTCOMES,
+            _outcome_key(delivery),
+            event.DESCRIPTOR.full_name,
+            event.SerializeToString(),
+        )
+        if row is None:
+            return False
+        if row["early"]:
             # Statuses the provider reported before the ids were recorded.
-            await _apply_part_statuses(conn, delivery["id"])
+            async with self.pool.acquire() as conn, conn.transaction():
+                await _apply_part_statuses(conn, delivery["id"])
         return True
 
     async def retry_later(
@@ -335,14 +356,18 @@ def _failed_event(  # noqa: PLR0917 - the event's fields
     return event
 
 
+def _outcome_key(delivery: dict[str, Any]) -> str:
+    # Keyed by ticket so one ticket's outcomes stay in order.
+    return str(delivery["ticket_id"] or delivery["request_id"])
+
+
 async def _add_outcome(conn: asyncpg.Connection, event: Message, delivery: dict[str, Any]) -> None:
     await conn.execute(
         """INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
            VALUES ($1, $2, $3, $4, $5)""",
         uuid.uuid4(),
         topics.DELIVERY_OUTCOMES,
-        # Keyed by ticket so one ticket's outcomes stay in order.
-        delivery["ticket_id"] or delivery["request_id"],
+        _outcome_key(delivery),
         event.DESCRIPTOR.full_name,
         event.SerializeToString(),
     )

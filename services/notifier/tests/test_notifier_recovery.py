@@ -92,12 +92,13 @@ async def test_status_reported_before_the_id_was_recorded_is_applied(
         _, duplicate = await store.insert(new)
         assert not duplicate
         [claimed] = await store.claim("me", 10, 30)
-        await store.parts(claimed["id"], 1)
-        await store.part_sent(claimed["id"], 0, "SMearly")
+        assert [p.state for p in claimed["parts"]] == ["pending"]
+        await store.begin_part(claimed["id"], 0, "me", 30)
         # The provider's callback beats the dispatcher's bookkeeping: kept, not applied yet.
         await store.apply_status("SMearly", DELIVERED, "", "", datetime.now(UTC))
         assert (await store.get(claimed["id"]))["status"] == QUEUED  # type: ignore[index]
-        assert await store.complete(claimed, "me")
+        assert await store.complete(claimed, "me", ["SMearly"], 0)
+        assert (await store.get(claimed["id"]))["provider_message_ids"] == ["SMearly"]  # type: ignore[index]
         assert (await store.get(claimed["id"]))["status"] == DELIVERED  # type: ignore[index]
         # Repeats and stale statuses change nothing; a later one moves it on.
         await store.apply_status("SMearly", DELIVERED, "", "", datetime.now(UTC))
