@@ -1,8 +1,10 @@
 """Notifier dispatch: 5,000 deliveries (WhatsApp and email) through a real notifier process to the
 local fake Twilio and Gmail APIs, against a baseline of the same SDK calls made directly.
 
-Reports deliveries/s (first SendMessage to last provider call), p50/p99 from SendMessage to the
-provider receiving the call, SendMessage latency, and duplicates (must be zero). The baseline
+Two phases against one notifier process: a burst (5,000 SendMessage calls as fast as 64 callers
+go: throughput, first SendMessage to last provider call) and a paced run (1,000 at 100/s, below
+capacity: the latency from SendMessage to the provider receiving the call without a backlog).
+Also SendMessage latency, and duplicates (must be zero). The baseline
 is the same mix of provider calls made straight from a thread pool (no outbox, no dispatcher),
 measured before and after the notifier run in the same process; the ratio shows what the outbox
 costs against the providers' own capacity. The fakes run on their own thread and event loop.
@@ -41,6 +43,7 @@ from fte_stack.procs import Child, free_port, wait_for_port
 
 TOKEN = "bench-token"
 THREADS = 32
+SENT = common_pb2.DELIVERY_STATUS_SENT
 GMAIL_TOKEN = "bench-gmail-access-token"
 
 
@@ -147,7 +150,70 @@ def requests(count: int, whatsapp_share: float) -> Iterator[notifier_service_pb2
         yield req
 
 
-async def run_notifier(args: argparse.Namespace, root: Path, fakes: Fakes, dsn: str) -> dict[str, float]:
+async def send_phase(
+    stub: notifier_service_pb2_grpc.NotifierServiceAsyncStub,
+    fakes: Fakes,
+    reqs: list[notifier_service_pb2.SendMessageRequest],
+    concurrency: int,
+    rate: float | None,
+) -> dict[str, float]:
+    """Send `reqs` (as fast as `concurrency` allows, or paced at `rate`/s) and wait for the
+    providers to receive them all; rates, latencies and duplicates of this phase."""
+    sent_at: dict[str, float] = {}
+    rpc_ms: list[float] = []
+
+    async def one(req: notifier_service_pb2.SendMessageRequest) -> None:
+        sent_at[req.text_body.split()[-1].rstrip(".")] = time.time()
+        started = time.perf_counter()
+        await stub.SendMessage(req)
+        rpc_ms.append((time.perf_counter() - started) * 1000)
+
+    began = time.time()
+    if rate is None:
+        pending = iter(reqs)
+
+        async def caller() -> None:
+            for req in pending:
+                await one(req)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    else:
+        tasks = []
+        for i, req in enumerate(reqs):
+            await asyncio.sleep(max(0.0, began + i / rate - time.time()))
+            tasks.append(asyncio.create_task(one(req)))
+        await asyncio.gather(*tasks)
+    submitted = time.time() - began
+
+    def mine() -> list[tuple[str, float]]:
+        return [(t, when) for t, when in fakes.received() if t in sent_at]
+
+    deadline = time.monotonic() + 300
+    while len({t for t, _ in mine()}) < len(reqs) and time.monotonic() < deadline:  # noqa: ASYNC110 - another thread's state
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # anything sent twice would arrive by now
+    received = mine()
+    counts = Counter(token for token, _ in received)
+    first_seen: dict[str, float] = {}
+    for token, when in received:
+        first_seen[token] = min(when, first_seen.get(token, when))
+    latency = [(first_seen[t] - sent_at[t]) * 1000 for t in first_seen]
+    last = max(when for _, when in received)
+    return {
+        "deliveries": len(counts),
+        "duplicates": sum(n - 1 for n in counts.values()),
+        "rate": len(counts) / (last - began),
+        "submit_rate": len(reqs) / submitted,
+        "p50": percentile(latency, 0.5),
+        "p99": percentile(latency, 0.99),
+        "rpc_p50": percentile(rpc_ms, 0.5),
+        "rpc_p99": percentile(rpc_ms, 0.99),
+    }
+
+
+async def run_notifier(
+    args: argparse.Namespace, root: Path, fakes: Fakes, dsn: str
+) -> tuple[dict[str, float], dict[str, float], int]:
     port = free_port()
     grants = {TOKEN: {"principal": "bench", "scopes": ["notifier.send", "notifier.read"]}}
     env = fakes.settings(
@@ -166,56 +232,18 @@ async def run_notifier(args: argparse.Namespace, root: Path, fakes: Fakes, dsn: 
     channel = connect(f"127.0.0.1:{port}", token=TOKEN, default_timeout=30)
     try:
         stub = notifier_service_pb2_grpc.NotifierServiceStub(channel)
-        pending = iter(list(requests(args.deliveries, args.whatsapp_share)))
-        sent_at: dict[str, float] = {}
-        rpc_ms: list[float] = []
-
-        async def caller() -> None:
-            for req in pending:
-                token = req.text_body.split()[-1].rstrip(".")
-                sent_at[token] = time.time()
-                started = time.perf_counter()
-                await stub.SendMessage(req)
-                rpc_ms.append((time.perf_counter() - started) * 1000)
-
-        began = time.time()
-        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
-        submitted = time.time() - began
-        deadline = time.monotonic() + 300
-        while len(fakes.received()) < args.deliveries and time.monotonic() < deadline:  # noqa: ASYNC110 - polling another thread's state
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # anything sent twice would arrive by now
-        received = fakes.received()
+        everything = list(requests(args.deliveries + args.paced, args.whatsapp_share))
+        burst = await send_phase(stub, fakes, everything[: args.deliveries], args.concurrency, None)
+        paced = await send_phase(stub, fakes, everything[args.deliveries :], args.concurrency, args.paced_rate)
         conn = await asyncpg.connect(dsn)
         try:
-            statuses = Counter(
-                {
-                    r["status"]: r["n"]
-                    for r in await conn.fetch("SELECT status, count(*) n FROM notifier.deliveries GROUP BY 1")
-                }
-            )
+            sent = await conn.fetchval("SELECT count(*) FROM notifier.deliveries WHERE status = $1", SENT)
         finally:
             await conn.close()
     finally:
         await channel.close()
         await child.stop(15)
-    counts = Counter(token for token, _ in received)
-    first_seen: dict[str, float] = {}
-    for token, when in received:
-        first_seen[token] = min(when, first_seen.get(token, when))
-    latency = [(first_seen[t] - sent_at[t]) * 1000 for t in first_seen if t in sent_at]
-    last = max(when for _, when in received)
-    return {
-        "deliveries": len(counts),
-        "duplicates": sum(n - 1 for n in counts.values()),
-        "sent_status": statuses[common_pb2.DELIVERY_STATUS_SENT],
-        "rate": len(counts) / (last - began),
-        "submit_rate": args.deliveries / submitted,
-        "p50": percentile(latency, 0.5),
-        "p99": percentile(latency, 0.99),
-        "rpc_p50": percentile(rpc_ms, 0.5),
-        "rpc_p99": percentile(rpc_ms, 0.99),
-    }
+    return burst, paced, sent
 
 
 async def main(args: argparse.Namespace, root: Path) -> None:
@@ -227,7 +255,7 @@ async def main(args: argparse.Namespace, root: Path) -> None:
         dsn = await postgres.create_database("bench_notifier")
         base_calls = max(200, args.deliveries // 5)
         base = [await asyncio.to_thread(baseline, fakes, base_calls, args.whatsapp_share)]
-        result = await run_notifier(args, root, fakes, dsn)
+        burst, paced, sent = await run_notifier(args, root, fakes, dsn)
         base.append(await asyncio.to_thread(baseline, fakes, base_calls, args.whatsapp_share))
     finally:
         with contextlib.suppress(Exception):
@@ -237,25 +265,26 @@ async def main(args: argparse.Namespace, root: Path) -> None:
     b_p50 = statistics.median(b[1] for b in base)
     b_p99 = statistics.median(b[2] for b in base)
     print(
-        f"notifier dispatch: {args.deliveries} deliveries ({args.whatsapp_share:.0%} WhatsApp, rest email), "
-        f"{args.concurrency} concurrent SendMessage callers, dispatcher concurrency {args.dispatch_concurrency}"
+        f"notifier dispatch: {args.deliveries} deliveries ({args.whatsapp_share:.0%} WhatsApp, rest email) from "
+        f"{args.concurrency} concurrent SendMessage callers, then {args.paced} paced at {args.paced_rate:.0f}/s; "
+        f"dispatcher concurrency {args.dispatch_concurrency}"
     )
-    print(f"{'':34}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'':40}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     rows = [
         (f"baseline: direct SDK calls (x{base_calls})", b_rate, b_p50, b_p99),
-        ("notifier: SendMessage RPC", result["submit_rate"], result["rpc_p50"], result["rpc_p99"]),
+        ("burst: SendMessage RPC", burst["submit_rate"], burst["rpc_p50"], burst["rpc_p99"]),
+        ("burst: SendMessage -> provider call", burst["rate"], burst["p50"], burst["p99"]),
+        ("paced: SendMessage RPC", paced["submit_rate"], paced["rpc_p50"], paced["rpc_p99"]),
+        ("paced: SendMessage -> provider call", paced["rate"], paced["p50"], paced["p99"]),
     ]
     for label, rate, p50, p99 in rows:
-        print(f"{label:34}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
-    print(
-        f"{'notifier: SendMessage -> provider':34}{result['rate']:>10.0f}{result['p50']:>10.1f}{result['p99']:>10.1f}"
-    )
-    print(f"ratio notifier deliveries/s / baseline calls/s: {result['rate'] / b_rate:.2f}")
-    print(
-        f"delivered {result['deliveries']:.0f}/{args.deliveries}, status SENT {result['sent_status']:.0f}, "
-        f"duplicates {result['duplicates']:.0f}"
-    )
-    if result["duplicates"] or result["deliveries"] != args.deliveries:
+        print(f"{label:40}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
+    print(f"ratio burst deliveries/s / baseline calls/s: {burst['rate'] / b_rate:.2f}")
+    total = args.deliveries + args.paced
+    delivered = burst["deliveries"] + paced["deliveries"]
+    duplicates = burst["duplicates"] + paced["duplicates"]
+    print(f"delivered {delivered:.0f}/{total}, status SENT {sent}, duplicates {duplicates:.0f}")
+    if duplicates or delivered != total or sent != total:
         sys.exit(1)
 
 
@@ -265,6 +294,8 @@ def cli() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent SendMessage callers")
     parser.add_argument("--dispatch-concurrency", type=int, default=32)
     parser.add_argument("--whatsapp-share", type=float, default=0.7)
+    parser.add_argument("--paced", type=int, default=1000, help="deliveries sent at a steady rate after the burst")
+    parser.add_argument("--paced-rate", type=float, default=100.0)
     args = parser.parse_args()
     # World-traversable, so the unprivileged postgres user can reach its data folder.
     root = Path(tempfile.mkdtemp(prefix="fte-bench-notifier-"))
