@@ -265,15 +265,6 @@ class Store:
             code,
         )
 
-    async def release(self, delivery_id: uuid.UUID, owner: str) -> None:
-        """Give a claimed delivery back untouched (shutting down)."""
-        await self.pool.execute(
-            """UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, attempts = GREATEST(attempts - 1, 0)
-               WHERE id = $1 AND lease_owner = $2 AND status = 1""",
-            delivery_id,
-            owner,
-        )
-
     async def fail(
         self, delivery: dict[str, Any], owner: str | None, reason: str, code: str, *, permanent: bool
     ) -> bool:

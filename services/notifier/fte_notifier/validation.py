@@ -26,6 +26,7 @@ WHATSAPP_WINDOW = timedelta(hours=24)
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
+_THREAD_ID = re.compile(r"^[A-Za-z0-9_-]{0,100}$")
 _MESSAGE_ID = re.compile(r"^<?[^<>\s]+@[^<>\s]+>?$")
 _CHANNELS = (common_pb2.CHANNEL_EMAIL, common_pb2.CHANNEL_WHATSAPP, common_pb2.CHANNEL_WEB_FORM)
 
@@ -62,6 +63,8 @@ def _reply_to(req: notifier_service_pb2.SendMessageRequest, v: Violations) -> di
     for field, value in (("reply_to.message_id", rt.message_id), ("reply_to.in_reply_to", rt.in_reply_to)):
         v.check(not value or bool(_MESSAGE_ID.match(value)), field, "must be an RFC 5322 Message-ID")
     v.check(all(_MESSAGE_ID.match(r) for r in rt.references), "reply_to.references", "must be RFC 5322 Message-IDs")
+    v.check(len(rt.references) <= 100, "reply_to.references", "at most 100")
+    v.check(bool(_THREAD_ID.match(rt.gmail_thread_id)), "reply_to.gmail_thread_id", "must be a Gmail thread id")
     if not (rt.message_id or rt.gmail_thread_id):
         return None
     return {

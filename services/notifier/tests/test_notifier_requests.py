@@ -38,6 +38,19 @@ BAD_REQUESTS = [
     ("blank body", whatsapp_request("  \n "), INVALID, "EMPTY_BODY"),
     ("oversized body", email_request("x" * 20_001), INVALID, "BODY_TOO_LONG"),
     ("no request id", email_request("hi", request_id=""), INVALID, "REQUEST_ID_REQUIRED"),
+    (
+        "bad thread id",
+        email_request("hi", reply_to=common_pb2.EmailThread(message_id="<a@b>", gmail_thread_id="x y")),
+        INVALID,
+        "INVALID_ARGUMENT",
+    ),
+    ("header injection", email_request("hi", subject="Hi\r\nBcc: x@example.org"), INVALID, "INVALID_ARGUMENT"),
+    (
+        "bad thread",
+        email_request("hi", reply_to=common_pb2.EmailThread(message_id="<a@b>", references=["no brackets or at"])),
+        INVALID,
+        "INVALID_ARGUMENT",
+    ),
     ("long request id", email_request("hi", request_id="r" * 201), INVALID, "REQUEST_ID_TOO_LONG"),
     (
         "window closed, no template",
