@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fte.common.v1 import common_pb2
 from fte.notifier.v1 import notifier_pb2
+from fte_stack.fakes._http import LocalHttpServer
 from fte_stack.fakes.twilio import FakeTwilio
 from notifier_helpers import (  # type: ignore[import-not-found]
     APPROVED_TEMPLATE,
@@ -16,6 +18,11 @@ from notifier_helpers import (  # type: ignore[import-not-found]
     wait_final,
     whatsapp_request,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator
 
 SENT = common_pb2.DELIVERY_STATUS_SENT
 FAILED = common_pb2.DELIVERY_STATUS_FAILED
@@ -109,3 +116,34 @@ async def test_wrong_credentials_fail_permanently(start_notifier: NotifierFactor
     assert delivery.status == FAILED
     assert "20003" in delivery.last_error
     assert fake_twilio.messages() == []
+
+
+async def test_fake_twilio_posts_signed_status_callbacks(start_notifier: NotifierFactory) -> None:
+    received: list[dict[str, str]] = []
+    both = asyncio.Event()
+    fake = FakeTwilio(callbacks=True)
+    validator = RequestValidator(fake.auth_token)
+
+    async def webhook(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        ok = validator.validate(str(request.url), form, request.headers.get("x-twilio-signature", ""))
+        received.append({**form, "valid": str(ok)})
+        if len(received) == 2:
+            both.set()
+        return Response(status_code=204 if ok else 403)
+
+    receiver = LocalHttpServer(Starlette(routes=[Route("/webhooks/whatsapp/status", webhook, methods=["POST"])]))
+    await receiver.start()
+    await fake.start()
+    try:
+        n = await start_notifier(**provider_env(None, fake), gateway_base_url=receiver.url)
+        resp = await n.stub.SendMessage(whatsapp_request("Callback check."))
+        delivery = await wait_final(n.stub, resp.delivery.name)
+        await asyncio.wait_for(both.wait(), 10)
+    finally:
+        await fake.stop()
+        await receiver.stop()
+    assert [(r["MessageSid"], r["MessageStatus"], r["valid"]) for r in received] == [
+        (delivery.provider_message_ids[0], "sent", "True"),
+        (delivery.provider_message_ids[0], "delivered", "True"),
+    ]
