@@ -119,6 +119,10 @@ def _agent_env(info: StackInfo) -> dict[str, str]:
             "FTE_AGENT_IDENTITY_TARGET": info.envoy_target,
             "FTE_AGENT_NOTIFIER_TARGET": info.envoy_target,
             "FTE_AGENT_SERVICE_TOKEN": info.tokens["agent"],
+            # A restarted worker rejoins its group within seconds.
+            "FTE_AGENT_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "FTE_AGENT_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+            "FTE_AGENT_LOG_JSON": "true",
         }
     )
     return env

@@ -31,6 +31,12 @@ class Mesh:
     notifier: str
 
 
+def phone_for(seed: str) -> str:
+    """A valid North American number (exchange 200-999) derived from `seed`."""
+    n = int(uuid.uuid5(uuid.NAMESPACE_OID, seed).int % 8_000_000) + 2_000_000
+    return f"+1415{n:07d}"
+
+
 def message(
     channel: str,
     text: str,
@@ -52,9 +58,9 @@ def message(
     )
     msg.received_time.FromDatetime(datetime.now(UTC))
     if channel == "whatsapp":
-        digits = str(abs(hash(who)) % 10**9).zfill(9)
-        msg.sender.whatsapp_address = f"whatsapp:+1415{digits[:7]}"
-        msg.sender.phone = f"+1415{digits[:7]}"
+        phone = phone_for(who)
+        msg.sender.whatsapp_address = f"whatsapp:{phone}"
+        msg.sender.phone = phone
         key = msg.sender.whatsapp_address
     else:
         msg.sender.email = f"{who}@customer.example"

@@ -1,0 +1,306 @@
+"""End to end through the whole local stack: gateway -> broker -> agent -> identity, knowledge ->
+notifier, every gRPC call through Envoy. Webhooks are signed exactly as Twilio and Pub/Sub sign."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from agent_helpers import eventually, message, phone_for, publish  # type: ignore[import-not-found]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from fte.common.v1 import common_pb2
+from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
+from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
+from fte_agent.processor import reply_request_id
+from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
+from fte_runtime import topics
+from fte_runtime.grpc_client import connect
+from fte_stack.fakes.gmail import build_email
+from fte_stack.stack import Stack
+from twilio.request_validator import RequestValidator
+
+pytestmark = pytest.mark.kafka
+
+SUPPORT_NUMBER = "whatsapp:+14155238886"
+
+
+class E2E:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.gateway = f"http://127.0.0.1:{stack.ports['gateway']}"
+        envoy = f"127.0.0.1:{stack.ports['envoy']}"
+        self.channel = connect(envoy, token=stack.tokens["staff"], default_timeout=10)
+        self.agent = agent_service_pb2_grpc.AgentServiceStub(self.channel)
+        self.notifier = notifier_service_pb2_grpc.NotifierServiceStub(self.channel)
+        self.identity = identity_service_pb2_grpc.IdentityServiceStub(self.channel)
+        self.http = httpx.AsyncClient(base_url=self.gateway, timeout=10)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.channel.close()
+
+    async def whatsapp(self, phone: str, body: str, sid: str | None = None, name: str = "Rosa") -> str:
+        """POST the inbound webhook exactly as Twilio would, signature included."""
+        sid = sid or "SM" + uuid.uuid4().hex
+        params = {
+            "MessageSid": sid,
+            "SmsMessageSid": sid,
+            "AccountSid": "AC" + "0" * 32,
+            "From": f"whatsapp:{phone}",
+            "To": SUPPORT_NUMBER,
+            "Body": body,
+            "NumMedia": "0",
+            "ProfileName": name,
+            "WaId": phone.lstrip("+"),
+        }
+        url = f"{self.gateway}/webhooks/whatsapp"
+        signature = RequestValidator(DEV_TWILIO_AUTH_TOKEN).compute_signature(url, params)
+        resp = await self.http.post("/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": signature})
+        assert resp.status_code in (200, 204), resp.text
+        return sid
+
+    async def email(self, sender: str, subject: str, text: str) -> str:
+        """Deliver mail into the local fake mailbox; the stack pushes it to the gateway like Pub/Sub."""
+        message_id = f"<{uuid.uuid4().hex}@mail.customer.example>"
+        raw = build_email(sender=sender, to="support@example.com", subject=subject, text=text, message_id=message_id)
+        assert self.stack.providers is not None
+        async with httpx.AsyncClient(base_url=self.stack.providers.gmail.url, timeout=10) as fake:
+            resp = await fake.post("/_fake/inbox", content=raw)
+            assert resp.status_code in (200, 201), resp.text
+        return message_id
+
+    async def ticket_with_text(self, text: str, channel: int) -> agent_pb2.Ticket | None:
+        tickets = await self.agent.ListTickets(agent_service_pb2.ListTicketsRequest(page_size=100, channel=channel))
+        for ticket in tickets.tickets:
+            messages = await self.messages(ticket.name)
+            if any(m.author == agent_pb2.AUTHOR_CUSTOMER and m.text.strip() == text for m in messages):
+                return ticket
+        return None
+
+    async def messages(self, ticket: str) -> list[agent_pb2.Message]:
+        reply = await self.agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket, page_size=100))
+        return list(reply.messages)
+
+    async def delivered_reply(self, ticket: str) -> agent_pb2.Message | None:
+        for m in await self.messages(ticket):
+            if m.author == agent_pb2.AUTHOR_AGENT and m.delivery_status >= common_pb2.DELIVERY_STATUS_SENT:
+                return m
+        return None
+
+    async def answered(self, text: str, channel: int) -> tuple[agent_pb2.Ticket, agent_pb2.Message]:
+        async def check() -> tuple[agent_pb2.Ticket, agent_pb2.Message] | None:
+            ticket = await self.ticket_with_text(text, channel)
+            if ticket is None:
+                return None
+            reply = await self.delivered_reply(ticket.name)
+            return (ticket, reply) if reply is not None else None
+
+        return await eventually(check, timeout=60, what=f"a delivered reply to {text!r}")
+
+    async def deliveries(self, ticket: str) -> list[Any]:
+        reply = await self.notifier.ListDeliveries(
+            notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket.split("/", 1)[1], page_size=100)
+        )
+        return list(reply.deliveries)
+
+
+@pytest.fixture
+async def e2e(full_stack: Stack) -> Any:
+    client = E2E(full_stack)
+    yield client
+    await client.close()
+
+
+def _phone() -> str:
+    return phone_for(uuid.uuid4().hex)
+
+
+async def test_whatsapp_webhook_to_delivered_reply(e2e: E2E) -> None:
+    text = f"how do i invite teammates to my workspace? ({uuid.uuid4().hex[:4]})"
+    await e2e.whatsapp(_phone(), text)
+    ticket, reply = await e2e.answered(text, common_pb2.CHANNEL_WHATSAPP)
+    assert ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
+    assert "invite-teammates" in reply.text
+    assert len(reply.text) <= 300
+    (delivery,) = await e2e.deliveries(ticket.name)
+    assert delivery.recipient.startswith("whatsapp:+1415")
+    assert delivery.status >= common_pb2.DELIVERY_STATUS_SENT
+
+
+async def test_email_webhook_to_threaded_reply_in_the_mailbox(e2e: E2E) -> None:
+    sender = f"nora.{uuid.uuid4().hex[:6]}@customer.example"
+    text = "How do I export a project to Excel?"
+    message_id = await e2e.email(sender, "Export question", text)
+    _, reply = await e2e.answered(text, common_pb2.CHANNEL_EMAIL)
+    assert "export-project-csv" in reply.text
+    assert reply.text.startswith("Hi")
+    assert e2e.stack.providers is not None
+    async with httpx.AsyncClient(base_url=e2e.stack.providers.gmail.url, timeout=10) as fake:
+        sent = (await fake.get("/_fake/sent")).json()["messages"]
+    mine = []
+    for m in sent:
+        parsed = email.message_from_bytes(base64.urlsafe_b64decode(m["raw"] + "=="), policy=email.policy.default)
+        if parsed["To"] and sender in str(parsed["To"]):
+            mine.append(parsed)
+    assert len(mine) == 1
+    assert mine[0]["In-Reply-To"] == message_id
+    assert str(mine[0]["Subject"]).startswith("Re: Export question")
+
+
+async def test_web_form_to_status_page(e2e: E2E) -> None:
+    form = {
+        "name": "Priya Patel",
+        "email": f"priya.{uuid.uuid4().hex[:6]}@customer.example",
+        "subject": "Browsers",
+        "message": "Which browsers are supported by the web app?",
+        "category": "technical",
+        "priority": "low",
+    }
+    resp = await e2e.http.post("/support/submit", json=form)
+    assert resp.status_code == 202, resp.text
+    reference = resp.json()["reference"]
+
+    async def status() -> dict[str, Any] | None:
+        page = await e2e.http.get(f"/support/ticket/{reference}", headers={"Accept": "application/json"})
+        body: dict[str, Any] = page.json() if page.status_code == 200 else {}
+        return body if len(body.get("messages", [])) >= 2 else None
+
+    page = await eventually(status, timeout=60, what="the answer on the status page")
+    assert "supported-browsers" in page["messages"][1]["text"]
+    ticket = (await e2e.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=f"tickets/{reference}"))).ticket
+    assert ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
+    assert ticket.category == common_pb2.CATEGORY_TECHNICAL
+
+
+async def test_same_person_on_whatsapp_then_email_continues_one_history(e2e: E2E) -> None:
+    phone = _phone()
+    address = f"omar.{uuid.uuid4().hex[:6]}@customer.example"
+    first = "how do i reset my password?"
+    await e2e.whatsapp(phone, first, name="Omar")
+    wa_ticket, _ = await e2e.answered(first, common_pb2.CHANNEL_WHATSAPP)
+    # Staff verified that this email address belongs to the same person.
+    await e2e.identity.LinkIdentifier(
+        identity_service_pb2.LinkIdentifierRequest(
+            customer=wa_ticket.customer,
+            identifier=identity_service_pb2.IdentifierInput(kind=identity_pb2.IDENTIFIER_KIND_EMAIL, value=address),
+            verified=True,
+        )
+    )
+    second = "And how do I turn on two-factor authentication?"
+    await e2e.email(address, "2FA", second)
+    email_ticket, reply = await e2e.answered(second, common_pb2.CHANNEL_EMAIL)
+    assert email_ticket.customer == wa_ticket.customer
+    assert email_ticket.conversation == wa_ticket.conversation
+    assert "two-factor-authentication" in reply.text
+    history = await e2e.agent.GetCustomerHistory(
+        agent_service_pb2.GetCustomerHistoryRequest(customer=wa_ticket.customer)
+    )
+    assert {t.name for t in history.tickets} == {wa_ticket.name, email_ticket.name}
+    assert {m.channel for m in history.messages} == {common_pb2.CHANNEL_WHATSAPP, common_pb2.CHANNEL_EMAIL}
+
+
+async def test_duplicate_webhook_is_answered_once(e2e: E2E) -> None:
+    phone = _phone()
+    text = f"can tasklane sync due dates with google calendar? ({uuid.uuid4().hex[:4]})"
+    sid = await e2e.whatsapp(phone, text)
+    await e2e.whatsapp(phone, text, sid=sid)  # Twilio retries the same MessageSid
+    ticket, _ = await e2e.answered(text, common_pb2.CHANNEL_WHATSAPP)
+    await asyncio.sleep(2)  # give a second answer every chance to appear
+    replies = [m for m in await e2e.messages(ticket.name) if m.author == agent_pb2.AUTHOR_AGENT]
+    assert len(replies) == 1
+    assert len(await e2e.deliveries(ticket.name)) == 1
+
+
+async def test_poison_event_goes_to_the_dlq_and_the_next_message_is_answered(e2e: E2E) -> None:
+    bootstrap = e2e.stack.kafka_bootstrap
+    dlq = AIOKafkaConsumer(
+        topics.dead_letter_topic(topics.TICKETS_INCOMING),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        group_id=f"e2e-dlq-{uuid.uuid4().hex[:6]}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    await dlq.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, result=bool(dlq.assignment())), what="DLQ assignment")
+        marker = uuid.uuid4().hex
+        phone = _phone()
+        key = f"whatsapp:whatsapp:{phone}".encode()
+        await producer.send_and_wait(topics.TICKETS_INCOMING, value=f"not an event {marker}".encode(), key=key)
+        text = f"which browsers are supported? ({marker[:4]})"
+        await e2e.whatsapp(phone, text)
+        await e2e.answered(text, common_pb2.CHANNEL_WHATSAPP)
+        found = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not found and loop.time() < deadline:
+            for records in (await dlq.getmany(timeout_ms=500)).values():
+                found += [r for r in records if marker.encode() in (r.value or b"")]
+        assert len(found) == 1
+        assert b"InvalidEvent" in dict(found[0].headers)["dlq_error"]
+    finally:
+        await producer.stop()
+        await dlq.stop()
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_stream_answers_every_message_exactly_once(e2e: E2E) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=e2e.stack.kafka_bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    wanted: set[str] = set()
+    try:
+        # 100 customers x 5 messages each, straight into the broker as the gateway publishes them.
+        batch = []
+        for c in range(100):
+            who = uuid.uuid4().hex[:8]
+            for i in range(5):
+                msg, key = message("whatsapp", f"how do i connect slack? #{i}", who=f"{who}-{c}")
+                if i:  # the same customer: keep the sender of the first message
+                    msg.sender.CopyFrom(batch[-1][0].sender)
+                    key = batch[-1][1]
+                batch.append((msg, key))
+                wanted.add(reply_request_id(msg.channel, msg.channel_message_id))
+        for msg, key in batch:
+            await publish(producer, topics.TICKETS_INCOMING, msg, key)
+    finally:
+        await producer.stop()
+
+    async def delivered() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        token = ""
+        while True:
+            page = await e2e.notifier.ListDeliveries(
+                notifier_service_pb2.ListDeliveriesRequest(
+                    page_size=100, page_token=token, channel=common_pb2.CHANNEL_WHATSAPP
+                )
+            )
+            for d in page.deliveries:
+                if d.request_id in wanted:
+                    counts[d.request_id] = counts.get(d.request_id, 0) + 1
+            token = page.next_page_token
+            if not token:
+                return counts
+
+    async def some_done() -> bool:
+        return len(await delivered()) >= 100
+
+    await eventually(some_done, timeout=120, what="the first 100 replies")
+    await e2e.stack.restart_service("agent", kill=True)
+
+    async def all_done() -> dict[str, int] | None:
+        counts = await delivered()
+        return counts if len(counts) == len(wanted) else None
+
+    counts = await eventually(all_done, timeout=240, what="every one of 500 messages answered")
+    assert set(counts) == wanted
+    assert set(counts.values()) == {1}
