@@ -77,7 +77,8 @@ class E2E:
         return message_id
 
     async def ticket_with_text(self, text: str, channel: int) -> agent_pb2.Ticket | None:
-        tickets = await self.agent.ListTickets(agent_service_pb2.ListTicketsRequest(page_size=100, channel=channel))
+        request = agent_service_pb2.ListTicketsRequest(page_size=100, channel=channel)  # type: ignore[arg-type]
+        tickets = await self.agent.ListTickets(request)
         for ticket in tickets.tickets:
             messages = await self.messages(ticket.name)
             if any(m.author == agent_pb2.AUTHOR_CUSTOMER and m.text.strip() == text for m in messages):
@@ -102,7 +103,10 @@ class E2E:
             reply = await self.delivered_reply(ticket.name)
             return (ticket, reply) if reply is not None else None
 
-        return await eventually(check, timeout=60, what=f"a delivered reply to {text!r}")
+        found: tuple[agent_pb2.Ticket, agent_pb2.Message] = await eventually(
+            check, timeout=60, what=f"a delivered reply to {text!r}"
+        )
+        return found
 
     async def deliveries(self, ticket: str) -> list[Any]:
         reply = await self.notifier.ListDeliveries(
@@ -119,7 +123,7 @@ async def e2e(full_stack: Stack) -> Any:
 
 
 def _phone() -> str:
-    return phone_for(uuid.uuid4().hex)
+    return str(phone_for(uuid.uuid4().hex))
 
 
 async def test_whatsapp_webhook_to_delivered_reply(e2e: E2E) -> None:
@@ -240,7 +244,7 @@ async def test_poison_event_goes_to_the_dlq_and_the_next_message_is_answered(e2e
         text = f"which browsers are supported? ({marker[:4]})"
         await e2e.whatsapp(phone, text)
         await e2e.answered(text, common_pb2.CHANNEL_WHATSAPP)
-        found = []
+        found: list[Any] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while not found and loop.time() < deadline:
@@ -260,7 +264,7 @@ async def test_worker_killed_mid_stream_answers_every_message_exactly_once(e2e: 
     wanted: set[str] = set()
     try:
         # 100 customers x 5 messages each, straight into the broker as the gateway publishes them.
-        batch = []
+        batch: list[tuple[Any, str]] = []
         for c in range(100):
             who = uuid.uuid4().hex[:8]
             for i in range(5):
