@@ -7,8 +7,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import json
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -28,7 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, Router
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, compare
 
 from fte_gateway import events, forms, pages
 from fte_gateway.events import InvalidWebhook, Outgoing
@@ -167,14 +169,26 @@ async def _twilio_form(request: Request, route: str) -> dict[str, str] | Respons
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         REJECTED.labels(route, "bad_content_type").inc()
         return JSONResponse({"error": "expected application/x-www-form-urlencoded"}, status_code=415)
-    form = await request.form()
-    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    # parse_qsl is several times cheaper than the multipart-capable form parser on this hot path.
+    try:
+        params = dict(urllib.parse.parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    except UnicodeDecodeError:
+        REJECTED.labels(route, "bad_body").inc()
+        return JSONResponse({"error": "body is not UTF-8"}, status_code=400)
     url = public_url(request, deps.proxies, deps.settings.public_base_url)
     signature = request.headers.get("x-twilio-signature", "")
-    if not signature or not deps.validator.validate(url, params, signature):
+    if not signature or not _signed(deps.validator, url, params, signature):
         REJECTED.labels(route, "bad_signature").inc()
         return JSONResponse({"error": "invalid signature"}, status_code=403)
     return params
+
+
+def _signed(validator: RequestValidator, url: str, params: dict[str, str], signature: str) -> bool:
+    """Twilio's check. The URL exactly as called first (one HMAC); only on a mismatch the full
+    `validate`, which also tries the URL with and without an explicit port."""
+    if compare(validator.compute_signature(url, params), signature):
+        return True
+    return bool(validator.validate(url, params, signature))
 
 
 def _twiml() -> Response:
@@ -445,6 +459,10 @@ def create_app(settings: GatewaySettings, *, migrate: bool = True) -> Starlette:
                 )
                 deps.agent = agent_service_pb2_grpc.AgentServiceStub(channel)
             app.state.deps = deps
+            # Everything allocated so far lives as long as the process: keep it out of the cyclic
+            # collector's scans, which otherwise show up in the request latency tail.
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             for task in deps.background:

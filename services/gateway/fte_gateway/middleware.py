@@ -20,12 +20,23 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _route_of(router: Router, scope: Scope) -> str:
-    for route in router.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+_ROUTE_CACHE_MAX = 4096
+
+
+def _route_of(router: Router, scope: Scope, cache: dict[tuple[str, str], str]) -> str:
+    """The route template (a bounded metrics label) of a request; cached per method and path."""
+    key = (scope["method"], scope["path"])
+    found = cache.get(key)
+    if found is None:
+        found = "unmatched"
+        for route in router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                found = str(getattr(route, "path", "other"))
+                break
+        if len(cache) < _ROUTE_CACHE_MAX:
+            cache[key] = found
+    return found
 
 
 class EdgeMiddleware:
@@ -33,13 +44,15 @@ class EdgeMiddleware:
         self.app = app
         self.router = router
         self.max_body_bytes = max_body_bytes
+        self._routes: dict[tuple[str, str], str] = {}
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        route = _route_of(self.router, scope)
+        route = _route_of(self.router, scope, self._routes)
         headers = dict(scope["headers"])
         supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
         cid = supplied if _VALID_CORRELATION.match(supplied) else new_correlation_id()
@@ -75,8 +88,18 @@ class EdgeMiddleware:
                     await self._too_large(route, send_wrapper)
         finally:
             correlation_id_var.reset(token)
-            HTTP_REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
-            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+            self._observe(route, scope["method"], status["code"], time.perf_counter() - started)
+
+    def _observe(self, route: str, method: str, code: int, seconds: float) -> None:
+        # Label lookups take a lock each; keep the children (routes are a bounded set).
+        key = (route, method, code)
+        children = self._metrics.get(key)
+        if children is None:
+            children = (HTTP_REQUESTS.labels(route, method, str(code)), HTTP_LATENCY.labels(route))
+            if len(self._metrics) < _ROUTE_CACHE_MAX:
+                self._metrics[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def _too_large(self, route: str, send: Any) -> None:
         REJECTED.labels(route, "body_too_large").inc()

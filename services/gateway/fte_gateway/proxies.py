@@ -15,6 +15,8 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
 
 
 def _trusted(host: str, proxies: tuple[Network, ...]) -> bool:
+    if not proxies:
+        return False
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:

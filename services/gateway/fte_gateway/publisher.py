@@ -92,14 +92,11 @@ class Publisher:
             raise KafkaUnavailable("producer not connected")
         try:
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
-                await asyncio.gather(
-                    *(
-                        publisher.publish(
-                            e.topic, e.message, key=e.key, event_id=e.event_id, correlation_id=correlation_id
-                        )
-                        for e in events
+                # In order: events of one customer keep their order on the partition.
+                for e in events:
+                    await publisher.publish(
+                        e.topic, e.message, key=e.key, event_id=e.event_id, correlation_id=correlation_id
                     )
-                )
         except (TimeoutError, KafkaError, OSError) as exc:
             self._ready, self._ready_at = False, time.monotonic()
             raise KafkaUnavailable(type(exc).__name__) from exc

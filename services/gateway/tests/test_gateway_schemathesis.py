@@ -39,6 +39,8 @@ def run_schemathesis(base_url: str) -> list[str]:
     return checked
 
 
+# schemathesis' strategies draw from the `random` module, which Hypothesis flags (a library matter).
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 async def test_no_server_errors(start_gateway: GatewayFactory) -> None:
     # No rate limit, so generated submits reach validation instead of all getting 429.
     server: GatewayServer = await start_gateway(form_rate_per_minute=0)
