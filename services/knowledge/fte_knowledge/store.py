@@ -323,6 +323,22 @@ class Store:
             ORDER BY {model.column} <=> $1::public.vector({model.dimension})
             LIMIT $2"""
 
+    def text_sql(self, model: VectorModel, filters: Filters, args: list[Any]) -> str:
+        """Chunks matching a tsquery, best ts_rank first; `args` must start with (query vector,
+        limit, text-search configuration, tsquery ranked by, tsquery required)."""
+        where = filters.sql(args)
+        return f"""
+            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q, to_tsquery($3::regconfig, $5) AS r)
+            SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
+                   1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity,
+                   ts_rank(c.tsv, q.q) AS text_rank
+            FROM q, chunks c
+            JOIN articles a ON a.slug = c.article_slug
+            JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
+            WHERE c.tsv @@ q.r{where}
+            ORDER BY text_rank DESC, c.id
+            LIMIT $2"""
+
     async def search_vector(
         self, vector: Vector, model: VectorModel, filters: Filters, limit: int, ef_search: int
     ) -> list[Hit]:
@@ -365,21 +381,7 @@ class Store:
         limit: int,
     ) -> list[Hit]:
         args: list[Any] = [vector, limit, ts_config(filters.language or "en"), terms, required or terms]
-        where = filters.sql(args)
-        rows = await self.pool.fetch(
-            f"""
-            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q, to_tsquery($3::regconfig, $5) AS r)
-            SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
-                   1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity,
-                   ts_rank(c.tsv, q.q) AS text_rank
-            FROM q, chunks c
-            JOIN articles a ON a.slug = c.article_slug
-            JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
-            WHERE c.tsv @@ q.r{where}
-            ORDER BY text_rank DESC, c.id
-            LIMIT $2""",
-            *args,
-        )
+        rows = await self.pool.fetch(self.text_sql(model, filters, args), *args)
         return [_hit(r) for r in rows]
 
 
