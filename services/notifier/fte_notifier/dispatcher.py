@@ -86,8 +86,9 @@ class Dispatcher:
                         claimed = await self.store.claim(
                             self.owner, min(free, self.settings.dispatch_batch_size), self.settings.lease_seconds
                         )
-                    except (OSError, ConnectionError) as exc:
+                    except Exception as exc:  # the database restarting, say: keep going
                         log.warning("claim failed; will retry", extra={"error": type(exc).__name__})
+                        await asyncio.sleep(self.settings.dispatch_poll_seconds)
                 for delivery in claimed:
                     task = asyncio.create_task(self._process(delivery))
                     self._inflight.add(task)
@@ -122,6 +123,16 @@ class Dispatcher:
     # --- one delivery ---------------------------------------------------------------------------
 
     async def _process(self, d: dict[str, Any]) -> None:
+        try:
+            await self._attempt(d)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Even the bookkeeping failed (database down): the lease runs out and the delivery
+            # is claimed again; a part left `sending` is looked up before it is resent.
+            log.exception("delivery attempt could not be recorded", extra={"delivery": str(d["id"])})
+
+    async def _attempt(self, d: dict[str, Any]) -> None:
         channel = CHANNEL_NAMES.get(d["channel"], "unknown")
         try:
             if d["attempts"] > self.settings.max_attempts:
@@ -165,8 +176,7 @@ class Dispatcher:
             raise
         except Exception:
             log.exception("delivery attempt crashed", extra={"delivery": str(d["id"])})
-            with contextlib.suppress(Exception):
-                await self._retry_or_give_up(d, "internal error", "", channel)
+            await self._retry_or_give_up(d, "internal error", "", channel)
 
     async def _retry_or_give_up(self, d: dict[str, Any], reason: str, code: str, channel: str) -> None:
         if d["attempts"] >= self.settings.max_attempts:
