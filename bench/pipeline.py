@@ -1,0 +1,266 @@
+"""The whole answering pipeline: MessageReceived events injected into the broker -> agent ->
+identity, knowledge, notifier (all through Envoy) -> ReplyDelivered. Offline engine.
+
+Two phases of 2,000 messages each (1,000 customers x 2 messages, texts from the agent's labeled
+dev set over the three channels):
+  paced   injected at --rate messages/s: p50/p95/p99 from publish to the delivered-reply event;
+  burst   injected at once: how many messages/s the pipeline drains.
+Every message must get exactly one delivery (checked in the notifier) and nothing may reach the
+DLQ. Baseline, same run: the broker alone (publish -> consume of the same records).
+
+    .venv/bin/python bench/pipeline.py [--messages 2000] [--rate 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from fte.common.v1 import common_pb2
+from fte.events.v1 import delivery_events_pb2, message_events_pb2
+from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
+from fte_agent.processor import reply_request_id
+from fte_runtime import envelope, topics
+from fte_runtime.grpc_client import connect
+from fte_runtime.kafka import ensure_topics
+from fte_stack.stack import Stack, StackConfig
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_SET = REPO / "services" / "agent" / "tests" / "data" / "dev_set.jsonl"
+CHANNELS = {
+    "email": common_pb2.CHANNEL_EMAIL,
+    "whatsapp": common_pb2.CHANNEL_WHATSAPP,
+    "web_form": common_pb2.CHANNEL_WEB_FORM,
+}
+OUTCOMES = envelope.type_map(delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed)
+
+
+def build_messages(count: int, run: str) -> list[tuple[str, message_events_pb2.MessageReceived]]:
+    rows = [json.loads(line) for line in DEV_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
+    customers = max(1, count // 2)
+    out = []
+    for i in range(count):
+        row = rows[i % len(rows)]
+        c = i % customers
+        channel = CHANNELS[row["channel"]]
+        msg = message_events_pb2.MessageReceived(
+            channel=channel,
+            channel_message_id=f"bench-{run}-{i}",
+            display_name=row["display_name"],
+            subject=row["subject"],
+            text_body=row["text"],
+        )
+        msg.received_time.FromDatetime(datetime.now(UTC))
+        if channel == common_pb2.CHANNEL_WHATSAPP:
+            phone = f"+1415{2_000_000 + (hash((run, c)) % 7_000_000):07d}"
+            msg.sender.whatsapp_address = f"whatsapp:{phone}"
+            msg.sender.phone = phone
+            key = f"whatsapp:{msg.sender.whatsapp_address}"
+        else:
+            msg.sender.email = f"bench-{run}-{c}@customer.example"
+            key = f"{row['channel']}:{msg.sender.email}"
+            if channel == common_pb2.CHANNEL_WEB_FORM:
+                msg.web_form.ticket_reference = f"B-{run}-{i}"
+        out.append((key, msg))
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class OutcomeWatcher:
+    """Consumes ReplyDelivered from the end of the topic and notes when each request id arrives."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.seen: dict[str, float] = {}
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        parts = [TopicPartition(topics.DELIVERY_OUTCOMES, p) for p in range(3)]
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for records in batches.values():
+                for r in records:
+                    event = envelope.decode(r.value, r.headers, OUTCOMES).message
+                    if isinstance(event, delivery_events_pb2.DeliveryFailed):
+                        self.failed += 1
+                    elif isinstance(event, delivery_events_pb2.ReplyDelivered):
+                        self.seen.setdefault(event.request_id, now)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.consumer.stop()
+
+
+async def inject(
+    producer: AIOKafkaProducer, batch: list[tuple[str, message_events_pb2.MessageReceived]], rate: float | None
+) -> dict[str, float]:
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    for i, (key, msg) in enumerate(batch):
+        if rate:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        value, headers = envelope.encode(msg, source="//bench")
+        sent[reply_request_id(msg.channel, msg.channel_message_id)] = time.monotonic()
+        await producer.send(topics.TICKETS_INCOMING, value=value, key=key.encode(), headers=headers)
+    await producer.flush()
+    return sent
+
+
+async def wait_all(watcher: OutcomeWatcher, wanted: dict[str, float], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    # Polls what the watcher task fills in; a few checks a second are plenty.
+    while time.monotonic() < deadline and not all(r in watcher.seen for r in wanted):  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
+
+
+async def broker_baseline(bootstrap: str, count: int) -> list[float]:
+    topic = f"bench.baseline.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    parts = [TopicPartition(topic, p) for p in range(3)]
+    consumer.assign(parts)
+    await consumer.seek_to_end(*parts)
+    for tp in parts:
+        await consumer.position(tp)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    try:
+        for i in range(count):
+            key = f"k{i}".encode()
+            sent[key] = time.monotonic()
+            await producer.send(topic, value=b"x" * 300, key=key)
+            if i % 50 == 0:
+                await asyncio.sleep(0.005)
+        await producer.flush()
+        deadline = time.monotonic() + 30
+        while len(latencies) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.monotonic()
+                latencies += [now - sent[r.key] for r in records]
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
+async def count_deliveries(target: str, token: str, wanted: set[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    async with connect(target, token=token, default_timeout=20) as channel:
+        stub = notifier_service_pb2_grpc.NotifierServiceStub(channel)
+        page_token = ""
+        while True:
+            page = await stub.ListDeliveries(
+                notifier_service_pb2.ListDeliveriesRequest(page_size=100, page_token=page_token)
+            )
+            for d in page.deliveries:
+                if d.request_id in wanted:
+                    counts[d.request_id] = counts.get(d.request_id, 0) + 1
+            page_token = page.next_page_token
+            if not page_token:
+                return counts
+
+
+async def dlq_count(bootstrap: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topics.dead_letter_topic(topics.TICKETS_INCOMING), p) for p in range(3)]
+        ends = await consumer.end_offsets(parts)
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def main(args: argparse.Namespace, state: Path) -> int:
+    config = StackConfig.for_tests(
+        state / "stack", services=["identity", "knowledge", "notifier", "agent"], local_providers=False
+    )
+    print("starting the stack (identity, knowledge + sample KB, notifier, agent, Envoy)...", flush=True)
+    async with Stack(config) as stack:
+        bootstrap = stack.kafka_bootstrap
+        base = await broker_baseline(bootstrap, args.messages)
+        watcher = OutcomeWatcher(bootstrap)
+        await watcher.start()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+        await producer.start()
+        results: dict[str, Any] = {}
+        try:
+            # Warm-up: first calls load connections and caches.
+            warm = build_messages(20, "warm")
+            await wait_all(watcher, await inject(producer, warm, 20), 60)
+            for phase, rate in (("paced", args.rate), ("burst", None)):
+                batch = build_messages(args.messages, f"{phase}-{uuid.uuid4().hex[:4]}")
+                started = time.monotonic()
+                sent = await inject(producer, batch, rate)
+                await wait_all(watcher, sent, args.timeout)
+                done = [watcher.seen[r] - sent[r] for r in sent if r in watcher.seen]
+                last = max((watcher.seen[r] for r in sent if r in watcher.seen), default=started)
+                results[phase] = {"sent": sent, "latencies": done, "seconds": last - started}
+        finally:
+            await producer.stop()
+            await watcher.stop()
+        wanted = {r for phase in results.values() for r in phase["sent"]}
+        counts = await count_deliveries(f"127.0.0.1:{stack.ports['envoy']}", stack.tokens["staff"], wanted)
+        dead = await dlq_count(bootstrap)
+
+    print(f"\nbroker alone (baseline): p50 {statistics.median(base) * 1000:.1f} ms, p95 {pct(base, 95) * 1000:.1f} ms")
+    ok = True
+    for phase, r in results.items():
+        lat = r["latencies"]
+        n = len(r["sent"])
+        rate = len(lat) / r["seconds"] if r["seconds"] else 0.0
+        lost = n - sum(1 for q in r["sent"] if counts.get(q, 0) >= 1)
+        dup = sum(1 for q in r["sent"] if counts.get(q, 0) > 1)
+        p50, p95, p99 = (pct(lat, p) if lat else float("nan") for p in (50, 95, 99))
+        print(
+            f"{phase:<6} {n} messages in {r['seconds']:.1f} s = {rate:.0f} msg/s; publish -> delivered reply "
+            f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+            f"(p50 {p50 / statistics.median(base):.0f}x the broker alone); lost {lost}, duplicated {dup}"
+        )
+        ok = ok and lost == 0 and dup == 0
+        if phase == "paced":
+            print(f"       floors: p95 <= 1 s: {'met' if p95 <= 1.0 else 'MISSED'}")
+        else:
+            print(f"       floors: >= 100 msg/s: {'met' if rate >= 100 else 'MISSED'}")
+    print(f"dead-lettered: {dead}; delivery failures reported: {watcher.failed}")
+    return 0 if ok and dead == 0 else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=100.0, help="messages/s of the paced phase")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a phase's replies")
+    state_dir = Path(tempfile.mkdtemp(prefix="fte-bench-pipeline-"))
+    state_dir.chmod(0o755)  # the unprivileged postgres user must reach its data folder
+    sys.exit(asyncio.run(main(parser.parse_args(), state_dir)))
