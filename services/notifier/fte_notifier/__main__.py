@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+import asyncpg
 from fte_runtime.db import create_pool
 
 from fte_notifier.server import SCHEMA, migrate, serve
@@ -22,10 +23,12 @@ def _cell(text: str, width: int) -> str:
 
 async def show_outbox(settings: NotifierSettings, limit: int) -> None:
     """Print the newest deliveries as a small table (what local mode 'sent')."""
-    await migrate(settings)
     pool = await create_pool(settings, SCHEMA, application_name="fte-notifier-cli")
     try:
         rows = await Store(pool).outbox_rows(limit)
+    except asyncpg.UndefinedTableError:
+        print("no outbox in this database yet (run `python -m fte_notifier migrate` or start the service)")
+        return
     finally:
         await pool.close()
     columns = (
@@ -38,7 +41,7 @@ async def show_outbox(settings: NotifierSettings, limit: int) -> None:
         ("recipient", 28),
         ("text", 40),
     )
-    print("  ".join(name.ljust(width) for name, width in columns))
+    print("  ".join(name.ljust(width) for name, width in columns).rstrip())
     for d in rows:
         values = (
             d["create_time"].strftime("%Y-%m-%d %H:%M:%S"),
@@ -50,7 +53,7 @@ async def show_outbox(settings: NotifierSettings, limit: int) -> None:
             d["recipient"],
             d["subject"] + " | " + d["text_body"] if d["subject"] else d["text_body"],
         )
-        print("  ".join(_cell(v, w).ljust(w) for v, (_, w) in zip(values, columns, strict=True)))
+        print("  ".join(_cell(v, w).ljust(w) for v, (_, w) in zip(values, columns, strict=True)).rstrip())
     print(f"({len(rows)} deliveries)")
 
 
