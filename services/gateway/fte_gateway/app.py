@@ -406,19 +406,20 @@ async def _sweep(deps: Deps) -> None:
 
 
 def routes() -> list[Route]:
+    # Starlette tries routes in order: the ingest routes come first.
     return [
+        Route("/webhooks/whatsapp", whatsapp_inbound, methods=["POST"]),
+        Route("/support/submit", support_submit, methods=["POST"]),
+        Route("/webhooks/whatsapp/status", whatsapp_status, methods=["POST"]),
+        Route("/webhooks/gmail", gmail_push, methods=["POST"]),
+        Route("/support", support_page, methods=["GET"]),
+        Route("/support/ticket/{reference}", ticket_status, methods=["GET"]),
+        Route("/support/static/{name}", support_static, methods=["GET"]),
+        Route("/support/embed.js", support_static, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/webhooks/gmail", gmail_push, methods=["POST"]),
-        Route("/webhooks/whatsapp", whatsapp_inbound, methods=["POST"]),
-        Route("/webhooks/whatsapp/status", whatsapp_status, methods=["POST"]),
-        Route("/support", support_page, methods=["GET"]),
-        Route("/support/embed.js", support_static, methods=["GET"]),
-        Route("/support/static/{name}", support_static, methods=["GET"]),
-        Route("/support/submit", support_submit, methods=["POST"]),
-        Route("/support/ticket/{reference}", ticket_status, methods=["GET"]),
     ]
 
 
