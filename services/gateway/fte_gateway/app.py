@@ -150,7 +150,7 @@ def _decode_push(body: bytes) -> dict[str, Any] | None:
         if not isinstance(data, str):
             return None
         decoded = json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         return None
     if not isinstance(decoded, dict) or not isinstance(decoded.get("emailAddress"), str):
         return None
@@ -275,7 +275,7 @@ async def _form_data(request: Request) -> Mapping[str, object] | None:
     if content_type == "application/json":
         try:
             data = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return None
         return data if isinstance(data, dict) else None
     if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):

@@ -188,8 +188,8 @@ async def test_missing_or_foreign_signed_token_is_401(
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"{}", b'{"message": {"data": "!!!"}}', b'{"message": {"data": "eyJ4IjogMX0"}}'],
-    ids=["not-json", "no-message", "bad-base64", "no-email"],
+    [b"not json", b"{}", b'{"message": {"data": "!!!"}}', b'{"message": {"data": "eyJ4IjogMX0"}}', b"[" * 100_000],
+    ids=["not-json", "no-message", "bad-base64", "no-email", "deep-nesting"],
 )
 async def test_bad_bodies_are_400(
     client: httpx.AsyncClient, fake_certs: FakeGoogleCerts, event_log: EventLog, body: bytes

@@ -105,15 +105,25 @@ async def test_invalid_submits_are_422_with_field_errors(
 
 
 @pytest.mark.kafka
-async def test_bad_bodies_honeypot_and_body_limit(client: httpx.AsyncClient, event_log: EventLog) -> None:
+async def test_bad_bodies_honeypot_and_body_limit(start_gateway: GatewayFactory, event_log: EventLog) -> None:
+    server: GatewayServer = await start_gateway(form_rate_per_minute=0)
+    client = httpx.AsyncClient(base_url=server.url)
     before = await event_log.snapshot()
-    for body, ctype in [(b"[1, 2]", "application/json"), (b"{not json", "application/json"), (b"x", "text/plain")]:
+    bodies = [
+        (b"[1, 2]", "application/json"),
+        (b"{not json", "application/json"),
+        (b"[" * 100_000, "application/json"),  # nesting deep enough to exhaust the decoder's recursion
+        (b"\xff\xfe{}", "application/json"),
+        (b"x", "text/plain"),
+    ]
+    for body, ctype in bodies:
         resp = await client.post("/support/submit", content=body, headers={"content-type": ctype})
         assert resp.status_code == 422
     bot = await client.post("/support/submit", json={**GOOD, "website": "http://spam.example"})
     assert bot.status_code == 202  # looks accepted to the bot
     huge = await client.post("/support/submit", json={**GOOD, "message": "x" * 200_000})
     assert huge.status_code == 413
+    await client.aclose()
     assert await event_log.since(before) == []
 
 
