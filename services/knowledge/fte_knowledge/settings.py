@@ -33,7 +33,7 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     chunk_overlap_chars: Annotated[int, Field(ge=0, le=2000)] = 150
 
     # Search: HNSW candidate list size (recall vs speed) and candidates taken from each ranker.
-    hnsw_ef_search: Annotated[int, Field(ge=10, le=1000)] = 100
+    hnsw_ef_search: Annotated[int, Field(ge=10, le=1000)] = 200
     search_candidates: Annotated[int, Field(ge=10, le=1000)] = 60
     # Reciprocal rank fusion constant: larger flattens the difference between ranks.
     rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60

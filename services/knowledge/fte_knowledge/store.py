@@ -325,19 +325,27 @@ class Store:
 
     def text_sql(self, model: VectorModel, filters: Filters, args: list[Any]) -> str:
         """Chunks matching a tsquery, best ts_rank first; `args` must start with (query vector,
-        limit, text-search configuration, tsquery ranked by, tsquery required)."""
+        limit, text-search configuration, tsquery ranked by, tsquery required). Only chunks with a
+        vector of `model` count, and the cosine is computed for the top rows only."""
         where = filters.sql(args)
         return f"""
-            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q, to_tsquery($3::regconfig, $5) AS r)
+            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q, to_tsquery($3::regconfig, $5) AS r),
+            top AS (
+                SELECT c.id, ts_rank(c.tsv, q.q) AS text_rank
+                FROM q, chunks c
+                JOIN articles a ON a.slug = c.article_slug
+                WHERE c.tsv @@ q.r{where}
+                  AND EXISTS (SELECT 1 FROM chunk_embeddings x WHERE x.chunk_id = c.id AND x.model = {model.literal})
+                ORDER BY text_rank DESC, c.id
+                LIMIT $2)
             SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
                    1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity,
-                   ts_rank(c.tsv, q.q) AS text_rank
-            FROM q, chunks c
+                   top.text_rank
+            FROM top
+            JOIN chunks c ON c.id = top.id
             JOIN articles a ON a.slug = c.article_slug
             JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
-            WHERE c.tsv @@ q.r{where}
-            ORDER BY text_rank DESC, c.id
-            LIMIT $2"""
+            ORDER BY top.text_rank DESC, c.id"""
 
     async def search_vector(
         self, vector: Vector, model: VectorModel, filters: Filters, limit: int, ef_search: int
