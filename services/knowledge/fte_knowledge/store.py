@@ -290,10 +290,14 @@ class Store:
         return [(r["id"], r["text"]) for r in rows]
 
     async def add_embeddings(self, chunk_ids: Sequence[int], vectors: Sequence[Vector], model: VectorModel) -> int:
-        """Stores vectors for chunks that still exist (an article may have changed meanwhile)."""
+        """Stores vectors for chunks that still exist (an article may have changed meanwhile);
+        the share lock keeps them from being replaced until this transaction ends."""
         async with self.pool.acquire() as conn, conn.transaction():
             alive = {
-                r["id"] for r in await conn.fetch("SELECT id FROM chunks WHERE id = ANY($1::bigint[])", list(chunk_ids))
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM chunks WHERE id = ANY($1::bigint[]) FOR SHARE", list(chunk_ids)
+                )
             }
             keep = [(cid, vec) for cid, vec in zip(chunk_ids, vectors, strict=True) if cid in alive]
             if keep:

@@ -184,3 +184,9 @@ async def test_bad_search_input(staff: Stub, request_fields: dict[str, object], 
 async def test_search_on_an_empty_knowledge_base_returns_nothing(staff: Stub) -> None:
     response = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query="anything at all"))
     assert list(response.results) == []
+
+
+@pytest.mark.parametrize("query", ["the and of", "???", "a'b & c | !d :* <-> (", "日本語のパスワード"])
+async def test_queries_with_no_words_or_tsquery_syntax_are_plain_text(corpus: None, staff: Stub, query: str) -> None:
+    response = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query=query, top_k=3))
+    assert len(response.results) == 3  # the vector ranker still answers; nothing is parsed as syntax
