@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -75,6 +76,30 @@ def build_messages(count: int, run: str) -> list[tuple[str, message_events_pb2.M
     return out
 
 
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each service process, Envoy, the broker and PostgreSQL."""
+    out = {name: _cpu_of(child.proc.pid) for name, child in stack.children.items() if child.proc is not None}
+    by_comm: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in ("postgres", "envoy", "tansu"):
+                by_comm[comm] = by_comm.get(comm, 0.0) + _cpu_of(int(entry.name))
+    out.update(by_comm)
+    return out
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -84,7 +109,7 @@ class OutcomeWatcher:
     """Consumes ReplyDelivered from the end of the topic and notes when each request id arrives."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
         self.seen: dict[str, float] = {}
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
@@ -143,7 +168,7 @@ async def wait_all(watcher: OutcomeWatcher, wanted: dict[str, float], timeout: f
 async def broker_baseline(bootstrap: str, count: int) -> list[float]:
     topic = f"bench.baseline.{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     parts = [TopicPartition(topic, p) for p in range(3)]
     consumer.assign(parts)
@@ -203,7 +228,11 @@ async def dlq_count(bootstrap: str) -> int:
 
 async def main(args: argparse.Namespace, state: Path) -> int:
     config = StackConfig.for_tests(
-        state / "stack", services=["identity", "knowledge", "notifier", "agent"], local_providers=False
+        state / "stack",
+        services=["identity", "knowledge", "notifier", "agent"],
+        local_providers=False,
+        # One embedding thread: on 2 shared cores, more threads only spin against the other services.
+        extra_env={"FTE_KNOWLEDGE_EMBEDDING_THREADS": str(args.embedding_threads)},
     )
     print("starting the stack (identity, knowledge + sample KB, notifier, agent, Envoy)...", flush=True)
     async with Stack(config) as stack:
@@ -221,11 +250,14 @@ async def main(args: argparse.Namespace, state: Path) -> int:
             for phase, rate in (("paced", args.rate), ("burst", None)):
                 batch = build_messages(args.messages, f"{phase}-{uuid.uuid4().hex[:4]}")
                 started = time.monotonic()
+                cpu_before = cpu_snapshot(stack)
                 sent = await inject(producer, batch, rate)
                 await wait_all(watcher, sent, args.timeout)
+                cpu_after = cpu_snapshot(stack)
                 done = [watcher.seen[r] - sent[r] for r in sent if r in watcher.seen]
                 last = max((watcher.seen[r] for r in sent if r in watcher.seen), default=started)
-                results[phase] = {"sent": sent, "latencies": done, "seconds": last - started}
+                cpu = {k: cpu_after.get(k, 0.0) - v for k, v in cpu_before.items()}
+                results[phase] = {"sent": sent, "latencies": done, "seconds": last - started, "cpu": cpu}
         finally:
             await producer.stop()
             await watcher.stop()
@@ -248,6 +280,8 @@ async def main(args: argparse.Namespace, state: Path) -> int:
             f"(p50 {p50 / statistics.median(base):.0f}x the broker alone); lost {lost}, duplicated {dup}"
         )
         ok = ok and lost == 0 and dup == 0
+        per_msg = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1]))
+        print(f"       CPU ms per message: {per_msg}")
         if phase == "paced":
             print(f"       floors: p95 <= 1 s: {'met' if p95 <= 1.0 else 'MISSED'}")
         else:
@@ -260,6 +294,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s of the paced phase")
+    parser.add_argument("--embedding-threads", type=int, default=1, help="knowledge's ONNX threads (0: all cores)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a phase's replies")
     state_dir = Path(tempfile.mkdtemp(prefix="fte-bench-pipeline-"))
     state_dir.chmod(0o755)  # the unprivileged postgres user must reach its data folder

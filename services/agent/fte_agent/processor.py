@@ -15,6 +15,7 @@ between sending and recording never sends twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
@@ -229,7 +230,13 @@ class MessageProcessor:
                 ),
             )
             metrics.SENTIMENT.labels(ch).observe(decision.sentiment)
-            inbound = await store.find_inbound(self.pool, channel, msg.channel_message_id) or inbound
+            inbound = dataclasses.replace(
+                inbound,
+                state="decided",
+                decision=decision.to_json(),
+                reply_text=decision.reply_text,
+                reply_request_id=request_id,
+            )
         decision_json = inbound.decision or {}
         if decision_json.get("action") == "escalate":
             await self._publish_escalation(msg, inbound, decision_json, request_id)

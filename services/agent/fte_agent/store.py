@@ -78,7 +78,9 @@ class NewInbound:
     allowed_channels: list[int]
 
 
-async def _load_inbound(conn: asyncpg.Connection, channel: int, cmid: str, created: bool, new_ticket: bool) -> Inbound:
+async def _load_inbound(
+    conn: asyncpg.Connection, channel: int, cmid: str, created: bool, new_ticket: bool
+) -> Inbound | None:
     row = await conn.fetchrow(
         """SELECT i.*, t.conversation_id, t.customer, t.status AS ticket_status,
                   r.text AS reply_text, r.request_id AS reply_request_id
@@ -88,7 +90,8 @@ async def _load_inbound(conn: asyncpg.Connection, channel: int, cmid: str, creat
         channel,
         cmid,
     )
-    assert row is not None
+    if row is None:
+        return None
     return Inbound(
         channel=row["channel"],
         channel_message_id=row["channel_message_id"],
@@ -108,11 +111,6 @@ async def _load_inbound(conn: asyncpg.Connection, channel: int, cmid: str, creat
 
 async def find_inbound(pool: asyncpg.Pool, channel: int, cmid: str) -> Inbound | None:
     async with pool.acquire() as conn:
-        exists = await conn.fetchval(
-            "SELECT 1 FROM inbound WHERE channel = $1 AND channel_message_id = $2", channel, cmid
-        )
-        if not exists:
-            return None
         return await _load_inbound(conn, channel, cmid, created=False, new_ticket=False)
 
 
@@ -125,12 +123,17 @@ async def record_inbound(pool: asyncpg.Pool, msg: NewInbound, idle: timedelta) -
     async with pool.acquire() as conn, conn.transaction():
         # One customer's messages are handled in order by one worker; the lock covers a second
         # replica or a rebalance handing the same customer over mid-message.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", msg.customer)
         exists = await conn.fetchval(
-            "SELECT 1 FROM inbound WHERE channel = $1 AND channel_message_id = $2", msg.channel, msg.channel_message_id
+            """SELECT EXISTS (SELECT 1 FROM inbound WHERE channel = $2 AND channel_message_id = $3)
+               FROM pg_advisory_xact_lock(hashtext($1))""",
+            msg.customer,
+            msg.channel,
+            msg.channel_message_id,
         )
         if exists:
-            return await _load_inbound(conn, msg.channel, msg.channel_message_id, created=False, new_ticket=False)
+            found = await _load_inbound(conn, msg.channel, msg.channel_message_id, created=False, new_ticket=False)
+            assert found is not None
+            return found
         conv = await conn.fetchrow(
             """SELECT c.id FROM conversations c
                WHERE c.customer = $1 AND c.state = 'active' AND c.last_activity_time > now() - $2::interval
@@ -198,7 +201,24 @@ async def record_inbound(pool: asyncpg.Pool, msg: NewInbound, idle: timedelta) -
             msg.received_time,
             json.dumps(msg.reply_context),
         )
-        return await _load_inbound(conn, msg.channel, msg.channel_message_id, created=True, new_ticket=new_ticket)
+        status = (
+            STATUS_OPEN if new_ticket else await conn.fetchval("SELECT status FROM tickets WHERE id = $1", ticket_id)
+        )
+        return Inbound(
+            channel=msg.channel,
+            channel_message_id=msg.channel_message_id,
+            ticket_id=ticket_id,
+            conversation_id=conversation_id,
+            customer=msg.customer,
+            message_id=message_id,
+            state="received",
+            decision=None,
+            reply_text=None,
+            reply_request_id=None,
+            ticket_status=status,
+            created_now=True,
+            new_ticket=new_ticket,
+        )
 
 
 def _subject(msg: NewInbound) -> str:

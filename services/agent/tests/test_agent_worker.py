@@ -264,3 +264,41 @@ async def test_a_crash_after_deciding_resends_with_the_same_request_id(running: 
     assert deliveries[0].request_id == reply_request_id(msg.channel, msg.channel_message_id)
     replies = [m for m in await clients.messages(ticket) if m.author == agent_pb2.AUTHOR_AGENT]
     assert len(replies) == 1
+
+
+async def test_erasure_and_merge_events(start_agent: Any, kafka_settings: KafkaSettings, producer: Any) -> None:
+    from fte.events.v1 import customer_events_pb2
+    from fte_runtime.kafka import ensure_topics
+
+    topic = f"test.customers.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(kafka_settings.kafka_bootstrap, [topic])
+    agent = await start_agent(customers_topic=topic)
+    processor = agent.agent.processor
+    first, _ = message("email", "How do I reset my password?", who="erase-me")
+    other, _ = message("email", "How do I connect Slack?", who="keep-me")
+    await processor.handle(first)
+    await processor.handle(other)
+    pool = agent.agent.pool
+    erased = await pool.fetchval(
+        "SELECT customer FROM tickets WHERE id IN (SELECT ticket_id FROM inbound WHERE channel_message_id = $1)",
+        first.channel_message_id,
+    )
+    kept = await pool.fetchval(
+        "SELECT customer FROM tickets WHERE id IN (SELECT ticket_id FROM inbound WHERE channel_message_id = $1)",
+        other.channel_message_id,
+    )
+    merged = customer_events_pb2.CustomersMerged(source_customer=kept, target_customer="customers/target")
+    merged.merged_time.GetCurrentTime()
+    gone = customer_events_pb2.CustomerErased(customer=erased)
+    gone.erased_time.GetCurrentTime()
+    for event in (merged, gone):
+        value, headers = envelope.encode(event, source="//identity.test")
+        await producer.send_and_wait(topic, value=value, key=b"k", headers=headers)
+
+    async def applied() -> bool:
+        texts = await pool.fetch("SELECT text FROM messages WHERE customer = $1", erased)
+        moved = await pool.fetchval("SELECT count(*) FROM tickets WHERE customer = 'customers/target'")
+        return bool(texts) and all(r["text"] == "[erased]" for r in texts) and moved == 1
+
+    await eventually(applied, what="erasure and merge applied")
+    assert await pool.fetchval("SELECT count(*) FROM tickets WHERE customer = $1", kept) == 0
