@@ -4,6 +4,7 @@ vectors, import in bulk, and answer hybrid searches."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +20,9 @@ from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.store import Filters, Hit, Store, VectorModel
 
 log = logging.getLogger("fte.knowledge")
+
+# How often search re-reads which words are too common to rank by.
+_COMMON_REFRESH_SECONDS = 300.0
 
 
 class Outcome(Enum):
@@ -47,6 +51,7 @@ class KnowledgeBase:
         self.embedder = embedder
         self.settings = settings
         self.model = VectorModel(embedder.model, embedder.dimension)
+        self._common_refresh_at = 0.0
 
     async def prepare(self, articles: Sequence[ArticleFields]) -> list[Prepared]:
         """Chunks every article and embeds all chunks in one batched call."""
@@ -173,6 +178,9 @@ class KnowledgeBase:
 
         A chunk's fused score is sum(1 / (k + rank)) over the two rankings, divided by the best
         possible value (rank 1 in both), so it lies in [0, 1]."""
+        if time.monotonic() >= self._common_refresh_at:
+            self._common_refresh_at = time.monotonic() + _COMMON_REFRESH_SECONDS
+            await self.store.refresh_common_lexemes(self.settings.search_common_word_fraction)
         (vector,) = await self.embedder.embed([query])
         candidates = max(self.settings.search_candidates, top_k * per_article * 3)
         by_vector = await self.store.search_vector(

@@ -35,6 +35,9 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     # Search: HNSW candidate list size (recall vs speed) and candidates taken from each ranker.
     hnsw_ef_search: Annotated[int, Field(ge=10, le=1000)] = 200
     search_candidates: Annotated[int, Field(ge=10, le=1000)] = 60
+    # Query words in more than this fraction of chunks are left out of the full-text ranker
+    # (0 keeps every word); the statistics come from ANALYZE.
+    search_common_word_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     # Reciprocal rank fusion constant: larger flattens the difference between ranks.
     rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60
 

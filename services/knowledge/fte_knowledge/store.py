@@ -148,6 +148,7 @@ def _article(row: asyncpg.Record) -> StoredArticle:
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.common_lexemes: frozenset[str] = frozenset()
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -375,12 +376,41 @@ class Store:
         terms = or_query(fts_text(query))
         if not terms:
             return []
+        terms = await self._without_common_words(terms, ts_config(filters.language or "en"))
         identifiers = " & ".join(w for w in terms.split(" | ") if any(ch.isdigit() for ch in w))
         if identifiers:
             hits = await self._text_query(terms, identifiers, vector=vector, model=model, filters=filters, limit=limit)
             if hits:
                 return hits
         return await self._text_query(terms, None, vector=vector, model=model, filters=filters, limit=limit)
+
+    async def refresh_common_lexemes(self, max_fraction: float) -> None:
+        """Lexemes found in more than `max_fraction` of all chunks, from the planner statistics
+        that ANALYZE (or autovacuum) keeps for the tsvector column; empty until it has run."""
+        row = await self.pool.fetchrow(
+            """SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
+               FROM pg_stats WHERE schemaname = $1 AND tablename = 'chunks' AND attname = 'tsv'""",
+            SCHEMA,
+        )
+        common: frozenset[str] = frozenset()
+        if row is not None and row["elems"] and max_fraction > 0:
+            common = frozenset(e for e, f in zip(row["elems"], row["freqs"], strict=False) if f > max_fraction)
+        self.common_lexemes = common
+
+    async def _without_common_words(self, terms: str, config: str) -> str:
+        """Drops query words found in most chunks (a cheap IDF): they barely rank, yet make the
+        full-text ranker score a large share of the table. Keeps every word if all are common."""
+        if not self.common_lexemes:
+            return terms
+        words = terms.split(" | ")
+        rows = await self.pool.fetch(
+            "SELECT w, tsvector_to_array(to_tsvector($1::regconfig, w)) AS l FROM unnest($2::text[]) AS w",
+            config,
+            words,
+        )
+        common = {r["w"] for r in rows if r["l"] and all(lex in self.common_lexemes for lex in r["l"])}
+        kept = [w for w in words if w not in common]
+        return " | ".join(kept) if kept else terms
 
     async def _text_query(
         self,

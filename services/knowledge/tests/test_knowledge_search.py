@@ -190,3 +190,15 @@ async def test_search_on_an_empty_knowledge_base_returns_nothing(staff: Stub) ->
 async def test_queries_with_no_words_or_tsquery_syntax_are_plain_text(corpus: None, staff: Stub, query: str) -> None:
     response = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query=query, top_k=3))
     assert len(response.results) == 3  # the vector ranker still answers; nothing is parsed as syntax
+
+
+async def test_words_in_most_chunks_are_left_out_of_the_full_text_ranker(corpus: None, knowledge: Knowledge) -> None:
+    store = knowledge.kb.store
+    await store.pool.execute("ANALYZE chunks")
+    await store.refresh_common_lexemes(0.2)
+    assert "export" in store.common_lexemes  # in 3 of the 8 chunks
+    assert await store._without_common_words("exporting | legacy | schedule", "english") == "legacy | schedule"
+    # A query of common words only keeps them all.
+    assert await store._without_common_words("export | exports", "english") == "export | exports"
+    await store.refresh_common_lexemes(0.0)
+    assert store.common_lexemes == frozenset()
