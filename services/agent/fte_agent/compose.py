@@ -191,7 +191,9 @@ def _blocks(text: str) -> list[str]:
 def select_passage(passage: Passage, question: str, max_chars: int) -> str:
     """The blocks of `passage` that best answer `question`, in their original order, within
     `max_chars`. Whole step lists are kept together when they fit."""
-    blocks = _blocks(passage.text)
+    # The search returns each chunk with its heading path as the first line: not part of the answer.
+    labels = {passage.heading.strip(), passage.title.strip()}
+    blocks = [b for b in _blocks(passage.text) if b not in labels and not _is_heading_path(b, labels)]
     if not blocks:
         return ""
     full = "\n".join(blocks)
@@ -220,7 +222,24 @@ def select_passage(passage: Passage, question: str, max_chars: int) -> str:
                 ):
                     chosen.add(j)
                     used += len(blocks[j]) + 1
-    return "\n".join(blocks[i] for i in sorted(chosen))
+    return "\n".join(blocks[i] for i in _contiguous_steps(sorted(chosen), blocks))
+
+
+def _is_heading_path(block: str, labels: set[str]) -> bool:
+    return " > " in block and any(block.startswith(label) for label in labels if label)
+
+
+def _contiguous_steps(chosen: list[int], blocks: list[str]) -> list[int]:
+    """Drop numbered steps after a gap in the numbering: a procedure missing a step misleads."""
+    out: list[int] = []
+    last_step: int | None = None
+    for i in chosen:
+        if re.match(r"^\d+[.)]", blocks[i]):
+            if last_step is not None and i != last_step + 1:
+                continue
+            last_step = i
+        out.append(i)
+    return out
 
 
 def _truncate_sentences(text: str, max_chars: int) -> str:

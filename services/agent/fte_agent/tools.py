@@ -68,7 +68,7 @@ class KnowledgeSearcher:
     async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]:
         reply = await self.stub.SearchKnowledge(
             knowledge_service_pb2.SearchKnowledgeRequest(
-                query=query[:2000], top_k=top_k, language=language, max_chunks_per_article=1
+                query=query[:2000], top_k=top_k, language=language, max_chunks_per_article=2
             )
         )
         return [

@@ -4,6 +4,7 @@ passage says, or hands over to a person."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from fte.common.v1 import common_pb2
@@ -80,6 +81,15 @@ def relevant(passages: list[Passage], question: str, min_similarity: float) -> P
     return None
 
 
+def merge_article_chunks(best: Passage, results: list[Passage]) -> Passage:
+    """The best passage plus the other retrieved chunk of the same article (a section often
+    continues in the next chunk), best first."""
+    extra = [p for p in results if p.article == best.article and p.text != best.text][:1]
+    if not extra:
+        return best
+    return dataclasses.replace(best, text=best.text + "\n\n" + extra[0].text)
+
+
 class OfflineEngine:
     name = "offline"
 
@@ -96,17 +106,21 @@ class OfflineEngine:
         if not compose.keywords(question):
             await tools.escalate_to_human("no_answer_found", "The message holds no question to answer.")
             return
-        best = relevant(await tools.search_knowledge_base(question), question, self.min_similarity)
+        results = await tools.search_knowledge_base(question)
+        best = relevant(results, question, self.min_similarity)
         if best is None:
             second = reformulate(question)
             if second and second != question:
-                best = relevant(await tools.search_knowledge_base(second), question, self.min_similarity)
+                results = await tools.search_knowledge_base(second)
+                best = relevant(results, question, self.min_similarity)
         if best is None:
             await tools.escalate_to_human(
                 "no_answer_found", "Nothing relevant in the knowledge base after two searches."
             )
             return
         tools.outcome.cited.append(best)
+        if req.channel != C.CHANNEL_WHATSAPP:
+            best = merge_article_chunks(best, results)
         await tools.send_response(
             compose.answer(
                 req.channel,
