@@ -185,6 +185,9 @@ class MessageProcessor:
     async def handle(self, msg: message_events_pb2.MessageReceived) -> str:
         """Handle one message; returns what happened ("replied", "duplicate")."""
         validate(msg)
+        if "\x00" in msg.text_body + msg.subject + msg.display_name:
+            # PostgreSQL text cannot hold NUL; the rest of the message is still worth answering.
+            msg = _without_nul(msg)
         channel = msg.channel
         ch = channels.name(channel)
         inbound = await store.find_inbound(self.pool, channel, msg.channel_message_id)
@@ -322,6 +325,15 @@ class MessageProcessor:
         await self.publisher.publish(
             topics.TICKETS_ESCALATED, event, key=inbound.ticket_id, event_id=f"{request_id}-escalated"
         )
+
+
+def _without_nul(msg: message_events_pb2.MessageReceived) -> message_events_pb2.MessageReceived:
+    clean = message_events_pb2.MessageReceived()
+    clean.CopyFrom(msg)
+    clean.text_body = msg.text_body.replace("\x00", "")
+    clean.subject = msg.subject.replace("\x00", "")
+    clean.display_name = msg.display_name.replace("\x00", "")
+    return clean
 
 
 def _status_for(decision: Decision, inbound: store.Inbound) -> int:

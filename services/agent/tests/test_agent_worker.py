@@ -302,3 +302,13 @@ async def test_erasure_and_merge_events(start_agent: Any, kafka_settings: KafkaS
 
     await eventually(applied, what="erasure and merge applied")
     assert await pool.fetchval("SELECT count(*) FROM tickets WHERE customer = $1", kept) == 0
+
+
+async def test_a_nul_byte_does_not_stop_the_answer(running: Any) -> None:
+    agent, clients = running
+    msg, _ = message("web_form", "Which browsers\x00 are supported?", subject="Browsers\x00")
+    assert await agent.agent.processor.handle(msg) == "replied"
+    ticket = f"tickets/{msg.web_form.ticket_reference}"
+    texts = [m.text for m in await clients.messages(ticket)]
+    assert texts[0] == "Which browsers are supported?"
+    assert "supported-browsers" in texts[1]
