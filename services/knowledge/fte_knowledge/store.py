@@ -376,7 +376,7 @@ class Store:
         terms = or_query(fts_text(query))
         if not terms:
             return []
-        terms = await self._without_common_words(terms, ts_config(filters.language or "en"))
+        terms = await self.without_common_words(terms, ts_config(filters.language or "en"))
         identifiers = " & ".join(w for w in terms.split(" | ") if any(ch.isdigit() for ch in w))
         if identifiers:
             hits = await self._text_query(terms, identifiers, vector=vector, model=model, filters=filters, limit=limit)
@@ -397,7 +397,7 @@ class Store:
             common = frozenset(e for e, f in zip(row["elems"], row["freqs"], strict=False) if f > max_fraction)
         self.common_lexemes = common
 
-    async def _without_common_words(self, terms: str, config: str) -> str:
+    async def without_common_words(self, terms: str, config: str) -> str:
         """Drops query words found in most chunks (a cheap IDF): they barely rank, yet make the
         full-text ranker score a large share of the table. Keeps every word if all are common."""
         if not self.common_lexemes:

@@ -197,8 +197,8 @@ async def test_words_in_most_chunks_are_left_out_of_the_full_text_ranker(corpus:
     await store.pool.execute("ANALYZE chunks")
     await store.refresh_common_lexemes(0.2)
     assert "export" in store.common_lexemes  # in 3 of the 8 chunks
-    assert await store._without_common_words("exporting | legacy | schedule", "english") == "legacy | schedule"
+    assert await store.without_common_words("exporting | legacy | schedule", "english") == "legacy | schedule"
     # A query of common words only keeps them all.
-    assert await store._without_common_words("export | exports", "english") == "export | exports"
+    assert await store.without_common_words("export | exports", "english") == "export | exports"
     await store.refresh_common_lexemes(0.0)
     assert store.common_lexemes == frozenset()
