@@ -33,7 +33,7 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     chunk_overlap_chars: Annotated[int, Field(ge=0, le=2000)] = 150
 
     # Search: HNSW candidate list size (recall vs speed) and candidates taken from each ranker.
-    hnsw_ef_search: Annotated[int, Field(ge=10, le=1000)] = 200
+    hnsw_ef_search: Annotated[int, Field(ge=10, le=1000)] = 400
     search_candidates: Annotated[int, Field(ge=10, le=1000)] = 60
     # Query words in more than this fraction of chunks are left out of the full-text ranker
     # (0 keeps every word); the statistics come from ANALYZE.
