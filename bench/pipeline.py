@@ -194,6 +194,14 @@ async def broker_baseline(bootstrap: str, count: int, rate: float) -> list[float
     await producer.start()
     sent: dict[bytes, float] = {}
     latencies: list[float] = []
+
+    async def consume() -> None:
+        while len(latencies) < count:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.monotonic()
+                latencies.extend(now - sent[r.key] for r in records if r.key in sent)
+
+    reader = asyncio.create_task(consume())
     try:
         start = time.monotonic()
         for i in range(count):
@@ -204,12 +212,9 @@ async def broker_baseline(bootstrap: str, count: int, rate: float) -> list[float
             sent[key] = time.monotonic()
             await producer.send(topic, value=b"x" * 300, key=key)
         await producer.flush()
-        deadline = time.monotonic() + 30
-        while len(latencies) < count and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=100)).values():
-                now = time.monotonic()
-                latencies += [now - sent[r.key] for r in records]
+        await asyncio.wait_for(reader, timeout=30)
     finally:
+        reader.cancel()
         await producer.stop()
         await consumer.stop()
     return latencies
@@ -296,7 +301,7 @@ async def main(args: argparse.Namespace, state: Path) -> int:
         print(
             f"{phase:<6} {n} messages in {r['seconds']:.1f} s = {rate:.0f} msg/s; publish -> reply sent "
             f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
-            f"(p50 {p50 / statistics.median(base):.0f}x the broker alone); lost {lost}, duplicated {dup}"
+            f"(p50 {p50 / statistics.median(base):.1f}x the broker alone); lost {lost}, duplicated {dup}"
         )
         ok = ok and lost == 0 and dup == 0
         per_msg = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1]))
