@@ -183,10 +183,12 @@ class Stack:
         await self.start_service(self.spec(name))
 
     async def stop(self) -> None:
+        # The edge first, so no new work comes in; then the gRPC services together.
         for spec in reversed(self.specs):
-            child = self.children.pop(spec.name, None)
-            if child is not None and spec.kind == "http":
-                await child.stop()
+            if spec.kind == "http":
+                child = self.children.pop(spec.name, None)
+                if child is not None:
+                    await child.stop()
         if self.envoy is not None:
             await self.envoy.stop()
         await asyncio.gather(*(c.stop() for c in self.children.values()))
