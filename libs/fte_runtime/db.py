@@ -35,15 +35,27 @@ def _check_schema(schema: str) -> str:
 
 
 async def create_pool(
-    settings: DatabaseSettings, schema: str, *, application_name: str, vector: bool = False
+    settings: DatabaseSettings,
+    schema: str,
+    *,
+    application_name: str,
+    vector: bool = False,
+    reset_on_release: bool = True,
 ) -> asyncpg.Pool:
     """A pool whose connections see the service's schema first. With `vector`, pgvector's types
-    are registered (the extension must exist: a migration creates it)."""
+    are registered (the extension must exist: a migration creates it).
+
+    `reset_on_release=False` skips asyncpg's per-release reset round trip (RESET ALL, CLOSE ALL,
+    UNLISTEN *, advisory unlock); only for services that keep no session state: no session-level
+    SET, advisory locks, cursors or LISTEN outside a transaction."""
     _check_schema(schema)
 
     async def init(conn: asyncpg.Connection) -> None:
         if vector:
             await register_vector(conn)
+
+    async def keep_session(conn: asyncpg.Connection) -> None:
+        return None
 
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.database_url.get_secret_value(),
@@ -51,6 +63,7 @@ async def create_pool(
         max_size=settings.database_pool_max,
         server_settings={"search_path": f"{schema},public", "application_name": application_name},
         init=init,
+        **({} if reset_on_release else {"reset": keep_session}),
     )
     return pool
 
