@@ -92,7 +92,10 @@ async def apply_migrations(dsn_or_conn: str | asyncpg.Connection, schema: str, d
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"fte-migrations:{schema}")
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists;
+            # a role that was given only its own schema must still be able to start.
+            if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+                await conn.execute(f"CREATE SCHEMA {schema}")
             await conn.execute(f"SET LOCAL search_path TO {schema}, public")
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
