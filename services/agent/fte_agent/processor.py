@@ -277,7 +277,6 @@ class MessageProcessor:
     async def _decide(
         self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, customer: str, allowed: list[int]
     ) -> Decision:
-        await store.set_ticket_in_progress(self.pool, inbound.ticket_id)
         request = Request(
             ticket_id=inbound.ticket_id,
             channel=msg.channel,

@@ -78,7 +78,8 @@ class Agent:
     @classmethod
     async def create(cls, settings: AgentSettings) -> Agent:
         await migrate(settings)
-        pool = await create_pool(settings, SCHEMA, application_name="fte-agent")
+        # No session state is kept (transaction-scoped locks only): no reset round trip per release.
+        pool = await create_pool(settings, SCHEMA, application_name="fte-agent", reset_on_release=False)
         token = settings.service_token.get_secret_value() or None
         timeout = settings.default_deadline_seconds
         kch = connect(settings.knowledge_target, token=token, default_timeout=timeout)

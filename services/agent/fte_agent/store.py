@@ -21,15 +21,15 @@ STATUS_IN_PROGRESS = agent_pb2.TICKET_STATUS_IN_PROGRESS
 STATUS_RESOLVED = agent_pb2.TICKET_STATUS_RESOLVED
 STATUS_ESCALATED = agent_pb2.TICKET_STATUS_ESCALATED
 
-# Delivery statuses only move forward; FAILED is final.
-_DELIVERY_RANK: dict[int, int] = {
-    common_pb2.DELIVERY_STATUS_UNSPECIFIED: 0,
-    common_pb2.DELIVERY_STATUS_QUEUED: 1,
-    common_pb2.DELIVERY_STATUS_SENT: 2,
-    common_pb2.DELIVERY_STATUS_DELIVERED: 3,
-    common_pb2.DELIVERY_STATUS_READ: 4,
-    common_pb2.DELIVERY_STATUS_FAILED: 5,
-}
+# Delivery statuses only move forward, and their numbers are in that order (FAILED, last, is
+# final): GREATEST() in SQL keeps the furthest one.
+assert (
+    common_pb2.DELIVERY_STATUS_QUEUED
+    < common_pb2.DELIVERY_STATUS_SENT
+    < common_pb2.DELIVERY_STATUS_DELIVERED
+    < common_pb2.DELIVERY_STATUS_READ
+    < common_pb2.DELIVERY_STATUS_FAILED
+)
 
 ERASED_TEXT = "[erased]"
 
@@ -177,10 +177,18 @@ async def record_inbound(pool: asyncpg.Pool, msg: NewInbound, idle: timedelta) -
                 _subject(msg),
                 msg.category,
                 msg.priority,
-                STATUS_OPEN,
+                STATUS_IN_PROGRESS,  # the agent works on it from now on
             )
+            status = STATUS_IN_PROGRESS
         else:
-            await conn.execute("UPDATE tickets SET update_time = now(), version = version + 1 WHERE id = $1", ticket_id)
+            status = await conn.fetchval(
+                """UPDATE tickets SET update_time = now(), version = version + 1,
+                       status = CASE WHEN status = $2 THEN $3 ELSE status END
+                   WHERE id = $1 RETURNING status""",
+                ticket_id,
+                STATUS_OPEN,
+                STATUS_IN_PROGRESS,
+            )
         message_id = await conn.fetchval(
             """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text)
                VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
@@ -200,9 +208,6 @@ async def record_inbound(pool: asyncpg.Pool, msg: NewInbound, idle: timedelta) -
             message_id,
             msg.received_time,
             json.dumps(msg.reply_context),
-        )
-        status = (
-            STATUS_OPEN if new_ticket else await conn.fetchval("SELECT status FROM tickets WHERE id = $1", ticket_id)
         )
         return Inbound(
             channel=msg.channel,
@@ -242,106 +247,88 @@ class DecisionRecord:
 
 
 async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRecord) -> None:
-    """Store the reply (not yet sent) and the ticket's new state in one transaction."""
-    async with pool.acquire() as conn, conn.transaction():
-        reply_id = await conn.fetchval(
-            """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id,
-                                     delivery_status)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-               ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
-               RETURNING id""",
-            inbound.conversation_id,
-            inbound.ticket_id,
-            inbound.customer,
-            agent_pb2.AUTHOR_AGENT,
-            inbound.channel,
-            rec.reply_text,
-            rec.request_id,
-            common_pb2.DELIVERY_STATUS_UNSPECIFIED,
-        )
-        await conn.execute(
-            """UPDATE tickets SET status = $2::smallint, sentiment = $3,
-                   category = CASE WHEN category = 0 THEN $4::smallint ELSE category END,
-                   priority = GREATEST(priority, $5::smallint),
-                   escalation_reason = CASE WHEN $6::smallint <> 0 THEN $6::smallint ELSE escalation_reason END,
-                   escalation_detail = CASE WHEN $6::smallint <> 0 THEN $7::text ELSE escalation_detail END,
-                   resolve_time = CASE WHEN $2::smallint = $8::smallint THEN now() ELSE NULL END,
-                   update_time = now(), version = version + 1
-               WHERE id = $1""",
-            inbound.ticket_id,
-            rec.status,
-            rec.sentiment,
-            rec.category,
-            rec.priority,
-            rec.escalation_reason,
-            rec.escalation_detail,
-            STATUS_RESOLVED,
-        )
-        await conn.execute(
-            """UPDATE inbound SET state = 'decided', decision = $3, reply_message_id = $4
-               WHERE channel = $1 AND channel_message_id = $2""",
-            inbound.channel,
-            inbound.channel_message_id,
-            json.dumps(rec.decision),
-            reply_id,
-        )
-
-
-async def set_ticket_in_progress(pool: asyncpg.Pool, ticket_id: str) -> None:
+    """Store the reply (not yet sent), the ticket's new state and the decision: one statement, so
+    one atomic round trip."""
     await pool.execute(
-        """UPDATE tickets SET status = $2, update_time = now(), version = version + 1
-           WHERE id = $1 AND status = $3""",
-        ticket_id,
-        STATUS_IN_PROGRESS,
-        STATUS_OPEN,
+        """WITH reply AS (
+               INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
+               RETURNING id
+           ), ticket AS (
+               UPDATE tickets SET status = $8::smallint, sentiment = $9,
+                   category = CASE WHEN category = 0 THEN $10::smallint ELSE category END,
+                   priority = GREATEST(priority, $11::smallint),
+                   escalation_reason = CASE WHEN $12::smallint <> 0 THEN $12::smallint ELSE escalation_reason END,
+                   escalation_detail = CASE WHEN $12::smallint <> 0 THEN $13::text ELSE escalation_detail END,
+                   resolve_time = CASE WHEN $8::smallint = $14::smallint THEN now() ELSE NULL END,
+                   update_time = now(), version = version + 1
+               WHERE id = $2
+               RETURNING id
+           )
+           UPDATE inbound SET state = 'decided', decision = $15, reply_message_id = (SELECT id FROM reply)
+           WHERE channel = $5 AND channel_message_id = $16 AND EXISTS (SELECT 1 FROM ticket)""",
+        inbound.conversation_id,
+        inbound.ticket_id,
+        inbound.customer,
+        agent_pb2.AUTHOR_AGENT,
+        inbound.channel,
+        rec.reply_text,
+        rec.request_id,
+        rec.status,
+        rec.sentiment,
+        rec.category,
+        rec.priority,
+        rec.escalation_reason,
+        rec.escalation_detail,
+        STATUS_RESOLVED,
+        json.dumps(rec.decision),
+        inbound.channel_message_id,
     )
 
 
 async def record_sent(
     pool: asyncpg.Pool, inbound: Inbound, request_id: str, delivery: str, status: int
 ) -> datetime | None:
-    """The notifier accepted the reply. Returns the ticket's first response time if this set it."""
-    async with pool.acquire() as conn, conn.transaction():
-        await _advance_delivery(conn, request_id, delivery, status)
-        await conn.execute(
-            "UPDATE inbound SET state = 'replied' WHERE channel = $1 AND channel_message_id = $2",
-            inbound.channel,
-            inbound.channel_message_id,
-        )
-        first: datetime | None = await conn.fetchval(
-            """UPDATE tickets SET first_response_time = now()
-               WHERE id = $1 AND first_response_time IS NULL RETURNING first_response_time""",
-            inbound.ticket_id,
-        )
-        return first
-
-
-async def _advance_delivery(conn: asyncpg.Connection, request_id: str, delivery: str, status: int) -> bool:
-    row = await conn.fetchrow("SELECT delivery_status FROM messages WHERE request_id = $1 FOR UPDATE", request_id)
-    if row is None:
-        return False
-    current = row["delivery_status"]
-    if _DELIVERY_RANK.get(status, 0) <= _DELIVERY_RANK.get(current, 0):
-        if delivery:
-            await conn.execute(
-                "UPDATE messages SET delivery = $2 WHERE request_id = $1 AND delivery = ''", request_id, delivery
-            )
-        return False
-    await conn.execute(
-        """UPDATE messages SET delivery_status = $2::smallint,
-                   delivery = CASE WHEN $3::text = '' THEN delivery ELSE $3::text END
-           WHERE request_id = $1""",
+    """The notifier accepted the reply. Returns the ticket's first response time if this set it.
+    One statement: the delivery, the inbound state and the ticket change together."""
+    first: datetime | None = await pool.fetchval(
+        """WITH reply AS (
+               UPDATE messages SET delivery_status = GREATEST(delivery_status, $3::smallint),
+                   delivery = CASE WHEN $2::text = '' THEN delivery ELSE $2::text END
+               WHERE request_id = $1
+               RETURNING id
+           ), handled AS (
+               UPDATE inbound SET state = 'replied' WHERE channel = $4 AND channel_message_id = $5 RETURNING 1
+           ), ticket AS (
+               UPDATE tickets SET first_response_time = now()
+               WHERE id = $6 AND first_response_time IS NULL
+               RETURNING first_response_time
+           )
+           SELECT (SELECT first_response_time FROM ticket)
+           WHERE EXISTS (SELECT 1 FROM reply) OR EXISTS (SELECT 1 FROM handled)""",
         request_id,
-        status,
         delivery,
+        status,
+        inbound.channel,
+        inbound.channel_message_id,
+        inbound.ticket_id,
     )
-    return True
+    return first
 
 
 async def apply_delivery_outcome(pool: asyncpg.Pool, request_id: str, delivery: str, status: int) -> bool:
-    """A delivery event from the notifier; repeated or out-of-order events never move it backwards."""
-    async with pool.acquire() as conn, conn.transaction():
-        return await _advance_delivery(conn, request_id, delivery, status)
+    """A delivery event from the notifier; repeated or out-of-order events never move it backwards
+    (the status numbers are in life order, QUEUED < SENT < DELIVERED < READ < FAILED, FAILED final)."""
+    result: str = await pool.execute(
+        """UPDATE messages SET delivery_status = GREATEST(delivery_status, $3::smallint),
+               delivery = CASE WHEN delivery = '' THEN $2::text ELSE delivery END
+           WHERE request_id = $1""",
+        request_id,
+        delivery,
+        status,
+    )
+    return result != "UPDATE 0"
 
 
 async def erase_customer(pool: asyncpg.Pool, customer: str) -> int:
