@@ -156,8 +156,20 @@ async def conversation(
     while time.monotonic() < deadline:
         ticket = await find_ticket(agent, scenario, reference)
         if ticket is not None:
-            messages = await agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket.name))
-            reply = next((m for m in messages.messages if m.author == agent_pb2.AUTHOR_AGENT and m.delivery), None)
+            listed = list(
+                (await agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket.name))).messages
+            )
+            # The reply to this message: the first agent message after it (a ticket can hold a follow-up).
+            mine = next(
+                (
+                    i
+                    for i, m in enumerate(listed)
+                    if m.author == agent_pb2.AUTHOR_CUSTOMER and scenario["sent_text"] in m.text
+                ),
+                None,
+            )
+            if mine is not None:
+                reply = next((m for m in listed[mine + 1 :] if m.author == agent_pb2.AUTHOR_AGENT and m.delivery), None)
             if reply is not None:
                 break
         await asyncio.sleep(0.5)
