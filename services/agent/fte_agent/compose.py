@@ -128,7 +128,8 @@ def keywords(text: str) -> set[str]:
 
 
 def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
+    """A crude English stem: enough for "invite"/"invitation", "imports"/"import"."""
+    for suffix in ("ation", "ing", "ed", "es", "s", "e"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
@@ -240,6 +241,35 @@ def _contiguous_steps(chosen: list[int], blocks: list[str]) -> list[int]:
             last_step = i
         out.append(i)
     return out
+
+
+def best_section(body: str, question: str, hint: str = "") -> tuple[str, str]:
+    """The (heading, text) of the article section that best answers `question`: its heading
+    weighs most, then its text; `hint` is the heading path of the passage the search ranked
+    first. The introduction before the first subheading counts as a section too."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in body.splitlines():
+        match = re.match(r"^(#{1,6})\s+(.*)$", line.strip())
+        if match:
+            # The title (level 1) matches every question about the article: it names no section.
+            sections.append((match.group(2).strip() if len(match.group(1)) > 1 else "", []))
+        else:
+            sections[-1][1].append(line)
+    wanted = keywords(question)
+    hint_last = hint.rsplit(" > ", 1)[-1].strip().lower()
+
+    def score(item: tuple[str, list[str]]) -> float:
+        heading, lines = item
+        text = "\n".join(lines)
+        value: float = 3 * len(wanted & keywords(heading)) + len(wanted & keywords(text))
+        if hint_last and heading and heading.lower() == hint_last:
+            value += 1.5
+        if re.search(r"^\s*\d+[.)]\s", text, re.M):
+            value += 0.5  # steps to follow answer a "how do I" better than background
+        return value if text.strip() else -1
+
+    heading, lines = max(sections, key=score)
+    return heading, "\n".join(lines).strip()
 
 
 def _truncate_sentences(text: str, max_chars: int) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import grpc
 from fte.common.v1 import common_pb2
 from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
@@ -60,7 +61,8 @@ HistoryFn = Callable[[int], Awaitable[list[dict[str, Any]]]]
 
 
 class KnowledgeSearcher:
-    """search_knowledge_base over KnowledgeService.SearchKnowledge."""
+    """search_knowledge_base over KnowledgeService.SearchKnowledge (and GetArticle for the whole
+    body of the article an answer comes from)."""
 
     def __init__(self, stub: knowledge_service_pb2_grpc.KnowledgeServiceAsyncStub) -> None:
         self.stub = stub
@@ -83,6 +85,16 @@ class KnowledgeSearcher:
             )
             for r in reply.results
         ]
+
+    async def article_body(self, article: str) -> str:
+        """The article's markdown body; "" if it is gone."""
+        try:
+            reply = await self.stub.GetArticle(knowledge_service_pb2.GetArticleRequest(name=article))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return ""
+            raise
+        return reply.article.body
 
 
 ESCALATION_REASONS = {
@@ -121,6 +133,11 @@ class Toolbox:
             Search(query=query, top_score=results[0].similarity if results else 0.0, slugs=[p.slug for p in results])
         )
         return results
+
+    async def read_article(self, article: str) -> str:
+        """The whole body of a retrieved article (for the section that answers best)."""
+        body = getattr(self._searcher, "article_body", None)
+        return str(await body(article)) if body is not None else ""
 
     async def get_customer_history(self, limit: int = 10) -> list[dict[str, Any]]:
         return await self._history(max(1, min(limit, 50)))

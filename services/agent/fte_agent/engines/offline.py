@@ -119,7 +119,12 @@ class OfflineEngine:
             )
             return
         tools.outcome.cited.append(best)
-        if req.channel != C.CHANNEL_WHATSAPP:
+        body = await tools.read_article(best.article)
+        section = compose.best_section(body, question, best.heading)[1] if body else ""
+        if section:
+            # Answer from the article's best section rather than from wherever the chunk was cut.
+            best = dataclasses.replace(best, text=section)
+        elif req.channel != C.CHANNEL_WHATSAPP:
             best = merge_article_chunks(best, results)
         await tools.send_response(
             compose.answer(
