@@ -7,6 +7,7 @@ stores it and sends the reply itself, idempotently, so no engine can send twice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -64,8 +65,13 @@ class KnowledgeSearcher:
     """search_knowledge_base over KnowledgeService.SearchKnowledge (and GetArticle for the whole
     body of the article an answer comes from)."""
 
+    # Article bodies change rarely and there are few of them: keep each for a few minutes.
+    BODY_TTL_SECONDS = 300.0
+    BODY_CACHE_SIZE = 512
+
     def __init__(self, stub: knowledge_service_pb2_grpc.KnowledgeServiceAsyncStub) -> None:
         self.stub = stub
+        self._bodies: dict[str, tuple[float, str]] = {}
 
     async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]:
         reply = await self.stub.SearchKnowledge(
@@ -88,13 +94,21 @@ class KnowledgeSearcher:
 
     async def article_body(self, article: str) -> str:
         """The article's markdown body; "" if it is gone."""
+        now = time.monotonic()
+        cached = self._bodies.get(article)
+        if cached is not None and now - cached[0] < self.BODY_TTL_SECONDS:
+            return cached[1]
         try:
             reply = await self.stub.GetArticle(knowledge_service_pb2.GetArticleRequest(name=article))
+            body = reply.article.body
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return ""
-            raise
-        return reply.article.body
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            body = ""
+        if len(self._bodies) >= self.BODY_CACHE_SIZE:
+            self._bodies.clear()
+        self._bodies[article] = (now, body)
+        return body
 
 
 ESCALATION_REASONS = {
