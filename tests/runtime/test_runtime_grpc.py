@@ -133,8 +133,8 @@ async def test_remaining_deadline_is_propagated_downstream() -> None:
         at_front, at_back = front_servicer.seen_remaining[-1], back_servicer.seen_remaining[-1]
         # The front saw the caller's 30 s, not its 99 s default; the back saw what was left of it,
         # not the client's 5 s default (give or take grpc-timeout's rounding).
-        assert 20.0 < at_front <= 30.0
-        assert 20.0 < at_back <= at_front + 0.05
+        assert 20.0 < at_front <= 30.5
+        assert 20.0 < at_back <= at_front + 0.1
     finally:
         await front.stop()
         await back.stop()
