@@ -84,12 +84,19 @@ class GmailState:
     """The mailbox. Every access holds `lock`, so tests in other threads read it safely."""
 
     address: str
-    history_id: int = 1000
-    oldest_history_id: int = 1000
+    # Like Gmail's, history ids only grow, also across restarts of the fake: a client that kept an
+    # id from an earlier run sees it as too old (404) and falls back, instead of waiting for ids
+    # the new mailbox would only reach much later.
+    history_id: int = field(default_factory=lambda: int(time.time() * 1000))
+    oldest_history_id: int = -1
     messages: dict[str, StoredMessage] = field(default_factory=dict)  # insertion order = arrival
     history: list[tuple[int, str]] = field(default_factory=list)  # (history id, message id added)
     thread_by_message_id_header: dict[str, str] = field(default_factory=dict)
     watches: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.oldest_history_id < 0:
+            self.oldest_history_id = self.history_id
     failures: list[Failure] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) seen
     lock: threading.Lock = field(default_factory=threading.Lock)
