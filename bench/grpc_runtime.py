@@ -151,7 +151,7 @@ async def main(args: argparse.Namespace) -> None:
     await envoy.start()
     scenarios = {
         "bare grpc.aio": (f"127.0.0.1:{ports['bare']}", None),
-        "runtime (all interceptors)": (f"127.0.0.1:{ports['runtime']}", TOKEN),
+        "runtime (auth, metrics, errors)": (f"127.0.0.1:{ports['runtime']}", TOKEN),
         "runtime via Envoy": (envoy.target, TOKEN),
     }
     try:
