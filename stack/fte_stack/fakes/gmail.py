@@ -97,6 +97,7 @@ class GmailState:
     def __post_init__(self) -> None:
         if self.oldest_history_id < 0:
             self.oldest_history_id = self.history_id
+
     failures: list[Failure] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) seen
     lock: threading.Lock = field(default_factory=threading.Lock)
