@@ -94,13 +94,13 @@ class GmailState:
     thread_by_message_id_header: dict[str, str] = field(default_factory=dict)
     watches: list[dict[str, Any]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if self.oldest_history_id < 0:
-            self.oldest_history_id = self.history_id
-
     failures: list[Failure] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) seen
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.oldest_history_id < 0:
+            self.oldest_history_id = self.history_id
 
 
 _ids = itertools.count(int(time.time() * 1000) << 4)
