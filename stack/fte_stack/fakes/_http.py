@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -56,3 +57,24 @@ class LocalHttpServer:
             await self._task
         self._server = None
         self._task = None
+
+
+class _Serving(Protocol):
+    async def start(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+def serve_until_interrupted(make: Callable[[], _Serving], what: str) -> None:
+    """Run a fake from the command line: start it, print where it listens, serve until Ctrl-C."""
+
+    async def run() -> None:
+        fake = make()
+        print(f"{what} on {await fake.start()}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await fake.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())

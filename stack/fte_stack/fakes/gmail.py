@@ -22,7 +22,6 @@ Admin endpoints for tests and the local stack (under /_fake/):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import email
 import email.policy
@@ -42,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer
+from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
 
 API = "/gmail/v1/users/{userId}"
 
@@ -531,15 +530,7 @@ def main() -> None:
     parser.add_argument("--address", default="support@example.com")
     args = parser.parse_args()
 
-    async def run() -> None:
-        fake = FakeGmail(args.address, args.port)
-        print(f"fake Gmail API on {await fake.start()}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    asyncio.run(run())
+    serve_until_interrupted(lambda: FakeGmail(args.address, args.port), "fake Gmail API")
 
 
 if __name__ == "__main__":

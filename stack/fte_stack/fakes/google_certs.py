@@ -8,7 +8,6 @@ the real verification code runs against tokens signed by `sign_push_token`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import secrets
 import time
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer
+from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 CERTS_PATH = "oauth2/v1/certs"
@@ -121,15 +120,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
-    async def run() -> None:
-        fake = FakeGoogleCerts(args.port)
-        print(f"certs at {await fake.start()}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    asyncio.run(run())
+    serve_until_interrupted(lambda: FakeGoogleCerts(args.port), "certs")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ makes the next n calls fail with that HTTP status.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import re
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer
+from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
 
 _ids = itertools.count(1)
 
@@ -152,15 +151,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
-    async def run() -> None:
-        fake = FakeOpenAIChat(args.port)
-        print(f"chat completions at {await fake.start()}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    asyncio.run(run())
+    serve_until_interrupted(lambda: FakeOpenAIChat(args.port), "chat completions")
 
 
 if __name__ == "__main__":

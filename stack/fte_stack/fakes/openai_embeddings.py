@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer
+from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -132,15 +132,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
-    async def run() -> None:
-        fake = FakeOpenAIEmbeddings(args.port)
-        print(f"embeddings at {await fake.start()}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    asyncio.run(run())
+    serve_until_interrupted(lambda: FakeOpenAIEmbeddings(args.port), "embeddings")
 
 
 if __name__ == "__main__":

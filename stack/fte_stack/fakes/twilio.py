@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer
+from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
 
 API = "/2010-04-01/Accounts/{account}"
 MAX_BODY = 1600
@@ -355,15 +355,10 @@ def main() -> None:
     parser.add_argument("--callbacks", action="store_true", help="post sent/delivered status callbacks")
     args = parser.parse_args()
 
-    async def run() -> None:
-        fake = FakeTwilio(args.account_sid, args.auth_token, callbacks=args.callbacks, port=args.port)
-        print(f"fake Twilio API on {await fake.start()}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    asyncio.run(run())
+    serve_until_interrupted(
+        lambda: FakeTwilio(args.account_sid, args.auth_token, callbacks=args.callbacks, port=args.port),
+        "fake Twilio API",
+    )
 
 
 if __name__ == "__main__":
