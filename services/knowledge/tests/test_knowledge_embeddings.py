@@ -44,6 +44,18 @@ async def test_local_model_gives_unit_vectors_that_capture_meaning(local_model: 
     assert await local_model.embed([]) == []
 
 
+async def test_concurrent_local_embeds_share_batches_and_keep_their_own_vectors(local_model: LocalMiniLM) -> None:
+    texts = [f"How do I {verb} a project?" for verb in ("export", "archive", "rename", "delete", "share", "copy")]
+    alone = [(await local_model.embed([t]))[0] for t in texts]
+    together = await asyncio.gather(
+        local_model.embed(texts[:2]), local_model.embed(texts[2:3]), local_model.embed(texts[3:])
+    )
+    flat = [v for group in together for v in group]
+    assert [len(g) for g in together] == [2, 1, 3]
+    for a, b in zip(alone, flat, strict=True):
+        assert np.allclose(a, b, atol=1e-5)
+
+
 async def test_openai_embedder_batches_and_sends_dimensions(fake_openai: FakeOpenAIEmbeddings) -> None:
     embedder = OpenAIEmbedder(
         base_url=fake_openai.base_url, api_key="sk-test", model="text-embedding-3-small", dimension=256, batch_size=64
