@@ -21,12 +21,12 @@ import re
 import time
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
+from fte_stack.fakes._http import serve_until_interrupted
+from fte_stack.fakes._openai import FakeOpenAIEndpoint
 
 _ids = itertools.count(1)
 
@@ -73,41 +73,20 @@ def auto_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"tool_calls": [{"name": "send_response", "arguments": {"text": text}}]}
 
 
-class FakeOpenAIChat:
+class FakeOpenAIChat(FakeOpenAIEndpoint):
     def __init__(self, port: int = 0, model: str = "fake-model") -> None:
-        self.model = model
-        self.requests: list[dict[str, Any]] = []
-        self._script: list[dict[str, Any]] = []
-        self._failures: list[int] = []
-        self._server = LocalHttpServer(
-            Starlette(
-                routes=[
-                    Route("/v1/chat/completions", self._completions, methods=["POST"]),
-                    Route("/_admin/script", self._admin_script, methods=["POST"]),
-                    Route("/_admin/requests", self._admin_requests, methods=["GET"]),
-                    Route("/_admin/fail", self._admin_fail, methods=["POST"]),
-                ]
-            ),
+        super().__init__(
+            [
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/_admin/script", self._admin_script, methods=["POST"]),
+            ],
             port=port,
         )
-
-    @property
-    def base_url(self) -> str:
-        """The base URL the openai client takes, ending in /v1."""
-        return f"{self._server.url}v1"
-
-    async def start(self) -> str:
-        await self._server.start()
-        return self.base_url
-
-    async def stop(self) -> None:
-        await self._server.stop()
+        self.model = model
+        self._script: list[dict[str, Any]] = []
 
     def script(self, responses: list[dict[str, Any]]) -> None:
         self._script.extend(responses)
-
-    def fail_next(self, count: int, status: int = 500) -> None:
-        self._failures.extend([status] * count)
 
     def _completion(self, step: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": step.get("content")}
@@ -125,25 +104,15 @@ class FakeOpenAIChat:
         }
 
     async def _completions(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append(body)
-        if self._failures:
-            status = self._failures.pop(0)
-            return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, status_code=status)
+        body, failure = await self._take(request)
+        if failure is not None:
+            return failure
         step = self._script.pop(0) if self._script else auto_reply(body.get("messages", []))
         return JSONResponse(self._completion(step))
 
     async def _admin_script(self, request: Request) -> Response:
         self.script(list(await request.json()))
         return JSONResponse({"queued": len(self._script)})
-
-    async def _admin_requests(self, request: Request) -> Response:
-        return JSONResponse(self.requests)
-
-    async def _admin_fail(self, request: Request) -> Response:
-        body = await request.json()
-        self.fail_next(int(body.get("count", 1)), int(body.get("status", 500)))
-        return JSONResponse({"failing": len(self._failures)})
 
 
 def main() -> None:

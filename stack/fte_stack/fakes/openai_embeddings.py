@@ -21,12 +21,12 @@ import re
 from typing import Any
 
 import numpy as np
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fte_stack.fakes._http import LocalHttpServer, serve_until_interrupted
+from fte_stack.fakes._http import serve_until_interrupted
+from fte_stack.fakes._openai import FakeOpenAIEndpoint
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -52,48 +52,20 @@ def _default_dimension(model: str) -> int:
     return 3072 if "large" in model else 1536
 
 
-class FakeOpenAIEmbeddings:
+class FakeOpenAIEmbeddings(FakeOpenAIEndpoint):
     def __init__(self, port: int = 0) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self._failures: list[int] = []
+        super().__init__([Route("/v1/embeddings", self._embeddings, methods=["POST"])], port=port)
         self._delays: list[float] = []
-        self._server = LocalHttpServer(
-            Starlette(
-                routes=[
-                    Route("/v1/embeddings", self._embeddings, methods=["POST"]),
-                    Route("/_admin/requests", self._admin_requests, methods=["GET"]),
-                    Route("/_admin/fail", self._admin_fail, methods=["POST"]),
-                ]
-            ),
-            port=port,
-        )
-
-    @property
-    def base_url(self) -> str:
-        """The base URL the openai client takes, ending in /v1."""
-        return f"{self._server.url}v1"
-
-    async def start(self) -> str:
-        await self._server.start()
-        return self.base_url
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    def fail_next(self, count: int, status: int = 500) -> None:
-        self._failures.extend([status] * count)
 
     def delay_next(self, count: int, seconds: float) -> None:
         self._delays.extend([seconds] * count)
 
     async def _embeddings(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append(body)
         if self._delays:
             await asyncio.sleep(self._delays.pop(0))
-        if self._failures:
-            status = self._failures.pop(0)
-            return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, status_code=status)
+        body, failure = await self._take(request)
+        if failure is not None:
+            return failure
         model = str(body.get("model") or "")
         raw = body.get("input")
         inputs = [raw] if isinstance(raw, str) else raw
@@ -117,14 +89,6 @@ class FakeOpenAIEmbeddings:
         return JSONResponse(
             {"object": "list", "model": model, "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         )
-
-    async def _admin_requests(self, request: Request) -> Response:
-        return JSONResponse(self.requests)
-
-    async def _admin_fail(self, request: Request) -> Response:
-        body = await request.json()
-        self.fail_next(int(body.get("count", 1)), int(body.get("status", 500)))
-        return JSONResponse({"failing": len(self._failures)})
 
 
 def main() -> None:
