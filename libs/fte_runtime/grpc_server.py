@@ -32,9 +32,6 @@ log = logging.getLogger("fte.grpc")
 
 Context = Any  # grpc.aio.ServicerContext; its stubs do not fit these wrappers
 
-_PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
-
-
 @dataclass(frozen=True)
 class ServiceRegistration:
     """One gRPC service to serve: its generated `add_*_to_server`, the servicer, and the scope
@@ -54,16 +51,12 @@ class CallWrapper:
         self._auth = authenticator
         self._scopes = scopes  # full method path -> scope
 
-    def _scope_for(self, method: str) -> str | None:
-        if method.lstrip("/").startswith(_PUBLIC_SERVICES):
-            return PUBLIC
-        scope: str | None = self._scopes.get(method)  # None: not configured, denied
-        return scope
-
     def wrap(self, handler: Any, method: str) -> Any:
         # Typed as Any: grpc's stubs describe synchronous handlers, these are coroutines.
         service, _, name = method.lstrip("/").rpartition("/")
-        scope = self._scope_for(method)
+        # Health and reflection are registered unwrapped (public); None here means no scope was
+        # configured for the method, which denies it.
+        scope = self._scopes.get(method)
         latency = GRPC_LATENCY.labels(service, name)
         counters: dict[grpc.StatusCode, Any] = {}
 
@@ -172,8 +165,8 @@ class CallWrapper:
                 unary_stream, handler.request_deserializer, handler.response_serializer
             )
 
-        # Client-streaming methods: only reflection uses them, and it is public.
-        return handler
+        # Serving a client-streaming method unwrapped would skip auth: refuse it at start-up.
+        raise TypeError(f"{method}: client-streaming methods are not supported by the runtime")
 
 
 class _WrappingRegistrar:
