@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
@@ -30,8 +31,11 @@ async def test_infrastructure_starts_stops_and_keeps_data(stack_root: Path) -> N
             assert set(topics.ALL) <= set(await admin.list_topics())
         finally:
             await admin.close()
-        # Envoy is up; with no services behind it, a call gets UNAVAILABLE from Envoy, not a refusal.
+        # Envoy is up (its admin answers LIVE); with no services behind it, calls get UNAVAILABLE.
         assert stack.envoy is not None
+        async with httpx.AsyncClient() as http:
+            ready = await http.get(f"http://127.0.0.1:{stack.envoy.admin_port}/ready", timeout=5)
+        assert (ready.status_code, ready.text.strip()) == (200, "LIVE")
         async with grpc.aio.insecure_channel(stack.envoy.target) as channel:
             stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
