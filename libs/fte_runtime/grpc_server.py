@@ -27,10 +27,12 @@ from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, deadline
 from fte_runtime.errors import FteError, PermissionDenied, internal_status, to_rpc_status
 from fte_runtime.metrics import GRPC_HANDLED, GRPC_LATENCY, serve_metrics
 from fte_runtime.settings import GrpcServerSettings
+from fte_runtime.tasks import cancel_all
 
 log = logging.getLogger("fte.grpc")
 
 Context = Any  # grpc.aio.ServicerContext; its stubs do not fit these wrappers
+
 
 @dataclass(frozen=True)
 class ServiceRegistration:
@@ -266,8 +268,6 @@ async def run_until_signalled(
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
     await server.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_all(tasks)
     for cleanup in cleanups:
         await cleanup()

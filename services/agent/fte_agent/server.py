@@ -23,6 +23,7 @@ from fte_runtime.grpc_client import connect
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
 from fte_runtime.kafka import EventPublisher, make_consumer, make_producer, run_consumer
 from fte_runtime.logs import configure_logging
+from fte_runtime.tasks import cancel_all
 
 from fte_agent.engines.offline import OfflineEngine
 from fte_agent.events import EventHandlers
@@ -209,7 +210,5 @@ class RunningAgent:
         self.agent.stopping.set()
         await self.server.stop()
         await asyncio.wait(self.tasks, timeout=10)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all(self.tasks)
         await self.agent.close()

@@ -23,6 +23,7 @@ from fte_runtime import topics
 from fte_runtime.context import current_correlation_id
 from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_client import connect
+from fte_runtime.tasks import cancel_all
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -466,11 +467,7 @@ def create_app(settings: GatewaySettings, *, migrate: bool = True) -> Starlette:
             gc.freeze()
             yield
         finally:
-            for task in deps.background:
-                task.cancel()
-            for task in deps.background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(deps.background)
             await publisher.stop()
             if channel is not None:
                 await channel.close()

@@ -4,7 +4,6 @@ stopped as one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.resources
 import logging
 from collections.abc import Callable, Coroutine
@@ -15,6 +14,7 @@ from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
 from fte_runtime.logs import configure_logging
+from fte_runtime.tasks import cancel_all
 
 from fte_knowledge.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
 from fte_knowledge.reembed import run_reembedder
@@ -116,11 +116,7 @@ class Knowledge:
 
     async def stop(self) -> None:
         await self.grpc.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.close()
 
     async def close(self) -> None:

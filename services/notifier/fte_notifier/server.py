@@ -4,7 +4,6 @@ status consumer, started and stopped as one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.resources
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -19,6 +18,7 @@ from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
 from fte_runtime.kafka import EventPublisher, make_consumer, make_producer, run_consumer
 from fte_runtime.logs import configure_logging
+from fte_runtime.tasks import cancel_all
 
 from fte_notifier.dispatcher import Dispatcher
 from fte_notifier.outcomes import OutcomeRelay
@@ -117,11 +117,7 @@ class Notifier:
     async def stop(self) -> None:
         self._stopping.set()
         await self.grpc.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.close()
 
     async def close(self) -> None:
