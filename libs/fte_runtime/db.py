@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Mapping
 from importlib.resources.abc import Traversable
 from typing import Any
 
@@ -41,13 +42,17 @@ async def create_pool(
     application_name: str,
     vector: bool = False,
     reset_on_release: bool = True,
+    session_settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
     """A pool whose connections see the service's schema first. With `vector`, pgvector's types
     are registered (the extension must exist: a migration creates it).
 
     `reset_on_release=False` skips asyncpg's per-release reset round trip (RESET ALL, CLOSE ALL,
     UNLISTEN *, advisory unlock); only for services that keep no session state: no session-level
-    SET, advisory locks, cursors or LISTEN outside a transaction."""
+    SET, advisory locks, cursors or LISTEN outside a transaction.
+
+    `session_settings` are sent when each connection opens (so they cost no round trip per query);
+    RESET ALL returns to them, not to the server's defaults."""
     _check_schema(schema)
 
     async def init(conn: asyncpg.Connection) -> None:
@@ -61,7 +66,11 @@ async def create_pool(
         settings.database_url.get_secret_value(),
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
-        server_settings={"search_path": f"{schema},public", "application_name": application_name},
+        server_settings={
+            **(session_settings or {}),
+            "search_path": f"{schema},public",
+            "application_name": application_name,
+        },
         init=init,
         **({} if reset_on_release else {"reset": keep_session}),
     )
