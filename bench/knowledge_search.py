@@ -9,8 +9,8 @@ texts, each spread into a cluster of near neighbours (unit-norm Gaussian noise).
 Queries are the labeled customer questions from the knowledge tests, embedded by the model.
 
 The service runs in this process (as `python -m fte_knowledge serve` would, on a free port) with
-the offline model; the raw-SQL baseline sends the service's own two ranker queries (vector and
-full-text) straight to PostgreSQL with a precomputed query vector.
+the offline model; the raw-SQL baseline sends the service's own hybrid statement (both rankers and
+their fusion) straight to PostgreSQL with a precomputed query vector.
 
     .venv/bin/python bench/knowledge_search.py [--chunks 50000] [--queries 200]
 """
@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -41,7 +40,7 @@ from fte_knowledge.embeddings import LocalMiniLM
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.sources import read_source
-from fte_knowledge.store import Filters, VectorModel, fts_text, or_query, ts_config
+from fte_knowledge.store import Filters, VectorModel, fts_text, query_words, ts_config
 from fte_runtime.grpc_client import connect
 from fte_runtime.settings import TokenGrant
 from fte_stack.postgres import PostgresServer
@@ -251,17 +250,16 @@ async def main() -> None:
         queries = [questions[i % len(questions)] for i in range(args.queries)]
         query_vectors = dict(zip(questions, model.embed_sync(questions), strict=True))
 
-        # Search through gRPC (query embedding + both rankers + fusion + the runtime) and the same
-        # two ranker queries as raw SQL with the query vector already computed, interleaved query
-        # by query so load from elsewhere on this shared machine hits both alike.
+        # Search through gRPC (query embedding + the hybrid statement + the runtime) and the same
+        # statement as raw SQL with the query vector already computed, interleaved query by query
+        # so load from elsewhere on this shared machine hits both alike. The vector ranker alone
+        # is timed too.
         channel = connect(f"127.0.0.1:{port}", token=TOKEN, default_timeout=30.0)
         stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
         request = knowledge_service_pb2.SearchKnowledgeRequest
         candidates = settings.search_candidates
-        vector_args: list[Any] = [None, candidates]
-        vector_sql = kb.store.vector_sql(vector_model, Filters(), vector_args)
-        text_args: list[Any] = [None, candidates, "english", "", ""]
-        text_sql = kb.store.text_sql(vector_model, Filters(), text_args)
+        vector_sql = kb.store.vector_sql(vector_model, Filters(), [None, candidates])
+        hybrid_sql = kb.store.hybrid_sql(vector_model, Filters(), [None] * 10)
         grpc_times: list[float] = []
         sql_times: list[float] = []
         vector_times: list[float] = []
@@ -272,20 +270,20 @@ async def main() -> None:
                 grpc_time = time.perf_counter() - t0
                 assert response.results
                 vec = query_vectors[q]
-                # The words the service ranks by (common ones dropped), looked up outside the timing.
-                terms = await kb.store.without_common_words(or_query(fts_text(q)), "english")
+                words = query_words(q)
+                identifiers = " & ".join(w for w in words if any(ch.isdigit() for ch in w)) or None
+                common = sorted(kb.store.common_lexemes)  # refreshed by the service's first search
                 t0 = time.perf_counter()
-                async with conn.transaction():
-                    await conn.execute(f"SET LOCAL hnsw.ef_search = {settings.hnsw_ef_search}")
-                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                    t1 = time.perf_counter()
-                    await conn.fetch(vector_sql, vec, candidates)
-                    vector_time = time.perf_counter() - t1
-                await conn.fetch(text_sql, vec, candidates, "english", terms, terms)
+                await conn.fetch(
+                    hybrid_sql, vec, candidates, "english", words, identifiers, settings.rrf_k, 5, 1, 0.0, common
+                )
+                sql_time = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                await conn.fetch(vector_sql, vec, candidates)
                 if n >= 10:  # the first ten warm up both paths
                     grpc_times.append(grpc_time)
-                    sql_times.append(time.perf_counter() - t0)
-                    vector_times.append(vector_time)
+                    sql_times.append(sql_time)
+                    vector_times.append(time.perf_counter() - t0)
         await channel.close()
         embed_times: list[float] = []
         for q in queries[:50]:
@@ -312,9 +310,9 @@ async def main() -> None:
     articles = args.chunks // CHUNKS_PER_ARTICLE
     print(f"\nknowledge search bench: {chunks_total} chunks (384-dim vectors, {articles} articles)")
     print(f"  setup: insert {insert_seconds:.1f} s, HNSW build {index_seconds:.1f} s, model load {load_seconds:.2f} s")
-    print(f"  Search via gRPC (embed + vector + full-text + fusion), {len(queries)} queries: {ms(grpc_times)}")
-    print(f"  same two ranker queries as raw SQL (vector precomputed):        {ms(sql_times)}")
-    print(f"    of which the vector ranker query alone:                         {ms(vector_times)}")
+    print(f"  Search via gRPC (embed + hybrid statement), {len(queries)} queries: {ms(grpc_times)}")
+    print(f"  the same hybrid statement as raw SQL (vector precomputed):    {ms(sql_times)}")
+    print(f"  the vector ranker query alone:                                {ms(vector_times)}")
     print(f"  query embedding alone:                                           {ms(embed_times)}")
     print(
         f"  ratio gRPC / raw SQL: p50 {g50 / s50:.2f}x, p95 "

@@ -65,7 +65,15 @@ async def open_knowledge_base(
     """Migrated schema, pool, embedder (built from settings unless given) and the current
     model's HNSW index."""
     await migrate(settings)
-    pool: asyncpg.Pool = await create_pool(settings, SCHEMA, application_name=application_name, vector=True)
+    pool: asyncpg.Pool = await create_pool(
+        settings,
+        SCHEMA,
+        application_name=application_name,
+        vector=True,
+        reset_on_release=False,
+        # Relaxed iterative scans keep filtered vector queries from coming back short (pgvector >= 0.8).
+        session_settings={"hnsw.ef_search": str(settings.hnsw_ef_search), "hnsw.iterative_scan": "relaxed_order"},
+    )
     try:
         if embedder is None:
             embedder = await asyncio.to_thread(build_embedder, settings)

@@ -174,39 +174,22 @@ class KnowledgeBase:
     async def search(
         self, query: str, *, top_k: int, min_score: float, filters: Filters, per_article: int
     ) -> list[SearchHit]:
-        """Hybrid search: vector and full-text candidates fused by reciprocal rank.
-
-        A chunk's fused score is sum(1 / (k + rank)) over the two rankings, divided by the best
-        possible value (rank 1 in both), so it lies in [0, 1]."""
+        """Hybrid search: vector and full-text candidates fused by reciprocal rank, in one
+        statement (see `Store.hybrid_sql`)."""
         if time.monotonic() >= self._common_refresh_at:
             self._common_refresh_at = time.monotonic() + _COMMON_REFRESH_SECONDS
             await self.store.refresh_common_lexemes(self.settings.search_common_word_fraction)
         (vector,) = await self.embedder.embed([query])
-        candidates = max(self.settings.search_candidates, top_k * per_article * 3)
-        by_vector = await self.store.search_vector(
-            vector, self.model, filters, candidates, self.settings.hnsw_ef_search
+        hits = await self.store.search_hybrid(
+            query,
+            vector,
+            self.model,
+            filters,
+            candidates=max(self.settings.search_candidates, top_k * per_article * 3),
+            rrf_k=self.settings.rrf_k,
+            top_k=top_k,
+            per_article=per_article,
+            min_score=min_score,
         )
-        by_text = await self.store.search_text(query, vector, self.model, filters, candidates)
-        k = self.settings.rrf_k
-        scores: dict[int, float] = {}
-        hits: dict[int, Hit] = {}
-        for ranking in (by_vector, by_text):
-            for rank, candidate in enumerate(ranking, start=1):
-                scores[candidate.chunk_id] = scores.get(candidate.chunk_id, 0.0) + 1.0 / (k + rank)
-                hits.setdefault(candidate.chunk_id, candidate)
-        best = 2.0 / (k + 1)
-        ordered = sorted(hits.values(), key=lambda h: (-scores[h.chunk_id], -h.similarity))
-        results: list[SearchHit] = []
-        taken: dict[str, int] = {}
-        for hit in ordered:
-            score = scores[hit.chunk_id] / best
-            if score < min_score:
-                break
-            if taken.get(hit.slug, 0) >= per_article:
-                continue
-            taken[hit.slug] = taken.get(hit.slug, 0) + 1
-            results.append(SearchHit(hit, score))
-            if len(results) == top_k:
-                break
         SEARCHES.inc()
-        return results
+        return [SearchHit(hit, score) for hit, score in hits]

@@ -55,11 +55,22 @@ def fts_text(text: str) -> str:
     return _INNER_HYPHEN.sub(" ", text)
 
 
-def or_query(text: str) -> str:
-    """A tsquery source matching any of the query's words: customer questions rarely contain
-    every word of the answer, and ts_rank puts chunks matching more words first."""
-    words = _WORD.findall(text.lower())[:_MAX_QUERY_TERMS]
-    return " | ".join(dict.fromkeys(words))
+def ranked_terms(words: str, config: str, common: str) -> str:
+    """SQL for the tsquery source of the words (a text[]) without those whose lexemes are all
+    `common` (a text[]), or of every word if all are; stop words stay (to_tsquery drops them)."""
+    return f"""coalesce(
+        (SELECT string_agg(w, ' | ' ORDER BY n)
+         FROM unnest({words}::text[]) WITH ORDINALITY AS u(w, n),
+              LATERAL tsvector_to_array(to_tsvector({config}::regconfig, w)) AS l(lexemes)
+         WHERE cardinality(l.lexemes) = 0 OR NOT l.lexemes <@ {common}::text[]),
+        array_to_string({words}::text[], ' | '))"""
+
+
+def query_words(text: str) -> list[str]:
+    """The distinct words the full-text side ranks by, any of which may match: customer
+    questions rarely contain every word of the answer, and ts_rank puts chunks matching more
+    words first."""
+    return list(dict.fromkeys(_WORD.findall(fts_text(text).lower())))[:_MAX_QUERY_TERMS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,73 +327,124 @@ class Store:
     # -- search ------------------------------------------------------------------------------
 
     def vector_sql(self, model: VectorModel, filters: Filters, args: list[Any]) -> str:
-        """Nearest chunks by cosine distance; `args` must start with (query vector, limit)."""
+        """Nearest chunks by cosine distance; `args` must start with (query vector, limit). The
+        pool sets hnsw.ef_search and relaxed iterative scans (which keep filtered queries from
+        coming back short), so the outer query puts the neighbours back in exact order."""
         where = filters.sql(args)
         return f"""
-            SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
-                   1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity
-            FROM chunk_embeddings e
-            JOIN chunks c ON c.id = e.chunk_id
-            JOIN articles a ON a.slug = c.article_slug
-            WHERE e.model = {model.literal}{where}
-            ORDER BY {model.column} <=> $1::public.vector({model.dimension})
-            LIMIT $2"""
+            WITH near AS MATERIALIZED (
+                SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
+                       {model.column} <=> $1::public.vector({model.dimension}) AS distance
+                FROM chunk_embeddings e
+                JOIN chunks c ON c.id = e.chunk_id
+                JOIN articles a ON a.slug = c.article_slug
+                WHERE e.model = {model.literal}{where}
+                ORDER BY {model.column} <=> $1::public.vector({model.dimension})
+                LIMIT $2)
+            SELECT *, 1 - distance AS similarity FROM near ORDER BY distance, id"""
 
-    def text_sql(self, model: VectorModel, filters: Filters, args: list[Any]) -> str:
-        """Chunks matching a tsquery, best ts_rank first; `args` must start with (query vector,
-        limit, text-search configuration, tsquery ranked by, tsquery required). Only chunks with a
-        vector of `model` count, and the cosine is computed for the top rows only."""
+    async def search_vector(self, vector: Vector, model: VectorModel, filters: Filters, limit: int) -> list[Hit]:
+        args: list[Any] = [vector, limit]
+        return [_hit(r) for r in await self.pool.fetch(self.vector_sql(model, filters, args), *args)]
+
+    def hybrid_sql(self, model: VectorModel, filters: Filters, args: list[Any]) -> str:
+        """Hybrid search in one statement: the nearest chunks and the best full-text matches
+        (`limit` each), fused by reciprocal rank, capped per article, best first.
+
+        `args` must start with (query vector, limit, text-search configuration, query words,
+        required tsquery or NULL, RRF k, top_k, chunks per article, minimum score, common lexemes).
+        Words whose lexemes are all common are dropped (a cheap IDF: they barely rank, yet make
+        the ranker score most of the table), unless every word is. When some chunks match the
+        required tsquery (the query's exact identifiers, such as the "4091" of "TL-4091"), only
+        those are ranked by text: an error code is what the customer means. A chunk's score is
+        sum(1 / (k + rank)) over both rankings divided by its best value (rank 1 in both), so it
+        lies in [0, 1]."""
         where = filters.sql(args)
+        vector = f"$1::public.vector({model.dimension})"
         return f"""
-            WITH q AS (SELECT to_tsquery($3::regconfig, $4) AS q, to_tsquery($3::regconfig, $5) AS r),
-            top AS (
-                SELECT c.id, ts_rank(c.tsv, q.q) AS text_rank
+            WITH q AS (
+                SELECT to_tsquery($3::regconfig, {ranked_terms("$4", "$3", "$10")}) AS q,
+                       to_tsquery($3::regconfig, $5) AS r),
+            near AS MATERIALIZED (
+                SELECT e.chunk_id AS id, {model.column} <=> {vector} AS distance
+                FROM chunk_embeddings e
+                JOIN chunks c ON c.id = e.chunk_id
+                JOIN articles a ON a.slug = c.article_slug
+                WHERE e.model = {model.literal}{where}
+                ORDER BY {model.column} <=> {vector}
+                LIMIT $2),
+            by_vector AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM near),
+            matching AS (
+                SELECT c.id, ts_rank(c.tsv, q.q) AS text_rank, coalesce(c.tsv @@ q.r, true) AS complete
                 FROM q, chunks c
                 JOIN articles a ON a.slug = c.article_slug
-                WHERE c.tsv @@ q.r{where}
-                  AND EXISTS (SELECT 1 FROM chunk_embeddings x WHERE x.chunk_id = c.id AND x.model = {model.literal})
-                ORDER BY text_rank DESC, c.id
-                LIMIT $2)
+                WHERE (c.tsv @@ q.q OR c.tsv @@ q.r){where}
+                  AND EXISTS (SELECT 1 FROM chunk_embeddings x WHERE x.chunk_id = c.id AND x.model = {model.literal})),
+            by_text AS (
+                SELECT id, text_rank, row_number() OVER (ORDER BY text_rank DESC, id) AS rank
+                FROM matching
+                WHERE complete OR NOT EXISTS (SELECT 1 FROM matching WHERE complete)
+                ORDER BY text_rank DESC, id
+                LIMIT $2),
+            fused AS (
+                SELECT coalesce(v.id, t.id) AS id, coalesce(t.text_rank, 0) AS text_rank,
+                       (coalesce(1.0 / ($6 + v.rank), 0) + coalesce(1.0 / ($6 + t.rank), 0)) * ($6 + 1) / 2.0 AS score
+                FROM by_vector v FULL JOIN by_text t ON t.id = v.id),
+            ranked AS (
+                SELECT f.id, f.score, f.text_rank, 1 - ({model.column} <=> {vector}) AS similarity,
+                       row_number() OVER (
+                           PARTITION BY c.article_slug
+                           ORDER BY f.score DESC, {model.column} <=> {vector}, f.id) AS nth
+                FROM fused f
+                JOIN chunks c ON c.id = f.id
+                JOIN chunk_embeddings e ON e.chunk_id = f.id AND e.model = {model.literal}
+                WHERE f.score >= $9)
             SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
-                   1 - ({model.column} <=> $1::public.vector({model.dimension})) AS similarity,
-                   top.text_rank
-            FROM top
-            JOIN chunks c ON c.id = top.id
+                   r.similarity, r.text_rank, r.score
+            FROM ranked r
+            JOIN chunks c ON c.id = r.id
             JOIN articles a ON a.slug = c.article_slug
-            JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
-            ORDER BY top.text_rank DESC, c.id"""
+            WHERE r.nth <= $8
+            ORDER BY r.score DESC, r.similarity DESC, r.id
+            LIMIT $7"""
 
-    async def search_vector(
-        self, vector: Vector, model: VectorModel, filters: Filters, limit: int, ef_search: int
-    ) -> list[Hit]:
-        args: list[Any] = [vector, limit]
-        sql = self.vector_sql(model, filters, args)
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Iterative scans keep filtered queries from coming back short (pgvector >= 0.8).
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
-            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            rows = await conn.fetch(sql, *args)
-        hits = [_hit(r) for r in rows]
-        # relaxed_order may return neighbours slightly out of order.
-        hits.sort(key=lambda h: -h.similarity)
-        return hits
+    async def ranked_terms(self, words: Sequence[str], config: str) -> str:
+        """The tsquery source the full-text side ranks `words` by (see `ranked_terms`)."""
+        text: str = await self.pool.fetchval(
+            f"SELECT {ranked_terms('$1', '$2', '$3')}", list(words), config, sorted(self.common_lexemes)
+        )
+        return text
 
-    async def search_text(
-        self, query: str, vector: Vector, model: VectorModel, filters: Filters, limit: int
-    ) -> list[Hit]:
-        """Chunks matching any query word, best `ts_rank` first. When the query names exact
-        identifiers (words with digits, such as the "4091" of "TL-4091") and some chunks contain
-        all of them, only those chunks are ranked: an error code is what the customer means."""
-        terms = or_query(fts_text(query))
-        if not terms:
-            return []
-        terms = await self.without_common_words(terms, ts_config(filters.language or "en"))
-        identifiers = " & ".join(w for w in terms.split(" | ") if any(ch.isdigit() for ch in w))
-        if identifiers:
-            hits = await self._text_query(terms, identifiers, vector=vector, model=model, filters=filters, limit=limit)
-            if hits:
-                return hits
-        return await self._text_query(terms, None, vector=vector, model=model, filters=filters, limit=limit)
+    async def search_hybrid(
+        self,
+        query: str,
+        vector: Vector,
+        model: VectorModel,
+        filters: Filters,
+        *,
+        candidates: int,
+        rrf_k: int,
+        top_k: int,
+        per_article: int,
+        min_score: float,
+    ) -> list[tuple[Hit, float]]:
+        """(hit, fused score) pairs, best first; see `hybrid_sql`."""
+        words = query_words(query)
+        identifiers = " & ".join(w for w in words if any(ch.isdigit() for ch in w))
+        args: list[Any] = [
+            vector,
+            candidates,
+            ts_config(filters.language or "en"),
+            words,
+            identifiers or None,
+            rrf_k,
+            top_k,
+            per_article,
+            min_score,
+            sorted(self.common_lexemes),
+        ]
+        rows = await self.pool.fetch(self.hybrid_sql(model, filters, args), *args)
+        return [(_hit(r), float(r["score"])) for r in rows]
 
     async def refresh_common_lexemes(self, max_fraction: float) -> None:
         """Lexemes found in more than `max_fraction` of all chunks, from the planner statistics
@@ -396,35 +458,6 @@ class Store:
         if row is not None and row["elems"] and max_fraction > 0:
             common = frozenset(e for e, f in zip(row["elems"], row["freqs"], strict=False) if f > max_fraction)
         self.common_lexemes = common
-
-    async def without_common_words(self, terms: str, config: str) -> str:
-        """Drops query words found in most chunks (a cheap IDF): they barely rank, yet make the
-        full-text ranker score a large share of the table. Keeps every word if all are common."""
-        if not self.common_lexemes:
-            return terms
-        words = terms.split(" | ")
-        rows = await self.pool.fetch(
-            "SELECT w, tsvector_to_array(to_tsvector($1::regconfig, w)) AS l FROM unnest($2::text[]) AS w",
-            config,
-            words,
-        )
-        common = {r["w"] for r in rows if r["l"] and all(lex in self.common_lexemes for lex in r["l"])}
-        kept = [w for w in words if w not in common]
-        return " | ".join(kept) if kept else terms
-
-    async def _text_query(
-        self,
-        terms: str,
-        required: str | None,
-        *,
-        vector: Vector,
-        model: VectorModel,
-        filters: Filters,
-        limit: int,
-    ) -> list[Hit]:
-        args: list[Any] = [vector, limit, ts_config(filters.language or "en"), terms, required or terms]
-        rows = await self.pool.fetch(self.text_sql(model, filters, args), *args)
-        return [_hit(r) for r in rows]
 
 
 def _hit(row: asyncpg.Record) -> Hit:

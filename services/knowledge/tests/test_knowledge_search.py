@@ -7,7 +7,7 @@ import grpc
 import pytest
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte_knowledge.server import Knowledge
-from fte_knowledge.store import Filters
+from fte_knowledge.store import Filters, query_words
 from knowledge_helpers import Stub, article, failure, violations  # type: ignore[import-not-found]
 
 # A small help centre where one article mentions the code QX-5518 in passing, and another,
@@ -83,7 +83,7 @@ async def test_hybrid_finds_an_error_code_that_vector_search_misses(
 ) -> None:
     kb = knowledge.kb
     (vector,) = await kb.embedder.embed([QUESTION])
-    by_vector = await kb.store.search_vector(vector, kb.model, Filters(), 5, 100)
+    by_vector = await kb.store.search_vector(vector, kb.model, Filters(), 5)
     # Pure vector search prefers the look-alike article: it is closer in meaning.
     assert by_vector[0].slug == "export-api-errors"
     assert by_vector[0].slug != "legacy-export-shutdown"
@@ -197,8 +197,8 @@ async def test_words_in_most_chunks_are_left_out_of_the_full_text_ranker(corpus:
     await store.pool.execute("ANALYZE chunks")
     await store.refresh_common_lexemes(0.2)
     assert "export" in store.common_lexemes  # in 3 of the 8 chunks
-    assert await store.without_common_words("exporting | legacy | schedule", "english") == "legacy | schedule"
+    assert await store.ranked_terms(query_words("Exporting legacy-schedule"), "english") == "legacy | schedule"
     # A query of common words only keeps them all.
-    assert await store.without_common_words("export | exports", "english") == "export | exports"
+    assert await store.ranked_terms(["export", "exports"], "english") == "export | exports"
     await store.refresh_common_lexemes(0.0)
     assert store.common_lexemes == frozenset()
