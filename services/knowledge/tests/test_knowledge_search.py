@@ -105,6 +105,15 @@ async def test_hybrid_finds_an_error_code_that_vector_search_misses(
     assert [r.score for r in response.results] == sorted((r.score for r in response.results), reverse=True)
 
 
+async def test_every_connection_searches_with_the_configured_hnsw_settings(knowledge: Knowledge) -> None:
+    pool = knowledge.kb.store.pool
+    # Several connections at once, so more than one of the pool's sessions is checked.
+    async with pool.acquire() as first, pool.acquire() as second:
+        for conn in (first, second):
+            assert await conn.fetchval("SHOW hnsw.ef_search") == str(knowledge.settings.hnsw_ef_search)
+            assert await conn.fetchval("SHOW hnsw.iterative_scan") == "relaxed_order"
+
+
 async def test_paraphrase_is_found_by_meaning(corpus: None, staff: Stub) -> None:
     response = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query="i cant remember my login pasword"))
     assert response.results[0].article == "articles/reset-password"
