@@ -57,7 +57,6 @@ class Inbound:
     reply_text: str | None
     reply_request_id: str | None
     ticket_status: int
-    created_now: bool
     # True when this message opened a new ticket (rather than following up on one).
     new_ticket: bool = False
 
@@ -78,10 +77,8 @@ class NewInbound:
     allowed_channels: list[int]
 
 
-async def _load_inbound(
-    conn: asyncpg.Connection, channel: int, cmid: str, created: bool, new_ticket: bool
-) -> Inbound | None:
-    row = await conn.fetchrow(
+async def find_inbound(pool: asyncpg.Pool, channel: int, cmid: str) -> Inbound | None:
+    row = await pool.fetchrow(
         """SELECT i.*, t.conversation_id, t.customer, t.status AS ticket_status,
                   r.text AS reply_text, r.request_id AS reply_request_id
            FROM inbound i JOIN tickets t ON t.id = i.ticket_id
@@ -104,126 +101,55 @@ async def _load_inbound(
         reply_text=row["reply_text"],
         reply_request_id=row["reply_request_id"],
         ticket_status=row["ticket_status"],
-        created_now=created,
-        new_ticket=new_ticket,
     )
-
-
-async def find_inbound(pool: asyncpg.Pool, channel: int, cmid: str) -> Inbound | None:
-    async with pool.acquire() as conn:
-        return await _load_inbound(conn, channel, cmid, created=False, new_ticket=False)
 
 
 async def record_inbound(pool: asyncpg.Pool, msg: NewInbound, idle: timedelta) -> Inbound:
     """Store an inbound message with its conversation and ticket, once.
 
     The (channel, channel message id) row is written in the same transaction as the message and
-    ticket: a redelivery finds it and gets the stored state back instead of a second ticket.
+    ticket: a redelivery finds it and gets the stored state back instead of a second ticket. The
+    whole step is the `record_inbound` SQL function (migration 0002): one round trip.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        # One customer's messages are handled in order by one worker; the lock covers a second
-        # replica or a rebalance handing the same customer over mid-message.
-        exists = await conn.fetchval(
-            """SELECT EXISTS (SELECT 1 FROM inbound WHERE channel = $2 AND channel_message_id = $3)
-               FROM pg_advisory_xact_lock(hashtext($1))""",
-            msg.customer,
-            msg.channel,
-            msg.channel_message_id,
-        )
-        if exists:
-            found = await _load_inbound(conn, msg.channel, msg.channel_message_id, created=False, new_ticket=False)
-            assert found is not None
-            return found
-        conv = await conn.fetchrow(
-            """SELECT c.id FROM conversations c
-               WHERE c.customer = $1 AND c.state = 'active' AND c.last_activity_time > now() - $2::interval
-                 AND NOT EXISTS (SELECT 1 FROM messages m
-                                 WHERE m.conversation_id = c.id AND NOT (m.channel = ANY($3::smallint[])))
-               ORDER BY c.last_activity_time DESC LIMIT 1""",
-            msg.customer,
-            idle,
-            msg.allowed_channels,
-        )
-        if conv is None:
-            conversation_id = new_conversation_id()
-            await conn.execute(
-                "INSERT INTO conversations (id, customer) VALUES ($1, $2)", conversation_id, msg.customer
-            )
-        else:
-            conversation_id = conv["id"]
-            await conn.execute("UPDATE conversations SET last_activity_time = now() WHERE id = $1", conversation_id)
-        ticket_id: str | None = None
-        if msg.ticket_reference:
-            ticket_id = await conn.fetchval("SELECT id FROM tickets WHERE id = $1", msg.ticket_reference)
-        else:
-            # A follow-up while the latest ticket is still being handled (or waits for a person)
-            # belongs to that ticket; after a resolution the next question opens a new one.
-            ticket_id = await conn.fetchval(
-                """SELECT id FROM tickets WHERE conversation_id = $1 AND status <> $2
-                   ORDER BY create_time DESC LIMIT 1""",
-                conversation_id,
-                STATUS_RESOLVED,
-            )
-        new_ticket = ticket_id is None
-        if ticket_id is None:
-            ticket_id = msg.ticket_reference or new_ticket_id()
-            await conn.execute(
-                """INSERT INTO tickets (id, customer, conversation_id, channel, subject, category, priority, status)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-                ticket_id,
-                msg.customer,
-                conversation_id,
-                msg.channel,
-                _subject(msg),
-                msg.category,
-                msg.priority,
-                STATUS_IN_PROGRESS,  # the agent works on it from now on
-            )
-            status = STATUS_IN_PROGRESS
-        else:
-            status = await conn.fetchval(
-                """UPDATE tickets SET update_time = now(), version = version + 1,
-                       status = CASE WHEN status = $2 THEN $3 ELSE status END
-                   WHERE id = $1 RETURNING status""",
-                ticket_id,
-                STATUS_OPEN,
-                STATUS_IN_PROGRESS,
-            )
-        message_id = await conn.fetchval(
-            """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
-            conversation_id,
-            ticket_id,
-            msg.customer,
-            agent_pb2.AUTHOR_CUSTOMER,
-            msg.channel,
-            msg.text,
-        )
-        await conn.execute(
-            """INSERT INTO inbound (channel, channel_message_id, ticket_id, message_id, received_time, reply_context)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            msg.channel,
-            msg.channel_message_id,
-            ticket_id,
-            message_id,
-            msg.received_time,
-            json.dumps(msg.reply_context),
-        )
-        return Inbound(
-            channel=msg.channel,
-            channel_message_id=msg.channel_message_id,
-            ticket_id=ticket_id,
-            conversation_id=conversation_id,
-            customer=msg.customer,
-            message_id=message_id,
-            state="received",
-            decision=None,
-            reply_text=None,
-            reply_request_id=None,
-            ticket_status=status,
-            created_now=True,
-            new_ticket=new_ticket,
-        )
+    row = await pool.fetchrow(
+        "SELECT * FROM record_inbound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        msg.customer,
+        msg.channel,
+        msg.channel_message_id,
+        msg.text,
+        _subject(msg),
+        msg.received_time,
+        msg.ticket_reference,
+        msg.category,
+        msg.priority,
+        json.dumps(msg.reply_context),
+        msg.allowed_channels,
+        idle,
+        new_conversation_id(),
+        new_ticket_id(),
+        agent_pb2.AUTHOR_CUSTOMER,
+        STATUS_OPEN,
+        STATUS_IN_PROGRESS,
+        STATUS_RESOLVED,
+    )
+    if row is None:
+        found = await find_inbound(pool, msg.channel, msg.channel_message_id)
+        assert found is not None  # stored by an earlier attempt; rows are never deleted
+        return found
+    return Inbound(
+        channel=msg.channel,
+        channel_message_id=msg.channel_message_id,
+        ticket_id=row["ticket_id"],
+        conversation_id=row["conversation_id"],
+        customer=msg.customer,
+        message_id=row["message_id"],
+        state="received",
+        decision=None,
+        reply_text=None,
+        reply_request_id=None,
+        ticket_status=row["ticket_status"],
+        new_ticket=row["new_ticket"],
+    )
 
 
 def _subject(msg: NewInbound) -> str:
