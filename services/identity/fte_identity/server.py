@@ -43,7 +43,7 @@ class IdentityApp:
 async def build(settings: IdentitySettings) -> IdentityApp:
     """Migrate, open the pool and assemble the server and relay (nothing started yet)."""
     await migrate(settings)
-    pool = await create_pool(settings, SCHEMA, application_name="fte-identity")
+    pool = await create_pool(settings, SCHEMA, application_name="fte-identity", reset_on_release=False)
     relay = OutboxRelay(
         pool,
         settings,

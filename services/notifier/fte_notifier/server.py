@@ -55,7 +55,7 @@ class Notifier:
 
     async def open(self) -> None:
         await migrate(self.settings)
-        self.pool = await create_pool(self.settings, SCHEMA, application_name="fte-notifier")
+        self.pool = await create_pool(self.settings, SCHEMA, application_name="fte-notifier", reset_on_release=False)
         self.store = Store(self.pool)
         self.dispatcher = Dispatcher(self.store, self.settings)
         servicer = NotifierServicer(self.store, self.settings, self.dispatcher.wake)
