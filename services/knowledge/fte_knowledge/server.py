@@ -56,7 +56,7 @@ def build_embedder(settings: KnowledgeSettings) -> Embedder:
             batch_size=settings.embedding_batch_size,
             send_dimensions=settings.openai_send_dimensions,
         )
-    return LocalMiniLM(batch_size=settings.embedding_batch_size, threads=settings.embedding_threads)
+    return LocalMiniLM(threads=settings.embedding_threads)
 
 
 async def open_knowledge_base(

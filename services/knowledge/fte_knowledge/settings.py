@@ -16,8 +16,9 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
 
     # "local": the bundled ONNX MiniLM on the CPU; "openai": an OpenAI-compatible endpoint.
     embedding_provider: Literal["local", "openai"] = "local"
+    # Texts per request to the `openai` provider (the local model runs one text at a time).
     embedding_batch_size: Annotated[int, Field(ge=1, le=512)] = 32
-    # Threads onnxruntime may use for one batch; 0 lets it pick (all cores). One by default: a
+    # Threads onnxruntime may use for one inference; 0 lets it pick (all cores). One by default: a
     # search embeds one short query, and spinning threads on every core costs more CPU than it saves
     # next to the event loop and the other processes of a small pod; raise it for bulk imports.
     embedding_threads: Annotated[int, Field(ge=0, le=64)] = 1

@@ -4,15 +4,26 @@ server) and background re-embedding when the model changes."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
+import onnx
+import onnxruntime
 import openai
 import pytest
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_knowledge.articles import from_proto
-from fte_knowledge.embeddings import LOCAL_DIMENSION, LOCAL_MODEL, LocalMiniLM, OpenAIEmbedder
+from fte_knowledge.embeddings import (
+    LOCAL_DIMENSION,
+    LOCAL_MODEL,
+    LocalMiniLM,
+    OpenAIEmbedder,
+    int8_matmul_graph,
+    model_file,
+    tokenizer_file,
+)
 from fte_knowledge.reembed import reembed_pending
 from fte_knowledge.server import Knowledge, close_knowledge_base, open_knowledge_base
 from fte_knowledge.settings import KnowledgeSettings
@@ -21,6 +32,7 @@ from fte_runtime.grpc_client import connect
 from fte_stack.fakes.openai_embeddings import FakeOpenAIEmbeddings, fake_embedding
 from knowledge_helpers import StartKnowledge, article  # type: ignore[import-not-found]
 from pydantic import SecretStr
+from tokenizers import Tokenizer
 
 
 @pytest.fixture
@@ -42,6 +54,39 @@ async def test_local_model_gives_unit_vectors_that_capture_meaning(local_model: 
     (again,) = await local_model.embed([texts[1]])
     assert np.allclose(again, b, atol=1e-5)
     assert await local_model.embed([]) == []
+
+
+def test_local_model_does_weight_products_in_int8_and_stays_close_to_the_float_graph(
+    local_model: LocalMiniLM,
+) -> None:
+    shipped = model_file().read_bytes()
+    ops = Counter(node.op_type for node in onnx.load_from_string(int8_matmul_graph(shipped)).graph.node)
+    assert ops["DynamicQuantizeMatMul"] == 36
+    assert ops["MatMul"] == 12  # the attention products of activations stay float
+    # The shipped graph as it is (weights dequantised to float) is the reference.
+    reference = onnxruntime.InferenceSession(shipped, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(tokenizer_file()))
+    tokenizer.no_padding()  # the file pads to 128 tokens
+    texts = [
+        "My password reset link says it has expired. What should I do?",
+        "can I export my tasks to a spreadsheet",
+        "We were charged twice for the Pro plan this month, please refund one of the payments.",
+        "# Single sign-on > Okta\n\nCreate a SAML app in Okta, paste the metadata URL and assign the users.",
+    ]
+    cosines = []
+    for text, vector in zip(texts, local_model.embed_sync(texts), strict=True):
+        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        pooled = reference.run(None, feeds)[0].mean(axis=1)[0]
+        cosines.append(float(vector @ pooled) / float(np.linalg.norm(pooled)))
+    assert min(cosines) > 0.98, cosines
+    assert float(np.mean(cosines)) > 0.99, cosines
+
+
+def test_int8_rewrite_refuses_a_graph_it_does_not_know() -> None:
+    rewritten = int8_matmul_graph(model_file().read_bytes())
+    with pytest.raises(RuntimeError, match="expected 36 int8 weight products in the model, found 0"):
+        int8_matmul_graph(rewritten)
 
 
 async def test_concurrent_local_embeds_share_batches_and_keep_their_own_vectors(local_model: LocalMiniLM) -> None:
