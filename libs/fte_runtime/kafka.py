@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
+from prometheus_client import Counter
 
 from fte_runtime import envelope
 from fte_runtime.metrics import KAFKA_CONSUMED, KAFKA_PRODUCED
@@ -35,10 +37,44 @@ class PoisonRecord(Exception):
     """Raised by a handler for a record that can never be processed (undecodable, invalid)."""
 
 
+_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's `Utils.murmur2`, as unsigned 32 bits), a word at a time:
+    the same value as aiokafka's byte-by-byte version at a fraction of its cost."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for word in struct.unpack_from(f"<{words}I", data):
+        k = (word * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail:
+        rest = words << 2
+        if tail == 3:
+            h ^= data[rest + 2] << 16
+        if tail >= 2:
+            h ^= data[rest + 1] << 8
+        h = ((h ^ data[rest]) * _M) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner (Kafka's: murmur2 of the key over all partitions; no key:
+    a random available one) with the faster hash: a key lands on the same partition as before."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+
+
 def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
+        partitioner=key_partitioner,
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=2,
@@ -68,13 +104,18 @@ class EventPublisher:
     def __init__(self, producer: AIOKafkaProducer, source: str) -> None:
         self.producer = producer
         self.source = source
+        # Per-topic counter children: a label lookup takes a lock and a tuple each time.
+        self._produced: dict[str, Counter] = {}
 
     async def publish(
         self, topic: str, message: Message, *, key: str, event_id: str | None = None, correlation_id: str | None = None
     ) -> RecordMetadata:
         value, headers = envelope.encode(message, source=self.source, event_id=event_id, correlation_id=correlation_id)
         meta: RecordMetadata = await self.producer.send_and_wait(topic, value=value, key=key.encode(), headers=headers)
-        KAFKA_PRODUCED.labels(topic).inc()
+        produced = self._produced.get(topic)
+        if produced is None:
+            produced = self._produced[topic] = KAFKA_PRODUCED.labels(topic)
+        produced.inc()
         return meta
 
 
