@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from starlette.requests import Request
@@ -36,13 +37,29 @@ def client_ip(request: Request, proxies: tuple[Network, ...]) -> str:
     return hops[0] if hops else peer
 
 
+# A path that the URL round trip (escaping, then splitting) gives back unchanged.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~-]+")
+
+
+def _path_qs(request: Request) -> str:
+    scope = request.scope
+    path: str = scope["path"]
+    if not scope.get("query_string") and _PLAIN_PATH.fullmatch(path):
+        return path  # the common case, without building and re-splitting the whole URL
+    url = request.url
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
 def public_url(request: Request, proxies: tuple[Network, ...], base_url: str) -> str:
     """The URL the provider called (and signed): the configured base URL, else the request's own,
     with scheme and host from X-Forwarded-Proto/Host only when the peer is a trusted proxy."""
-    path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    path_qs = _path_qs(request)
     if base_url:
         return base_url.rstrip("/") + path_qs
-    scheme, host = request.url.scheme, request.headers.get("host", request.url.netloc)
+    scheme: str = request.scope.get("scheme", "http")
+    host = request.headers.get("host")
+    if host is None:
+        host = request.url.netloc
     peer = request.client.host if request.client else ""
     if _trusted(peer, proxies):
         scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
