@@ -3,6 +3,7 @@ channel identity, so one customer's messages stay in order)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,9 +29,13 @@ class Outgoing:
 
 
 def _timestamp(when: datetime | None = None) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when or datetime.now(UTC))
-    return ts
+    if when is not None:
+        ts = Timestamp()
+        ts.FromDatetime(when)
+        return ts
+    # Now, straight from the clock: a quarter of the cost of going through a datetime.
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def email_key(address: str) -> str:
