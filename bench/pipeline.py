@@ -5,8 +5,12 @@ notifier's ReplyDelivered sent_time). Offline engine.
 Phases (texts cycled from the agent's labeled dev set over the three channels, two messages per
 customer):
   light   --light-messages at --light-rate msg/s, well below capacity: the pipeline's own latency;
-  full    --messages (2,000) injected at --rate msg/s (100): messages/s drained, p50/p95/p99 from
-          publish to the reply sent, against the floors p95 <= 1 s and >= 100 msg/s.
+  full    --messages (2,000) injected at --rate msg/s (100): p50/p95/p99 from publish to the reply
+          sent at that load, against the floor p95 <= 1 s;
+  burst   --messages (2,000) injected at once: the messages/s the pipeline drains (first publish
+          to last reply sent), against the floor >= 100 msg/s. At a steady 100 msg/s the drained
+          rate can only approach 100, so capacity is measured with the backlog; its latencies are
+          queueing and are reported, not judged.
 Every message must get exactly one delivery (checked in the notifier) and nothing may reach the
 DLQ. Baseline, same run: the broker alone (publish -> consume of the same number of records).
 CPU per message is reported for each process of the stack.
@@ -269,7 +273,11 @@ async def main(args: argparse.Namespace, state: Path) -> int:
             # Warm-up: first calls load connections and caches.
             warm = build_messages(20, "warm")
             await wait_all(watcher, await inject(producer, warm, 20), 60)
-            phases = (("light", args.light_messages, args.light_rate), ("full", args.messages, args.rate))
+            phases = (
+                ("light", args.light_messages, args.light_rate),
+                ("full", args.messages, args.rate),
+                ("burst", args.messages, None),
+            )
             for phase, count, rate in phases:
                 batch = build_messages(count, f"{phase}-{uuid.uuid4().hex[:4]}")
                 cpu_before = cpu_snapshot(stack)
@@ -307,10 +315,9 @@ async def main(args: argparse.Namespace, state: Path) -> int:
         per_msg = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1]))
         print(f"       CPU ms per message: {per_msg}")
         if phase == "full":
-            print(
-                f"       floors: p95 <= 1 s {'met' if p95 <= 1.0 else 'MISSED'}; "
-                f">= 100 msg/s {'met' if rate >= 100 else 'MISSED'}"
-            )
+            print(f"       floor p95 <= 1 s at {args.rate:.0f} msg/s: {'met' if p95 <= 1.0 else 'MISSED'}")
+        if phase == "burst":
+            print(f"       floor >= 100 msg/s drained: {'met' if rate >= 100 else 'MISSED'}")
     print(f"dead-lettered: {dead}; delivery failures reported: {watcher.failed}")
     return 0 if ok and dead == 0 else 1
 
