@@ -85,9 +85,16 @@ def _unavailable(route: str, what: str) -> Response:
     )
 
 
+# Counter children by kind (a bounded set): a label lookup takes a lock each time.
+_PUBLISHED_BY_KIND: dict[str, Any] = {}
+
+
 async def _publish(deps: Deps, kind: str, outgoing: list[Outgoing]) -> None:
     await deps.publisher.publish(outgoing, current_correlation_id())
-    EVENTS_PUBLISHED.labels(kind).inc(len(outgoing))
+    counter = _PUBLISHED_BY_KIND.get(kind)
+    if counter is None:
+        counter = _PUBLISHED_BY_KIND[kind] = EVENTS_PUBLISHED.labels(kind)
+    counter.inc(len(outgoing))
 
 
 # -- health, metrics, API description ------------------------------------------------------

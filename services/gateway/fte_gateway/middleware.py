@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fte_gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, REJECTED
 
 _VALID_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CORRELATION_HEADER = CORRELATION_HEADER.encode()
 
 
 class BodyTooLarge(Exception):
@@ -53,42 +54,58 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         route = _route_of(self.router, scope, self._routes)
-        headers = dict(scope["headers"])
-        supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
-        cid = supplied if _VALID_CORRELATION.match(supplied) else new_correlation_id()
+        length = supplied = None
+        for name, value in scope["headers"]:  # one pass, no dict of every header
+            if name == b"content-length":
+                length = value
+            elif name == _CORRELATION_HEADER:
+                supplied = value
+        cid = supplied.decode("latin-1") if supplied is not None else ""
+        if not _VALID_CORRELATION.match(cid):
+            cid = new_correlation_id()
         token = correlation_id_var.set(cid)
-        status = {"code": 500, "started": False}
+        cid_header = (_CORRELATION_HEADER, cid.encode())
+        code, response_started = 500, False
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal code, response_started
             if message["type"] == "http.response.start":
-                status["code"], status["started"] = message["status"], True
-                message["headers"] = [*message.get("headers", ()), (b"x-correlation-id", cid.encode())]
+                code, response_started = message["status"], True
+                message["headers"] = [*message.get("headers", ()), cid_header]
             await send(message)
 
         try:
-            length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await self._too_large(route, send_wrapper)
-                return
-            seen = 0
-
-            async def limited_receive() -> Message:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.max_body_bytes:
-                        raise BodyTooLarge
-                return message
-
+            if length is not None:
+                if not length.isdigit() or int(length) > self.max_body_bytes:
+                    await self._too_large(route, send_wrapper)
+                    return
+                # The server frames the body by Content-Length: it cannot grow past the checked value.
+                app_receive = receive
+            else:
+                app_receive = self._limited(receive)
             try:
-                await self.app(scope, limited_receive, send_wrapper)
+                await self.app(scope, app_receive, send_wrapper)
             except BodyTooLarge:
-                if not status["started"]:
+                if not response_started:
                     await self._too_large(route, send_wrapper)
         finally:
             correlation_id_var.reset(token)
-            self._observe(route, scope["method"], status["code"], time.perf_counter() - started)
+            self._observe(route, scope["method"], code, time.perf_counter() - started)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """`receive` for a body without Content-Length (chunked): counted as it streams in."""
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        return limited_receive
 
     def _observe(self, route: str, method: str, code: int, seconds: float) -> None:
         # Label lookups take a lock each; keep the children (routes are a bounded set).

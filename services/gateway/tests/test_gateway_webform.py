@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 from fte.agent.v1 import agent_pb2
@@ -123,6 +125,13 @@ async def test_bad_bodies_honeypot_and_body_limit(start_gateway: GatewayFactory,
     assert bot.status_code == 202  # looks accepted to the bot
     huge = await client.post("/support/submit", json={**GOOD, "message": "x" * 200_000})
     assert huge.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams in
+        for _ in range(200):
+            yield b" " * 1024
+
+    streamed = await client.post("/support/submit", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
     await client.aclose()
     assert await event_log.since(before) == []
 
