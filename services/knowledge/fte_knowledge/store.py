@@ -362,7 +362,7 @@ class Store:
         where = filters.sql(args)
         vector = f"$1::public.vector({model.dimension})"
         return f"""
-            WITH q AS (
+            WITH q AS MATERIALIZED (  -- parsed once, not once per candidate row
                 SELECT to_tsquery($3::regconfig, {ranked_terms("$4", "$3", "$10")}) AS q,
                        to_tsquery($3::regconfig, $5) AS r),
             near AS MATERIALIZED (
