@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from fte_knowledge.articles import ArticleFields, check_fields
 from fte_knowledge.server import close_knowledge_base, open_knowledge_base
+from fte_knowledge.service import Outcome
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.sources import SourceError, read_source
 
@@ -54,6 +55,10 @@ async def import_path(settings: KnowledgeSettings, path: Path, *, progress: bool
                 for _, outcome in await kb.import_articles(batch):
                     counts[outcome.value] += 1
                 bar.update(len(batch))
+        if counts[Outcome.CREATED.value] or counts[Outcome.UPDATED.value]:
+            # Planner statistics (and the common words search leaves out) at once, not whenever
+            # autovacuum next looks.
+            await kb.store.analyze()
     finally:
         await close_knowledge_base(kb)
     return counts, len(errors)

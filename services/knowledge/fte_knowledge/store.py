@@ -446,6 +446,9 @@ class Store:
         rows = await self.pool.fetch(self.hybrid_sql(model, filters, args), *args)
         return [(_hit(r), float(r["score"])) for r in rows]
 
+    async def analyze(self) -> None:
+        await self.pool.execute("ANALYZE articles, chunks, chunk_embeddings")
+
     async def refresh_common_lexemes(self, max_fraction: float) -> None:
         """Lexemes found in more than `max_fraction` of all chunks, from the planner statistics
         that ANALYZE (or autovacuum) keeps for the tsvector column; empty until it has run."""
