@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import struct
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
@@ -37,44 +36,10 @@ class PoisonRecord(Exception):
     """Raised by a handler for a record that can never be processed (undecodable, invalid)."""
 
 
-_M = 0x5BD1E995
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (the Java client's `Utils.murmur2`, as unsigned 32 bits), a word at a time:
-    the same value as aiokafka's byte-by-byte version at a fraction of its cost."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    words = length >> 2
-    for word in struct.unpack_from(f"<{words}I", data):
-        k = (word * _M) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-        h = ((h * _M) & 0xFFFFFFFF) ^ k
-    tail = length & 3
-    if tail:
-        rest = words << 2
-        if tail == 3:
-            h ^= data[rest + 2] << 16
-        if tail >= 2:
-            h ^= data[rest + 1] << 8
-        h = ((h ^ data[rest]) * _M) & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-
-
-def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """aiokafka's default partitioner (Kafka's: murmur2 of the key over all partitions; no key:
-    a random available one) with the faster hash: a key lands on the same partition as before."""
-    if key is None:
-        return random.choice(available or all_partitions)
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
-
-
 def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
-        partitioner=key_partitioner,
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=2,
