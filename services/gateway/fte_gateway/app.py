@@ -177,7 +177,6 @@ async def _twilio_form(request: Request, route: str) -> FormParams | Response:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         REJECTED.labels(route, "bad_content_type").inc()
         return JSONResponse({"error": "expected application/x-www-form-urlencoded"}, status_code=415)
-    # A flat urlencoded parse is several times cheaper than the multipart-capable form parser.
     try:
         params = parse_urlencoded((await request.body()).decode())
     except UnicodeDecodeError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from urllib.parse import unquote
+from urllib.parse import parse_qsl
 
 from twilio.request_validator import RequestValidator
 
@@ -17,23 +17,9 @@ class FormParams(dict[str, str]):
 
 
 def parse_urlencoded(text: str) -> FormParams:
-    """`dict(urllib.parse.parse_qsl(text, keep_blank_values=True))`, several times cheaper: only
-    the fields holding a `+` or `%` pay for decoding (a later repeat of a name wins, as there)."""
-    out = FormParams()
-    for pair in text.split("&"):
-        if not pair:
-            continue
-        name, _, value = pair.partition("=")
-        if "+" in name:
-            name = name.replace("+", " ")
-        if "%" in name:
-            name = unquote(name)
-        if "+" in value:
-            value = value.replace("+", " ")
-        if "%" in value:
-            value = unquote(value)
-        out[name] = value
-    return out
+    """A flat urlencoded body (a later repeat of a name wins); several times cheaper than the
+    multipart-capable form parser."""
+    return FormParams(parse_qsl(text, keep_blank_values=True))
 
 
 def signed(validator: RequestValidator, url: str, params: FormParams, signature: str) -> bool:

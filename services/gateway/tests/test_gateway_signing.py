@@ -1,8 +1,7 @@
-"""The hot-path Twilio form parsing and signature check agree with the standard library and the SDK."""
+"""The hot-path Twilio signature check agrees with the SDK."""
 
 from __future__ import annotations
 
-import random
 import urllib.parse
 
 from fte_gateway.signing import FormParams, parse_urlencoded, signed
@@ -10,15 +9,6 @@ from twilio.request_validator import RequestValidator
 
 TOKEN = "signing-test-token"
 URL = "https://hooks.example.com/webhooks/whatsapp"
-
-
-def test_parse_matches_parse_qsl_on_awkward_input() -> None:
-    rng = random.Random(7)
-    pieces = ["a", "B", "=", "&", "+", "%", "%2", "%2B", "%26", "%3D", "%C3%A9", "%ZZ", "%FF", "é", " ", "&&", "=="]
-    samples = ["", "&", "=", "a", "a=", "=b", "a=1&a=2", "a=b=c", "x+y=1+2", "k=%E2%82%AC+%2B"]
-    samples += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(3000)]
-    for text in samples:
-        assert parse_urlencoded(text) == dict(urllib.parse.parse_qsl(text, keep_blank_values=True)), text
 
 
 def test_signature_is_the_sdks() -> None:
