@@ -132,6 +132,7 @@ def _gateway_env(info: StackInfo) -> dict[str, str]:
     env = {
         "FTE_GATEWAY_HTTP_HOST": "127.0.0.1",
         "FTE_GATEWAY_HTTP_PORT": str(info.ports["gateway"]),
+        "FTE_GATEWAY_METRICS_PORT": str(info.ports.get("gateway-metrics", 0)),
         "FTE_GATEWAY_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
         "FTE_GATEWAY_KAFKA_IDEMPOTENCE": str(info.kafka_idempotence).lower(),
         "FTE_GATEWAY_AGENT_TARGET": info.envoy_target,

@@ -44,6 +44,7 @@ DEFAULT_PORTS = {
     "identity-metrics": 9182,
     "notifier-metrics": 9183,
     "agent-metrics": 9184,
+    "gateway-metrics": 9185,
     # Local stand-ins for Gmail and Google's certs endpoint (fte_stack.providers).
     "fake-gmail": 8081,
     "fake-google-certs": 8082,

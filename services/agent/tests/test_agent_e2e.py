@@ -136,6 +136,10 @@ async def test_whatsapp_webhook_to_delivered_reply(e2e: E2E) -> None:
     (delivery,) = await e2e.deliveries(ticket.name)
     assert delivery.recipient.startswith("whatsapp:+1415")
     assert delivery.status >= common_pb2.DELIVERY_STATUS_SENT
+    # The gateway process counts what it published on its own metrics port, not on the public edge.
+    metrics = await e2e.http.get(f"http://127.0.0.1:{e2e.stack.ports['gateway-metrics']}/metrics")
+    assert 'gateway_events_published_total{kind="whatsapp"}' in metrics.text
+    assert (await e2e.http.get("/metrics")).status_code == 404
 
 
 async def test_email_webhook_to_threaded_reply_in_the_mailbox(e2e: E2E) -> None:

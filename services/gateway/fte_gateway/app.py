@@ -23,7 +23,6 @@ from fte_runtime.context import current_correlation_id
 from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_client import connect
 from fte_runtime.tasks import cancel_all
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -97,7 +96,7 @@ async def _publish(deps: Deps, kind: str, outgoing: list[Outgoing]) -> None:
     counter.inc(len(outgoing))
 
 
-# -- health, metrics, API description ------------------------------------------------------
+# -- health, API description ------------------------------------------------------
 
 
 async def healthz(request: Request) -> Response:
@@ -107,10 +106,6 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     ready = await _deps(request).publisher.ready()
     return JSONResponse({"status": "ready" if ready else "kafka unavailable"}, status_code=200 if ready else 503)
-
-
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:
@@ -417,7 +412,6 @@ def routes() -> list[Route]:
         Route("/support/embed.js", support_static, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
 

@@ -98,7 +98,6 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _resp("Ready."), "503": _resp("Kafka unavailable.")},
             }
         },
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": _resp("Metrics.")}}},
         "/webhooks/gmail": {
             "post": {
                 "summary": "Gmail push notification (Pub/Sub push with an OIDC token)",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from fte_runtime.logs import configure_logging
+from fte_runtime.metrics import serve_metrics
 
 from fte_gateway.app import create_app
 from fte_gateway.settings import GatewaySettings
@@ -41,6 +42,7 @@ GC_THRESHOLDS = (10_000, 10, 10)
 def serve(settings: GatewaySettings) -> None:
     configure_logging("gateway", settings.log_level, settings.log_json)
     gc.set_threshold(*GC_THRESHOLDS)
+    serve_metrics(settings.metrics_port, settings.http_host)
     uvicorn.Server(_config(settings)).run()
 
 

@@ -19,6 +19,8 @@ class GatewaySettings(KafkaSettings, DatabaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Prometheus /metrics on a port of its own, never the public edge's (0: off).
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     # The URL providers call us at (Twilio signs it); empty: taken from the request.
     public_base_url: str = ""
     # Peers whose X-Forwarded-* headers are believed (IPs or CIDRs of the load balancer).
