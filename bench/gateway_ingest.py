@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import urllib.parse
 from collections import defaultdict
@@ -28,7 +27,7 @@ from pathlib import Path
 from fte_runtime import topics
 from fte_runtime.kafka import ensure_topics
 from fte_stack.broker import TansuBroker
-from fte_stack.procs import Child, free_port, wait_for_port
+from fte_stack.procs import Child, free_port, scratch_dir, wait_for_port
 from twilio.request_validator import RequestValidator
 
 TWILIO_TOKEN = "bench-twilio-auth-token"
@@ -190,13 +189,12 @@ async def wait_ready(port: int, child: Child) -> None:
     raise TimeoutError(f"{child.name} not ready")
 
 
-async def main() -> int:
+async def main(work: Path) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="fte-bench-gateway-"))
     broker = TansuBroker(free_port(), work / "tansu.log")
     await broker.start()
     children: list[Child] = []
@@ -256,4 +254,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-baseline":
         serve_baseline(int(sys.argv[2]))
     else:
-        sys.exit(asyncio.run(main()))
+        with scratch_dir("fte-bench-gateway-") as work:
+            sys.exit(asyncio.run(main(work)))

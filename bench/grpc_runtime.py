@@ -21,7 +21,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from fte_runtime.grpc_server import GrpcServer, ServiceRegistration
 from fte_runtime.logs import configure_logging
 from fte_runtime.settings import GrpcServerSettings, TokenGrant
 from fte_stack.envoy import EnvoyProxy
-from fte_stack.procs import Child, free_port, wait_for_port
+from fte_stack.procs import Child, free_port, scratch_dir, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 GHZ_VERSION = "v0.120.0"
@@ -134,11 +133,10 @@ async def load_ghz(
     return float(report["rps"]), pct.get(50, 0.0), pct.get(99, 0.0)
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace, state: Path) -> None:
     ghz = find_ghz() if args.client in ("auto", "ghz") else None
     if args.client == "ghz" and ghz is None:
         raise SystemExit("ghz is not available and could not be installed (needs Go)")
-    state = Path(tempfile.mkdtemp(prefix="fte-bench-"))
     ports = {"bare": free_port(), "runtime": free_port()}
     children = {
         mode: Child(mode, [sys.executable, __file__, "--serve", mode, "--port", str(port)], state / f"{mode}.log")
@@ -199,4 +197,5 @@ if __name__ == "__main__":
     if cli.serve:
         asyncio.run(serve(cli.serve, cli.port))
     else:
-        asyncio.run(main(cli))
+        with scratch_dir("fte-bench-grpc-") as state:
+            asyncio.run(main(cli, state))

@@ -17,10 +17,8 @@ import argparse
 import asyncio
 import itertools
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +29,7 @@ from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service
 from fte_runtime.grpc_client import connect
 from fte_stack.broker import TansuBroker
 from fte_stack.postgres import PostgresServer
-from fte_stack.procs import Child, free_port, wait_for_port
+from fte_stack.procs import Child, free_port, scratch_dir, wait_for_port
 
 TOKEN = "bench-token"
 EMAIL = identity_pb2.IdentifierKind.IDENTIFIER_KIND_EMAIL
@@ -196,13 +194,8 @@ def cli() -> None:
     if args.serve_echo:
         asyncio.run(serve_echo(args.serve_echo))
     else:
-        # World-traversable, so the unprivileged postgres user can reach its data folder.
-        root = Path(tempfile.mkdtemp(prefix="fte-bench-identity-"))
-        root.chmod(0o755)
-        try:
+        with scratch_dir("fte-bench-identity-") as root:
             asyncio.run(main(args, root))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import re
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from fte_knowledge.store import Filters, VectorModel, fts_text, query_words, ts_
 from fte_runtime.grpc_client import connect
 from fte_runtime.settings import TokenGrant
 from fte_stack.postgres import PostgresServer
-from fte_stack.procs import free_port
+from fte_stack.procs import free_port, scratch_dir
 from pgvector.asyncpg import register_vector
 from pydantic import SecretStr
 
@@ -191,15 +190,13 @@ def rss_mb() -> float:
     return float("nan")
 
 
-async def main() -> None:
+async def main(root: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=50_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[40, 100, 200, 400])
     args = parser.parse_args()
     rng = random.Random(42)
-    root = Path(tempfile.mkdtemp(prefix="fte-bench-knowledge-"))
-    root.chmod(0o755)  # noqa: ASYNC240 - once, before anything runs
     postgres = PostgresServer(root / "postgres", free_port())
     await postgres.start()
     knowledge: Knowledge | None = None
@@ -333,4 +330,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with scratch_dir("fte-bench-knowledge-") as root:
+        asyncio.run(main(root))

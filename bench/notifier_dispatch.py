@@ -20,7 +20,6 @@ import contextlib
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,7 +38,7 @@ from fte_runtime.grpc_client import connect
 from fte_stack.fakes.gmail import FakeGmail
 from fte_stack.fakes.twilio import FakeTwilio
 from fte_stack.postgres import PostgresServer
-from fte_stack.procs import Child, free_port, wait_for_port
+from fte_stack.procs import Child, free_port, scratch_dir, wait_for_port
 
 TOKEN = "bench-token"
 THREADS = 32
@@ -297,10 +296,8 @@ def cli() -> None:
     parser.add_argument("--paced", type=int, default=1000, help="deliveries sent at a steady rate after the burst")
     parser.add_argument("--paced-rate", type=float, default=100.0)
     args = parser.parse_args()
-    # World-traversable, so the unprivileged postgres user can reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="fte-bench-notifier-"))
-    root.chmod(0o755)
-    asyncio.run(main(args, root))
+    with scratch_dir("fte-bench-notifier-") as root:
+        asyncio.run(main(args, root))
 
 
 if __name__ == "__main__":

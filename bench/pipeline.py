@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from fte_agent.processor import reply_request_id
 from fte_runtime import envelope, topics
 from fte_runtime.grpc_client import connect
 from fte_runtime.kafka import ensure_topics
+from fte_stack.procs import scratch_dir
 from fte_stack.stack import Stack, StackConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -330,6 +330,6 @@ if __name__ == "__main__":
     parser.add_argument("--light-rate", type=float, default=20.0)
     parser.add_argument("--embedding-threads", type=int, default=1, help="knowledge's ONNX threads (0: all cores)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a phase's replies")
-    state_dir = Path(tempfile.mkdtemp(prefix="fte-bench-pipeline-"))
-    state_dir.chmod(0o755)  # the unprivileged postgres user must reach its data folder
-    sys.exit(asyncio.run(main(parser.parse_args(), state_dir)))
+    args = parser.parse_args()
+    with scratch_dir("fte-bench-pipeline-") as state_dir:
+        sys.exit(asyncio.run(main(args, state_dir)))

@@ -6,13 +6,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger("fte.stack")
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, keep: Callable[[], bool] = lambda: False) -> Iterator[Path]:
+    """A temporary folder the unprivileged postgres user can traverse, removed afterwards unless
+    `keep()` says otherwise: a stack's databases and logs there take up to gigabytes."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        if not keep():
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def free_port() -> int:

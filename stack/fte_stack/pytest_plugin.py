@@ -11,8 +11,7 @@ full_stack       every installed service behind Envoy (start takes a few seconds
 from __future__ import annotations
 
 import itertools
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from fte_runtime.settings import KafkaSettings, TokenGrant
 
 from fte_stack.broker import TansuBroker
 from fte_stack.postgres import PostgresServer
-from fte_stack.procs import free_port
+from fte_stack.procs import free_port, scratch_dir
 from fte_stack.services import GRANTS
 from fte_stack.stack import Stack, StackConfig
 
@@ -35,11 +34,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack_root() -> Path:
-    # World-traversable, so the unprivileged postgres user can reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="fte-test-"))
-    root.chmod(0o755)
-    return root
+def stack_root(request: pytest.FixtureRequest) -> Iterator[Path]:
+    # Kept after a session with failures, for the services' logs.
+    with scratch_dir("fte-test-", keep=lambda: request.session.testsfailed > 0) as root:
+        yield root
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
