@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +142,24 @@ def internal_status(domain: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[info])
 
 
-def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo of a status, if it carries one (for clients and tests)."""
-    for detail in status.details:
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo a failed call carries, if any (for clients and tests)."""
+    status = rpc_status.from_call(err)
+    for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             return info
     return None
+
+
+def field_violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """(field path, description) of each violation in the BadRequest a failed call carries."""
+    status = rpc_status.from_call(err)
+    fields: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [(v.field, v.description) for v in bad.field_violations]
+    return fields

@@ -14,15 +14,12 @@ from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_runtime.errors import error_info
 from fte_runtime.grpc_client import connect
 from google.protobuf.field_mask_pb2 import FieldMask
-from grpc_status import rpc_status
 
 pytestmark = pytest.mark.kafka
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)
-    assert status is not None
-    info = error_info(status)
+    info = error_info(err)
     assert info is not None
     return str(info.reason)
 

@@ -267,9 +267,7 @@ class Store:
         else a claim."""
         if await _insert_verified(conn, customer_id, ident) is not None:
             return
-        owner = await conn.fetchval(
-            "SELECT customer_id FROM identifiers WHERE kind = $1 AND value = $2 AND verified", ident.kind, ident.value
-        )
+        owner = await _verified_owner(conn, ident)
         if owner is None:
             # The customer already claimed it; being given together with a proven identifier verifies it.
             await conn.execute(
@@ -317,11 +315,7 @@ class Store:
             async with self.pool.acquire() as conn, conn.transaction():
                 cid = await _lock_active(conn, customer_id, share=True)
                 if verified:
-                    owner = await conn.fetchval(
-                        "SELECT customer_id FROM identifiers WHERE kind = $1 AND value = $2 AND verified",
-                        ident.kind,
-                        ident.value,
-                    )
+                    owner = await _verified_owner(conn, ident)
                     if owner is not None and owner != cid:
                         raise AlreadyExists(
                             "the identifier is verified for another customer; merge them instead",
@@ -437,11 +431,7 @@ class Store:
                         "the code is wrong", reason="WRONG_CODE", metadata={"attempts_left": str(left)}
                     )
                 else:
-                    owner = await conn.fetchval(
-                        "SELECT customer_id FROM identifiers WHERE kind = $1 AND value = $2 AND verified",
-                        ident.kind,
-                        ident.value,
-                    )
+                    owner = await _verified_owner(conn, ident)
                     if owner is not None and owner != cid:
                         raise FailedPrecondition(
                             "the identifier is verified for another customer; merge the two customers",
@@ -597,6 +587,14 @@ class Store:
                 ),
             )
         return True
+
+
+async def _verified_owner(conn: Any, ident: Normalized) -> uuid.UUID | None:
+    """The customer holding the identifier verified, if any (at most one: a unique index)."""
+    owner: uuid.UUID | None = await conn.fetchval(
+        "SELECT customer_id FROM identifiers WHERE kind = $1 AND value = $2 AND verified", ident.kind, ident.value
+    )
+    return owner
 
 
 async def _insert_verified(conn: Any, customer_id: uuid.UUID, ident: Normalized) -> IdentifierRow | None:

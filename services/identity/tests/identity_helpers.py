@@ -14,7 +14,6 @@ from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service
 from fte_identity.server import IdentityApp
 from fte_runtime.errors import error_info
 from fte_runtime.grpc_client import connect
-from grpc_status import rpc_status
 
 Kind = identity_pb2.IdentifierKind
 Channel = common_pb2.Channel
@@ -62,9 +61,7 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode, reason: str)
         await call
     err = info.value
     assert err.code() == code, err.details()
-    status = rpc_status.from_call(err)
-    assert status is not None
-    detail = error_info(status)
+    detail = error_info(err)
     assert detail is not None
     assert detail.reason == reason, err.details()
     return err

@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2_grpc
 from fte_knowledge.server import Knowledge
-from fte_runtime.errors import error_info
-from grpc_status import rpc_status
+from fte_runtime.errors import error_info, field_violations
 
 Stub = knowledge_service_pb2_grpc.KnowledgeServiceStub
 # A stub for the service as a given principal ("staff", "kb-reader", "gateway", ...).
@@ -29,23 +28,13 @@ def article(slug: str, title: str = "", body: str = "", **fields: object) -> kno
 
 def failure(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, str]:
     """(status code, ErrorInfo reason, message) of a failed call."""
-    status = rpc_status.from_call(err)
-    info = error_info(status) if status is not None else None
+    info = error_info(err)
     return err.code(), info.reason if info else "", err.details() or ""
 
 
 def violations(err: grpc.aio.AioRpcError) -> list[str]:
     """Field paths of the BadRequest detail."""
-    from google.rpc import error_details_pb2
-
-    status = rpc_status.from_call(err)
-    fields: list[str] = []
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
+    return [path for path, _ in field_violations(err)]
 
 
 async def run_cli(dsn: str, *argv: str) -> tuple[int, str, str]:

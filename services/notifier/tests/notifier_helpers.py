@@ -19,7 +19,6 @@ from fte_runtime.errors import error_info
 from fte_stack.fakes.gmail import FakeGmail
 from fte_stack.fakes.twilio import FakeTwilio
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_status import rpc_status
 
 APPROVED_TEMPLATE = "HX" + "a" * 32
 CUSTOMER = "whatsapp:+14155552671"
@@ -100,8 +99,6 @@ async def wait_final(
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)
-    assert status is not None
-    info = error_info(status)
+    info = error_info(err)
     assert info is not None
     return str(info.reason)
