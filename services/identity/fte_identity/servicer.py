@@ -109,6 +109,16 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             subfield = "kind" if exc.reason == "UNKNOWN_IDENTIFIER_KIND" else "value"
             raise _invalid(f"{field}.{subfield}", exc.reason, exc.message) from exc
 
+    def _required_identifier(
+        self,
+        request: identity_service_pb2.LinkIdentifierRequest
+        | identity_service_pb2.StartVerificationRequest
+        | identity_service_pb2.CompleteVerificationRequest,
+    ) -> Normalized:
+        if not request.HasField("identifier"):
+            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
+        return self._identifier(request.identifier, "identifier")
+
     @staticmethod
     def _customer_id(name: str, field: str) -> uuid.UUID:
         raw = parse_name(name, "customers", field)
@@ -198,9 +208,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: identity_service_pb2.LinkIdentifierRequest, context: Any
     ) -> identity_service_pb2.LinkIdentifierResponse:
         customer_id = self._customer_id(request.customer, "customer")
-        if not request.HasField("identifier"):
-            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
-        ident = self._identifier(request.identifier, "identifier")
+        ident = self._required_identifier(request)
         customer = await self._store.link(customer_id, ident, request.verified)
         return identity_service_pb2.LinkIdentifierResponse(customer=to_proto(customer))
 
@@ -208,9 +216,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: identity_service_pb2.StartVerificationRequest, context: Any
     ) -> identity_service_pb2.StartVerificationResponse:
         customer_id = self._customer_id(request.customer, "customer")
-        if not request.HasField("identifier"):
-            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
-        ident = self._identifier(request.identifier, "identifier")
+        ident = self._required_identifier(request)
         policy = self._verification
         code, expire_time = await self._store.start_verification(
             customer_id,
@@ -226,9 +232,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: identity_service_pb2.CompleteVerificationRequest, context: Any
     ) -> identity_service_pb2.CompleteVerificationResponse:
         customer_id = self._customer_id(request.customer, "customer")
-        if not request.HasField("identifier"):
-            raise _invalid("identifier", "IDENTIFIER_REQUIRED", "is required")
-        ident = self._identifier(request.identifier, "identifier")
+        ident = self._required_identifier(request)
         code = self._text(request.code, "code", MAX_CODE, required=True, reason="CODE")
         customer = await self._store.complete_verification(customer_id, ident, code, key=self._verification.key)
         return identity_service_pb2.CompleteVerificationResponse(customer=to_proto(customer))
