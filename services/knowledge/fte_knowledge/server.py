@@ -16,7 +16,7 @@ from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_s
 from fte_runtime.logs import configure_logging
 from fte_runtime.tasks import cancel_all
 
-from fte_knowledge.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
+from fte_runtime.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
 from fte_knowledge.reembed import run_reembedder
 from fte_knowledge.service import KnowledgeBase
 from fte_knowledge.servicer import KnowledgeServicer

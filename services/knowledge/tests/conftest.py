@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from fte_knowledge.embeddings import Embedder, LocalMiniLM
+from fte_runtime.embeddings import Embedder, LocalMiniLM
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
 from fte_runtime.grpc_client import connect

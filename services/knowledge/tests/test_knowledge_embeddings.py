@@ -15,7 +15,7 @@ import pytest
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_knowledge.articles import from_proto
-from fte_knowledge.embeddings import (
+from fte_runtime.embeddings import (
     LOCAL_DIMENSION,
     LOCAL_MODEL,
     LocalMiniLM,
