@@ -12,6 +12,8 @@ from datetime import datetime
 
 from fte.common.v1 import common_pb2
 
+from fte_agent.packs import Pack, Playbook
+
 C = common_pb2
 
 WHATSAPP_TARGET_CHARS = 300
@@ -148,6 +150,9 @@ class Passage:
     # Cosine similarity of question and passage: the absolute relevance signal (the fused
     # score ranks results against each other only).
     similarity: float = 0.0
+    # The passage answers only part of the question / is in another language than the question.
+    partial: bool = False
+    translated: bool = False
 
     @property
     def slug(self) -> str:
@@ -288,132 +293,98 @@ def first_name(display_name: str) -> str:
     return name if name.isalpha() and len(name) <= 40 else ""
 
 
-# Fixed phrases per supported language; the passage itself comes from the knowledge base.
-_PHRASES: dict[str, dict[str, str]] = {
-    "en": {
-        "hi": "Hi {name},",
-        "hi_anon": "Hi,",
-        "thanks": "Thanks for contacting Tasklane support.",
-        "lead": "Here is what our help centre says about this:",
-        "link": "Full article: {title} - {url}",
-        "more_wa": "More: {url}",
-        "email_close": "If this does not solve it, just reply to this email and we will take it from there.",
-        "web_close": "If you need more help, reply here and we will follow up.",
-        "regards": "Best regards,",
-    },
-    "es": {
-        "hi": "Hola {name}:",
-        "hi_anon": "Hola:",
-        "thanks": "Gracias por contactar con el soporte de Tasklane.",
-        "lead": "Esto es lo que dice nuestro centro de ayuda:",
-        "link": "Artículo completo: {title} - {url}",
-        "more_wa": "Más: {url}",
-        "email_close": "Si esto no lo resuelve, responda a este correo y le ayudaremos.",
-        "web_close": "Si necesita más ayuda, responda aquí.",
-        "regards": "Saludos cordiales,",
-    },
-    "de": {
-        "hi": "Hallo {name},",
-        "hi_anon": "Hallo,",
-        "thanks": "Danke, dass Sie sich an den Tasklane-Support wenden.",
-        "lead": "Das steht dazu in unserem Hilfe-Center:",
-        "link": "Vollständiger Artikel: {title} - {url}",
-        "more_wa": "Mehr: {url}",
-        "email_close": "Falls das nicht hilft, antworten Sie einfach auf diese E-Mail.",
-        "web_close": "Wenn Sie weitere Hilfe brauchen, antworten Sie hier.",
-        "regards": "Viele Grüße",
-    },
-}
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """How the agent speaks in one language: the language pack's sentences and the playbook."""
+
+    pack: Pack
+    playbook: Playbook
+
+    def say(self, key: str, **values: object) -> str:
+        return self.pack.phrase(key, company=self.playbook.company, product=self.playbook.product, **values)
+
+    def greeting(self, display_name: str) -> str:
+        name = first_name(display_name)
+        return self.say("hi", name=name) if name else self.say("hi_anon")
+
+    def when(self, moment: datetime) -> str:
+        return moment.strftime(self.pack.when_format)
+
+    def frame(self, channel: int, display_name: str, body: str, *, thanks: bool = False) -> str:
+        """`body` in the channel's frame: WhatsApp plain, web with a greeting, email signed."""
+        if channel == C.CHANNEL_WHATSAPP:
+            return limit_chars(body, WHATSAPP_MAX_CHARS)
+        parts = [self.greeting(display_name)]
+        if thanks:
+            parts.append(self.say("thanks"))
+        parts.append(body)
+        if channel == C.CHANNEL_EMAIL:
+            parts.append(f"{self.say('regards')}\n{self.playbook.signature}")
+            return limit_words("\n\n".join(parts), EMAIL_MAX_WORDS)
+        return limit_words("\n\n".join(parts), WEB_MAX_WORDS)
 
 
-def _p(language: str) -> dict[str, str]:
-    return _PHRASES.get(language, _PHRASES["en"])
-
-
-def _greeting(language: str, display_name: str) -> str:
-    p = _p(language)
-    name = first_name(display_name)
-    return p["hi"].format(name=name) if name else p["hi_anon"]
-
-
-def answer(
-    channel: int, passage: Passage, question: str, *, display_name: str, signature: str, language: str = "en"
-) -> str:
-    """A grounded answer: the passage's relevant part and a link to the article."""
-    p = _p(language)
+def answer(channel: int, passage: Passage, question: str, *, display_name: str, voice: Voice, lead: str = "") -> str:
+    """A grounded answer: the passage's relevant part and a link to the article. `lead` is an
+    extra first line (a follow-up's apology); an English passage for another language says so."""
+    intro = [lead] if lead else []
+    if passage.translated:
+        intro.append(voice.say("lead_translated"))
+    tail = [voice.say("partial")] if passage.partial else []
     if channel == C.CHANNEL_WHATSAPP:
-        link = p["more_wa"].format(url=passage.url)
-        body = select_passage(passage, question, max(80, WHATSAPP_TARGET_CHARS - len(link) - 1))
-        return limit_chars(f"{body}\n{link}", WHATSAPP_MAX_CHARS)
+        link = voice.say("more_wa", url=passage.url)
+        fixed = len("\n".join([*intro, link, *tail])) + 1
+        body = select_passage(passage, question, max(80, WHATSAPP_TARGET_CHARS - fixed))
+        return limit_chars("\n".join([*intro, body, link, *tail]), WHATSAPP_MAX_CHARS)
     budget = 1400 if channel == C.CHANNEL_EMAIL else 1000
     body = select_passage(passage, question, budget)
-    link = p["link"].format(title=passage.title, url=passage.url)
+    link = voice.say("link", title=passage.title, url=passage.url)
     if channel == C.CHANNEL_EMAIL:
+        first = " ".join([voice.say("thanks"), *(intro or [voice.say("lead")])])
         text = "\n\n".join(
             [
-                _greeting(language, display_name),
-                f"{p['thanks']} {p['lead']}",
+                voice.greeting(display_name),
+                first,
                 body,
                 link,
-                p["email_close"],
-                f"{p['regards']}\n{signature}",
+                *tail,
+                voice.say("email_close"),
+                f"{voice.say('regards')}\n{voice.playbook.signature}",
             ]
         )
         return limit_words(text, EMAIL_MAX_WORDS)
-    text = "\n\n".join([_greeting(language, display_name), body, link, p["web_close"]])
+    text = "\n\n".join([voice.greeting(display_name), *intro, body, link, *tail, voice.say("web_close")])
     return limit_words(text, WEB_MAX_WORDS)
 
 
-_ESCALATION_LINES: dict[int, str] = {
-    C.ESCALATION_REASON_PRICING: "Questions about prices and quotes are handled by our sales team.",
-    C.ESCALATION_REASON_REFUND: "Refund requests are reviewed by our billing team.",
-    C.ESCALATION_REASON_LEGAL: "I have passed your message to the team responsible.",
-    C.ESCALATION_REASON_NEGATIVE_SENTIMENT: "I am sorry about the trouble this has caused you.",
-    C.ESCALATION_REASON_HUMAN_REQUESTED: "Of course, a member of our team will take this over.",
-    C.ESCALATION_REASON_NO_ANSWER_FOUND: "I could not find a reliable answer to this in our help centre.",
-    C.ESCALATION_REASON_UNSUPPORTED_LANGUAGE: (
-        "We could not answer automatically in your language, so a colleague will reply."
-    ),
-    C.ESCALATION_REASON_SECURITY_INCIDENT: (
-        "Account security reports are handled by our security team with priority. Until they contact you, "
-        "please do not share passwords or one-time codes with anyone."
-    ),
-    C.ESCALATION_REASON_MANUAL: "A member of our team will take this over.",
-}
-
-
 def escalation(
-    channel: int, reason: int, ticket_id: str, follow_up_by: datetime, *, display_name: str, signature: str
+    channel: int,
+    reason: str,
+    ticket_id: str,
+    follow_up_by: datetime,
+    *,
+    display_name: str,
+    voice: Voice,
+    lead: str = "",
 ) -> str:
     """An honest hand-over: who follows up and by when. It promises nothing else."""
-    line = _ESCALATION_LINES.get(reason, _ESCALATION_LINES[C.ESCALATION_REASON_MANUAL])
-    when = follow_up_by.strftime("%A %d %B, %H:%M UTC")
+    line = lead or voice.pack.escalation.get(reason) or voice.pack.escalation["manual"]
+    when = voice.when(follow_up_by)
     if channel == C.CHANNEL_WHATSAPP:
-        return limit_chars(
-            f"{line} A person from our support team will reply by {when} (ticket {ticket_id}).", WHATSAPP_MAX_CHARS
-        )
-    body = (
-        f"{line} I have passed your request to a person on our support team. They will get back to you by "
-        f"{when}. Your ticket reference is {ticket_id}."
+        return limit_chars(f"{line} {voice.say('handoff_short', when=when, ticket=ticket_id)}", WHATSAPP_MAX_CHARS)
+    return voice.frame(
+        channel, display_name, f"{line} {voice.say('handoff', when=when, ticket=ticket_id)}", thanks=True
     )
-    if channel == C.CHANNEL_EMAIL:
-        return "\n\n".join(
-            [_greeting("en", display_name), _p("en")["thanks"], body, f"{_p('en')['regards']}\n{signature}"]
-        )
-    return "\n\n".join([_greeting("en", display_name), body])
 
 
-def follow_up_ack(channel: int, ticket_id: str, display_name: str, signature: str) -> str:
+def follow_up_ack(channel: int, ticket_id: str, display_name: str, voice: Voice) -> str:
     """The reply to a new message on a ticket that already waits for a person."""
-    body = (
-        f"Thanks, I have added your message to ticket {ticket_id}. A person from our support team already "
-        "has it and will reply as soon as they can."
-    )
-    if channel == C.CHANNEL_WHATSAPP:
-        return body
-    if channel == C.CHANNEL_EMAIL:
-        return "\n\n".join([_greeting("en", display_name), body, f"{_p('en')['regards']}\n{signature}"])
-    return "\n\n".join([_greeting("en", display_name), body])
+    return voice.frame(channel, display_name, voice.say("follow_up_ack", ticket=ticket_id))
+
+
+def conversational(channel: int, key: str, ticket_id: str, display_name: str, voice: Voice) -> str:
+    """A reply that needs no article: to a greeting, a thank-you, or text that says nothing clear."""
+    return voice.frame(channel, display_name, voice.say(key, ticket=ticket_id))
 
 
 def limit_words(text: str, max_words: int) -> str:

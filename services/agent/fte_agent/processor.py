@@ -35,7 +35,7 @@ from fte_runtime.kafka import EventPublisher, PoisonRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import channels, metrics, store
-from fte_agent.reasoner import Decision, Reasoner
+from fte_agent.reasoner import Action, Decision, Reasoner
 from fte_agent.tools import Request, Searcher, Toolbox
 
 C = common_pb2
@@ -225,8 +225,8 @@ class MessageProcessor:
                     sentiment=decision.sentiment,
                     category=decision.category,
                     priority=decision.priority,
-                    escalation_reason=decision.escalation_reason if decision.action == "escalate" else 0,
-                    escalation_detail=decision.escalation_detail if decision.action == "escalate" else "",
+                    escalation_reason=decision.escalation_reason if decision.action == Action.ESCALATE else 0,
+                    escalation_detail=decision.escalation_detail if decision.action == Action.ESCALATE else "",
                     reply_text=decision.reply_text,
                     request_id=request_id,
                     decision=decision.to_json(),
@@ -252,7 +252,7 @@ class MessageProcessor:
         action = decision_json.get("action", "answer")
         metrics.REPLIES.labels(ch, action).inc()
         metrics.MESSAGES.labels(ch, "replied").inc()
-        if action == "answer":
+        if action in (Action.ANSWER, Action.CLOSE):
             metrics.RESOLVED.labels(ch).inc()
         elif action == "escalate":
             metrics.ESCALATIONS.labels(decision_json.get("escalation_reason_name", "unknown")).inc()
@@ -299,7 +299,7 @@ class MessageProcessor:
                 for r in rows
             ]
 
-        assessment = self.reasoner.assess(msg.text_body, msg.subject)
+        assessment = await self.reasoner.assess(msg.text_body, msg.subject)
         tools = Toolbox(request, self.searcher, history, assessment.language)
         waiting = inbound.ticket_status == store.STATUS_ESCALATED and not inbound.new_ticket
         return await self.reasoner.decide(tools, assessment, waiting_for_person=waiting)
@@ -336,10 +336,13 @@ def _without_nul(msg: message_events_pb2.MessageReceived) -> message_events_pb2.
 
 
 def _status_for(decision: Decision, inbound: store.Inbound) -> int:
-    if decision.action == "escalate":
+    if decision.action == Action.ESCALATE:
         return store.STATUS_ESCALATED
-    if decision.action == "acknowledge":
+    if decision.action == Action.ACKNOWLEDGE:
         return inbound.ticket_status if inbound.ticket_status != store.STATUS_OPEN else store.STATUS_ESCALATED
+    if decision.action in (Action.GREET, Action.CLARIFY):
+        # Nothing answered yet: the ticket waits for the customer's question.
+        return store.STATUS_OPEN
     return store.STATUS_RESOLVED
 
 

@@ -11,30 +11,19 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from fte.common.v1 import common_pb2
 
-from fte_agent import compose, policy
+from fte_agent import compose, policy, reasons
+from fte_agent.compose import Voice
+from fte_agent.packs import Pack, Playbook
 from fte_agent.tools import Outcome, Toolbox
 
 C = common_pb2
 log = logging.getLogger("fte.agent.reasoner")
 
-COMPETITORS = (
-    "asana",
-    "trello",
-    "jira",
-    "monday.com",
-    "clickup",
-    "notion",
-    "basecamp",
-    "wrike",
-    "smartsheet",
-    "linear",
-    "airtable",
-    "todoist",
-)
 _PROMISES = re.compile(
     r"\b(refund|discount|compensat\w*|guarantee\w*|free of charge|credit (?:your|the) account|waive\w*|"
     r"we will (?:fix|ship|release)|by tomorrow|next week)\b",
@@ -50,11 +39,31 @@ class Engine(Protocol):
     async def run(self, tools: Toolbox, assessment: policy.Assessment) -> None: ...
 
 
+class Action(StrEnum):
+    """What the agent does with one message."""
+
+    ANSWER = "answer"  # a grounded answer; the ticket is resolved
+    ESCALATE = "escalate"  # handed to a person
+    ACKNOWLEDGE = "acknowledge"  # added to a ticket that already waits for a person
+    CLOSE = "close"  # a thank-you or closing: the ticket is resolved
+    GREET = "greet"  # a greeting only: asked how to help
+    CLARIFY = "clarify"  # unclear or empty: asked one clarifying question
+
+
+# The intents answered without the knowledge base, with the pack sentence each gets.
+_CONVERSATIONAL = {
+    "thanks": (Action.CLOSE, "close"),
+    "greeting": (Action.GREET, "greeting"),
+    "unclear": (Action.CLARIFY, "clarify"),
+    "empty": (Action.CLARIFY, "empty"),
+}
+
+
 @dataclass
 class Decision:
     """What the agent decided for one message; stored with the ticket and shown to staff."""
 
-    action: str  # "answer", "escalate" or "acknowledge"
+    action: Action
     reply_text: str
     engine: str
     language: str
@@ -69,14 +78,18 @@ class Decision:
     searches: list[dict[str, Any]] = field(default_factory=list)
     guardrail: str = ""
     follow_up_by: str = ""
+    intent: str = ""
+    # Why: the reader's label and score, the next best labels, the rule that fired if any.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["escalation_reason_name"] = policy.REASON_NAMES.get(self.escalation_reason, "")
+        data["action"] = str(self.action)
+        data["escalation_reason_name"] = reasons.name_of(self.escalation_reason)
         return data
 
 
-def check_reply(text: str, outcome: Outcome, channel: int) -> str:
+def check_reply(text: str, outcome: Outcome, channel: int, competitors: tuple[str, ...] = ()) -> str:
     """Why an engine's reply may not be sent, or "" when it may."""
     if not text.strip():
         return "empty reply"
@@ -84,7 +97,7 @@ def check_reply(text: str, outcome: Outcome, channel: int) -> str:
     if not outcome.cited:
         return "reply not grounded in a retrieved passage"
     lower = text.lower()
-    for name in COMPETITORS:
+    for name in competitors:
         if re.search(rf"\b{re.escape(name)}\b", lower) and name not in grounding:
             return f"mentions a competitor ({name})"
     for match in _PROMISES.finditer(text):
@@ -110,37 +123,51 @@ class Reasoner:
         engine: Engine,
         offline: Engine,
         *,
-        supported_languages: tuple[str, ...],
-        follow_up_hours: float,
-        signature: str,
+        policy: policy.Policy,
+        packs: dict[str, Pack],
+        playbook: Playbook,
     ) -> None:
         self.engine = engine
         self.offline = offline
-        self.supported_languages = supported_languages
-        self.follow_up_hours = follow_up_hours
-        self.signature = signature
+        self.policy = policy
+        self.packs = packs
+        self.playbook = playbook
 
-    def assess(self, text: str, subject: str) -> policy.Assessment:
-        return policy.assess(text, subject, self.supported_languages)
+    def voice(self, language: str) -> Voice:
+        return Voice(self.packs.get(language) or self.packs["en"], self.playbook)
+
+    async def assess(self, text: str, subject: str) -> policy.Assessment:
+        return await self.policy.assess(text, subject)
 
     async def decide(self, tools: Toolbox, assessment: policy.Assessment, *, waiting_for_person: bool) -> Decision:
         req = tools.request
+        voice = self.voice(assessment.language)
         base: dict[str, Any] = {
             "language": assessment.language,
             "sentiment": assessment.sentiment,
             "category": assessment.category,
             "priority": assessment.priority,
             "injection": assessment.injection,
+            "intent": assessment.intent,
+            "evidence": assessment.evidence,
         }
         if waiting_for_person and not assessment.must_escalate:
             return Decision(
-                action="acknowledge",
-                reply_text=compose.follow_up_ack(req.channel, req.ticket_id, req.display_name, self.signature),
+                action=Action.ACKNOWLEDGE,
+                reply_text=compose.follow_up_ack(req.channel, req.ticket_id, req.display_name, voice),
                 engine="policy",
                 **base,
             )
         if assessment.must_escalate:
             return self._escalate(tools, assessment.escalation_reason, assessment.escalation_detail, "policy", base)
+        if assessment.intent in _CONVERSATIONAL:
+            action, key = _CONVERSATIONAL[assessment.intent]
+            return Decision(
+                action=action,
+                reply_text=compose.conversational(req.channel, key, req.ticket_id, req.display_name, voice),
+                engine="policy",
+                **base,
+            )
         engine_name = self.engine.name
         guardrail = ""
         try:
@@ -152,7 +179,7 @@ class Reasoner:
             guardrail = f"engine failed: {type(exc).__name__}"
         outcome = tools.outcome
         if not guardrail and self.engine is not self.offline and not outcome.escalation_reason:
-            guardrail = check_reply(outcome.reply_text or "", outcome, req.channel)
+            guardrail = check_reply(outcome.reply_text or "", outcome, req.channel, self.playbook.competitors)
         if guardrail:
             tools.outcome = Outcome(searches=outcome.searches)
             await self.offline.run(tools, assessment)
@@ -166,13 +193,13 @@ class Reasoner:
         if outcome.escalation_reason or not outcome.reply_text:
             reason = outcome.escalation_reason or C.ESCALATION_REASON_NO_ANSWER_FOUND
             detail = outcome.escalation_detail or "No answer was produced."
-            decision = self._escalate(tools, reason, detail, engine_name, base)
+            decision = self._escalate(tools, reason, detail, engine_name, base, lead=outcome.escalation_lead)
             decision.searches = searches
             decision.guardrail = guardrail
             return decision
         cited = outcome.cited[0] if outcome.cited else None
         return Decision(
-            action="answer",
+            action=Action.ANSWER,
             reply_text=outcome.reply_text,
             engine=engine_name,
             article=cited.slug if cited else "",
@@ -182,21 +209,24 @@ class Reasoner:
             **base,
         )
 
-    def _escalate(self, tools: Toolbox, reason: int, detail: str, engine: str, base: dict[str, Any]) -> Decision:
+    def _escalate(
+        self, tools: Toolbox, reason: int, detail: str, engine: str, base: dict[str, Any], *, lead: str = ""
+    ) -> Decision:
         req = tools.request
-        follow_up_by = datetime.now(UTC) + timedelta(hours=self.follow_up_hours)
+        follow_up_by = datetime.now(UTC) + timedelta(hours=self.playbook.follow_up_hours)
         follow_up_by = follow_up_by.replace(second=0, microsecond=0)
-        if reason in (C.ESCALATION_REASON_LEGAL, C.ESCALATION_REASON_SECURITY_INCIDENT):
-            base = {**base, "priority": C.PRIORITY_HIGH}
+        registered = reasons.by_value(reason)
+        base = {**base, "priority": max(base["priority"], registered.priority)}
         return Decision(
-            action="escalate",
+            action=Action.ESCALATE,
             reply_text=compose.escalation(
                 req.channel,
-                reason,
+                registered.name,
                 req.ticket_id,
                 follow_up_by,
                 display_name=req.display_name,
-                signature=self.signature,
+                voice=self.voice(base["language"]),
+                lead=lead,
             ),
             engine=engine,
             escalation_reason=reason,

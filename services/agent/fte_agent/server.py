@@ -25,8 +25,11 @@ from fte_runtime.kafka import EventPublisher, make_consumer, make_producer, run_
 from fte_runtime.logs import configure_logging
 from fte_runtime.tasks import cancel_all
 
+from fte_agent import packs, reader
+from fte_agent.compose import Voice
 from fte_agent.engines.offline import OfflineEngine
 from fte_agent.events import EventHandlers
+from fte_agent.policy import Policy
 from fte_agent.processor import MessageProcessor
 from fte_agent.reasoner import Engine, Reasoner
 from fte_agent.servicer import SCOPES, AgentServicer
@@ -47,19 +50,22 @@ async def migrate(settings: AgentSettings) -> list[str]:
 
 
 def build_reasoner(settings: AgentSettings) -> Reasoner:
-    offline = OfflineEngine(settings.kb_min_similarity, settings.support_signature)
+    """The policy (language packs, the learned reader) and the engines, in the playbook's voice.
+    An incomplete language pack or playbook stops the start here."""
+    language_packs = packs.require(settings.supported_languages)
+    playbook = packs.playbook(settings.playbook_file)
+    reading = Policy(settings.supported_languages, language_packs, reader.shared_embedder())
+
+    def voice(language: str) -> Voice:
+        return Voice(language_packs.get(language) or language_packs[packs.DEFAULT_LANGUAGE], playbook)
+
+    offline = OfflineEngine(settings.kb_min_similarity, voice)
     engine: Engine = offline
     if settings.engine == "llm":
         from fte_agent.engines.llm import LlmEngine
 
-        engine = LlmEngine.from_settings(settings)
-    return Reasoner(
-        engine,
-        offline,
-        supported_languages=settings.supported_languages,
-        follow_up_hours=settings.escalation_follow_up_hours,
-        signature=settings.support_signature,
-    )
+        engine = LlmEngine.from_settings(settings, playbook)
+    return Reasoner(engine, offline, policy=reading, packs=language_packs, playbook=playbook)
 
 
 @dataclass
@@ -78,6 +84,9 @@ class Agent:
 
     @classmethod
     async def create(cls, settings: AgentSettings) -> Agent:
+        # First, before anything opens: training the reader takes seconds, and a bad language pack
+        # or playbook stops the start with nothing to close.
+        reasoner = await asyncio.to_thread(build_reasoner, settings)
         await migrate(settings)
         # No session state is kept (transaction-scoped locks only): no reset round trip per release.
         pool = await create_pool(settings, SCHEMA, application_name="fte-agent", reset_on_release=False)
@@ -96,10 +105,10 @@ class Agent:
             notifier,
             KnowledgeSearcher(knowledge_service_pb2_grpc.KnowledgeServiceStub(kch)),
             publisher=publisher,
-            reasoner=build_reasoner(settings),
+            reasoner=reasoner,
             conversation_idle=timedelta(hours=settings.conversation_idle_hours),
         )
-        servicer = AgentServicer(pool, notifier, publisher, settings.escalation_follow_up_hours)
+        servicer = AgentServicer(pool, notifier, publisher, reasoner.playbook.follow_up_hours)
         return cls(settings, pool, [kch, ich, nch], producer, processor, servicer, EventHandlers(pool))
 
     def registration(self) -> ServiceRegistration:

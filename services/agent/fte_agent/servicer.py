@@ -21,8 +21,7 @@ from fte_runtime.names import make_name, parse_name
 from fte_runtime.pagination import decode_token, encode_token, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fte_agent import metrics, store
-from fte_agent.policy import REASON_NAMES
+from fte_agent import metrics, reasons, store
 from fte_agent.processor import send_request_from_context
 
 C = common_pb2
@@ -244,7 +243,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             raise InvalidArgument("detail must be at most 2000 characters", reason="DETAIL_TOO_LONG")
         ticket = await self._ticket(request.ticket, "ticket")
         reason = request.reason or C.ESCALATION_REASON_MANUAL
-        if reason not in REASON_NAMES or reason == C.ESCALATION_REASON_UNSPECIFIED:
+        if not reasons.name_of(reason):
             raise InvalidArgument("reason is not a known escalation reason", reason="INVALID_REASON")
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(
@@ -252,7 +251,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 ticket["id"],
                 {"status": store.STATUS_ESCALATED, "escalation_reason": reason, "escalation_detail": request.detail},
             )
-        metrics.ESCALATIONS.labels(REASON_NAMES.get(reason, "manual")).inc()
+        metrics.ESCALATIONS.labels(reasons.name_of(reason) or "manual").inc()
         if self.publisher is not None:
             now = datetime.now(UTC)
             event = ticket_events_pb2.TicketEscalated(

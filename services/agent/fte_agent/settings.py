@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fte_runtime import topics
@@ -42,9 +43,9 @@ class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
     supported_languages: tuple[str, ...] = ("en", "es", "de")
     # Cosine similarity (question vs passage) a passage needs to be answered from.
     kb_min_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.35
-    # When a person follows up on an escalation, in working hours.
-    escalation_follow_up_hours: Annotated[float, Field(gt=0)] = 24.0
-    support_signature: str = "The Tasklane Support Team"
+    # The deployment's voice (company, product, signature, tone, hours, follow-up promise): a TOML
+    # file like fte_agent/data/playbook.toml, which is the default.
+    playbook_file: Path | None = None
     openai_base_url: str | None = None
     openai_api_key: SecretStr = SecretStr("")
     openai_model: str = "gpt-4o-mini"

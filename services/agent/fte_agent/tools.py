@@ -16,6 +16,7 @@ import grpc
 from fte.common.v1 import common_pb2
 from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 
+from fte_agent import reasons
 from fte_agent.compose import Passage
 
 C = common_pb2
@@ -46,6 +47,8 @@ class Outcome:
     reply_text: str | None = None
     escalation_reason: int = 0
     escalation_detail: str = ""
+    # The first line of the hand-over when the reason's own line would not fit (a follow-up).
+    escalation_lead: str = ""
     category: int = 0
     priority: int = 0
     subject: str = ""
@@ -111,16 +114,8 @@ class KnowledgeSearcher:
         return body
 
 
-ESCALATION_REASONS = {
-    "pricing": C.ESCALATION_REASON_PRICING,
-    "refund": C.ESCALATION_REASON_REFUND,
-    "legal": C.ESCALATION_REASON_LEGAL,
-    "negative_sentiment": C.ESCALATION_REASON_NEGATIVE_SENTIMENT,
-    "human_requested": C.ESCALATION_REASON_HUMAN_REQUESTED,
-    "no_answer_found": C.ESCALATION_REASON_NO_ANSWER_FOUND,
-    "unsupported_language": C.ESCALATION_REASON_UNSUPPORTED_LANGUAGE,
-    "security_incident": C.ESCALATION_REASON_SECURITY_INCIDENT,
-}
+# The reasons an engine may name (the registry's `llm` ones).
+ESCALATION_REASONS = {name: reasons.by_name(name).value for name in reasons.llm_allowed()}
 CATEGORIES = {
     "general": C.CATEGORY_GENERAL,
     "technical": C.CATEGORY_TECHNICAL,

@@ -13,7 +13,9 @@ from typing import Any
 
 from agent_helpers import CHANNELS  # type: ignore[import-not-found]
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
-from fte_agent import compose, policy
+from fte_agent import compose, packs
+from fte_agent.reasons import name_of
+from fte_agent.reasons import registry as reasons_registry
 from fte_agent.server import build_reasoner
 from fte_agent.settings import AgentSettings
 from fte_agent.tools import KnowledgeSearcher, Request, Toolbox
@@ -31,13 +33,14 @@ def test_dev_set_is_broad() -> None:
     assert len(rows) >= 80
     assert {r["channel"] for r in rows} == set(CHANNELS)
     reasons = {r["expect"].get("reason") for r in rows if r["expect"]["action"] == "escalate"}
-    assert reasons == set(policy.REASON_NAMES.values()) - {"unspecified", "manual"}
+    assert reasons == {r.name for r in reasons_registry()} - {"manual"}
     assert sum(r["expect"]["action"] == "answer" for r in rows) >= 40
 
 
 async def test_offline_engine_scores_on_the_dev_set(knowledge_target: str, tokens: dict[str, str]) -> None:
     settings = AgentSettings()
     reasoner = build_reasoner(settings)
+    signature = packs.playbook(settings.playbook_file).signature
     rows = load()
     decisions_right = reasons_right = answerable = article_right = 0
     misses: list[str] = []
@@ -55,7 +58,7 @@ async def test_offline_engine_scores_on_the_dev_set(knowledge_target: str, token
                 customer="customers/dev",
                 new_ticket=True,
             )
-            assessment = reasoner.assess(row["text"], row["subject"])
+            assessment = await reasoner.assess(row["text"], row["subject"])
 
             async def no_history(limit: int) -> list[dict[str, Any]]:
                 return []
@@ -63,9 +66,7 @@ async def test_offline_engine_scores_on_the_dev_set(knowledge_target: str, token
             tools = Toolbox(request, searcher, no_history, assessment.language)
             decision = await reasoner.decide(tools, assessment, waiting_for_person=False)
             expect = row["expect"]
-            got_reason = (
-                policy.REASON_NAMES.get(decision.escalation_reason, "") if decision.action == "escalate" else ""
-            )
+            got_reason = name_of(decision.escalation_reason) if decision.action == "escalate" else ""
             if decision.action == expect["action"]:
                 decisions_right += 1
                 if expect["action"] == "escalate" and got_reason == expect["reason"]:
@@ -90,7 +91,7 @@ async def test_offline_engine_scores_on_the_dev_set(knowledge_target: str, token
             if ch == CHANNELS["email"]:
                 assert compose.word_count(text) <= compose.EMAIL_MAX_WORDS
                 assert text.startswith(("Hi", "Hola", "Hallo"))
-                assert settings.support_signature in text
+                assert signature in text
             elif ch == CHANNELS["whatsapp"]:
                 assert len(text) <= compose.WHATSAPP_MAX_CHARS
                 if decision.action == "answer":

@@ -41,7 +41,7 @@ class Harness:
         async def history(limit: int) -> list[dict[str, Any]]:
             return [{"channel": "email", "author": "customer", "text": "earlier question"}]
 
-        assessment = self.reasoner.assess(text, "")
+        assessment = await self.reasoner.assess(text, "")
         return await self.reasoner.decide(
             Toolbox(request, self.searcher, history, assessment.language), assessment, waiting_for_person=False
         )

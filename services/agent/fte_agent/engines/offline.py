@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 from fte.common.v1 import common_pb2
 
 from fte_agent import compose, policy
-from fte_agent.compose import Passage
+from fte_agent.compose import Passage, Voice
 from fte_agent.tools import CATEGORIES, PRIORITIES, Toolbox
 
 C = common_pb2
@@ -93,27 +94,38 @@ def merge_article_chunks(best: Passage, results: list[Passage]) -> Passage:
 class OfflineEngine:
     name = "offline"
 
-    def __init__(self, min_similarity: float, signature: str) -> None:
+    def __init__(self, min_similarity: float, voice: Callable[[str], Voice]) -> None:
         self.min_similarity = min_similarity
-        self.signature = signature
+        self.voice = voice
 
     async def run(self, tools: Toolbox, assessment: policy.Assessment) -> None:
         req = tools.request
-        question = policy.strip_injection(f"{req.subject}\n{req.text}".strip())
+        voice = self.voice(assessment.language)
+        question = assessment.text
         await tools.create_ticket(
             category=_category_name(assessment.category), priority=_priority_name(assessment.priority)
         )
         if not compose.keywords(question):
             await tools.escalate_to_human("no_answer_found", "The message holds no question to answer.")
             return
-        results = await tools.search_knowledge_base(question)
+        lead, exclude = "", ""
+        if assessment.intent == "follow_up":
+            previous = await _previous_exchange(tools)
+            if previous is not None:
+                # "That didn't work": search with what they first asked, and offer something else.
+                earlier, exclude = previous
+                question = f"{earlier}\n{question}"
+                lead = f"{voice.say('follow_up_failed')} {voice.say('follow_up_lead')}"
+        results = [p for p in await tools.search_knowledge_base(question) if not exclude or p.url != exclude]
         best = relevant(results, question, self.min_similarity)
         if best is None:
             second = reformulate(question)
             if second and second != question:
-                results = await tools.search_knowledge_base(second)
+                results = [p for p in await tools.search_knowledge_base(second) if not exclude or p.url != exclude]
                 best = relevant(results, question, self.min_similarity)
         if best is None:
+            if lead:
+                tools.outcome.escalation_lead = voice.say("follow_up_failed")
             await tools.escalate_to_human(
                 "no_answer_found", "Nothing relevant in the knowledge base after two searches."
             )
@@ -127,15 +139,23 @@ class OfflineEngine:
         elif req.channel != C.CHANNEL_WHATSAPP:
             best = merge_article_chunks(best, results)
         await tools.send_response(
-            compose.answer(
-                req.channel,
-                best,
-                question,
-                display_name=req.display_name,
-                signature=self.signature,
-                language=assessment.language,
-            )
+            compose.answer(req.channel, best, question, display_name=req.display_name, voice=voice, lead=lead)
         )
+
+
+async def _previous_exchange(tools: Toolbox) -> tuple[str, str] | None:
+    """The customer's previous message and the article URL our reply to it linked, if the last
+    thing said on the conversation was our answer."""
+    history = await tools.get_customer_history(6)
+    for i, item in enumerate(history):
+        if item["author"] != "support":
+            continue
+        urls = re.findall(r"https?://\S+", item["text"])
+        earlier = next((h["text"] for h in history[i + 1 :] if h["author"] == "customer"), "")
+        if urls and earlier:
+            return earlier, urls[-1].rstrip(".,)")
+        return None
+    return None
 
 
 def _category_name(category: int) -> str:
