@@ -80,33 +80,59 @@ def _walk(part: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+_HIDDEN_STYLE = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?![.\d])|max-height\s*:\s*0(?![.\d])"
+    r"|opacity\s*:\s*0(?![.\d])",
+    re.IGNORECASE,
+)
+_VOID = frozenset({"br", "img", "hr", "meta", "link", "input", "wbr", "col", "area", "base", "source"})
+
+
 class _HtmlToText(HTMLParser):
-    """Block elements become line breaks; scripts, styles and quoted blocks are dropped."""
+    """Block elements become line breaks; scripts, styles, quoted blocks and anything the reader
+    cannot see (hidden attributes and styles) are dropped, like comments, which the parser skips."""
 
     _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
-    _SKIP = frozenset({"script", "style", "head", "title", "blockquote"})
+    _SKIP = frozenset({"script", "style", "head", "title", "blockquote", "template"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.chunks: list[str] = []
-        self._skip_depth = 0
+        # One entry per open element: whether it (or an ancestor) is skipped.
+        self._open: list[tuple[str, bool]] = []
+
+    @property
+    def _skipping(self) -> bool:
+        return bool(self._open) and self._open[-1][1]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        classes = " ".join(v or "" for k, v in attrs if k == "class")
+        values = dict(attrs)
+        classes = values.get("class") or ""
         # Gmail and Outlook wrap quoted history in these containers.
-        if tag in self._SKIP or "gmail_quote" in classes or "gmail_signature" in classes:
-            self._skip_depth += 1
-        elif tag in self._BLOCK and not self._skip_depth:
+        skip = (
+            tag in self._SKIP
+            or "gmail_quote" in classes
+            or "gmail_signature" in classes
+            or "hidden" in values
+            or (values.get("aria-hidden") or "").lower() == "true"
+            or bool(_HIDDEN_STYLE.search(values.get("style") or ""))
+        )
+        if tag in self._BLOCK and not self._skipping:
             self.chunks.append("\n")
+        if tag not in _VOID:
+            self._open.append((tag, self._skipping or skip))
 
     def handle_endtag(self, tag: str) -> None:
-        if self._skip_depth and (tag in self._SKIP or tag == "div"):
-            self._skip_depth -= 1
-        elif tag in self._BLOCK and not self._skip_depth:
+        # Close up to the matching element (browsers forgive unclosed children the same way).
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i][0] == tag:
+                del self._open[i:]
+                break
+        if tag in self._BLOCK and not self._skipping:
             self.chunks.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self._skip_depth:
+        if not self._skipping:
             self.chunks.append(data)
 
 
