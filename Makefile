@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := $(VENV)/bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test test-kafka lint typecheck contracts protos bench images clean
+.PHONY: setup run demo test test-kafka lint typecheck contracts protos bench eval images clean
 
 setup:
 	@scripts/setup.sh
@@ -47,6 +47,11 @@ test: setup lint typecheck contracts
 # The Kafka-touching tests against a real Apache Kafka broker (KRaft, jars from Maven Central).
 test-kafka: setup
 	$(PY) scripts/apache_kafka.py run -- $(PY) -m pytest -m kafka $(PYTEST_ARGS)
+
+# The agent's reader on the frozen dev set, the paraphrase set and its translations, and k-fold
+# cross-validation of its training corpus (accuracy per label, confusions). No servers needed.
+eval: setup
+	$(PY) scripts/eval_reader.py
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -35,11 +35,11 @@ import asyncpg
 import numpy as np
 from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 from fte_knowledge.chunking import chunk_article
-from fte_runtime.embeddings import LocalMiniLM
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.sources import read_source
 from fte_knowledge.store import Filters, VectorModel, fts_text, query_words, ts_config
+from fte_runtime.embeddings import LocalMiniLM
 from fte_runtime.grpc_client import connect
 from fte_runtime.settings import TokenGrant
 from fte_stack.postgres import PostgresServer

@@ -12,11 +12,11 @@ from typing import Any
 import asyncpg
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_runtime.db import apply_migrations, create_pool
+from fte_runtime.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
 from fte_runtime.logs import configure_logging
 from fte_runtime.tasks import cancel_all
 
-from fte_runtime.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
 from fte_knowledge.reembed import run_reembedder
 from fte_knowledge.service import KnowledgeBase
 from fte_knowledge.servicer import KnowledgeServicer

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 import asyncpg
+from fte_runtime.embeddings import Embedder, Vector
 from fte_runtime.errors import Aborted, AlreadyExists, NotFound
 
 from fte_knowledge.articles import ArticleFields, StoredArticle
 from fte_knowledge.chunking import Chunk, chunk_article
-from fte_runtime.embeddings import Embedder, Vector
 from fte_knowledge.metrics import ARTICLES_WRITTEN, SEARCHES
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.store import Filters, Hit, Store, VectorModel

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from fte_runtime.embeddings import Vector
 
 from fte_knowledge.articles import ArticleFields, StoredArticle
 from fte_knowledge.chunking import Chunk
-from fte_runtime.embeddings import Vector
 
 SCHEMA = "knowledge"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")

@@ -9,9 +9,9 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from fte_runtime.embeddings import Embedder, LocalMiniLM
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
+from fte_runtime.embeddings import Embedder, LocalMiniLM
 from fte_runtime.grpc_client import connect
 from fte_runtime.settings import TokenGrant
 from knowledge_helpers import Client, StartKnowledge, Stub  # type: ignore[import-not-found]

@@ -15,6 +15,10 @@ import pytest
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_knowledge.articles import from_proto
+from fte_knowledge.reembed import reembed_pending
+from fte_knowledge.server import Knowledge, close_knowledge_base, open_knowledge_base
+from fte_knowledge.settings import KnowledgeSettings
+from fte_knowledge.store import Filters
 from fte_runtime.embeddings import (
     LOCAL_DIMENSION,
     LOCAL_MODEL,
@@ -24,10 +28,6 @@ from fte_runtime.embeddings import (
     model_file,
     tokenizer_file,
 )
-from fte_knowledge.reembed import reembed_pending
-from fte_knowledge.server import Knowledge, close_knowledge_base, open_knowledge_base
-from fte_knowledge.settings import KnowledgeSettings
-from fte_knowledge.store import Filters
 from fte_runtime.grpc_client import connect
 from fte_stack.fakes.openai_embeddings import FakeOpenAIEmbeddings, fake_embedding
 from knowledge_helpers import StartKnowledge, article  # type: ignore[import-not-found]

@@ -1,0 +1,60 @@
+"""The learned reader on the labeled sets it was never trained on (the frozen dev set, the
+paraphrase set and its Spanish and German translations). `make eval` prints the full tables; these
+floors guard against a regression of what the reader reaches today."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fte_agent import evaluation, packs, reader
+from fte_agent.policy import Policy
+
+DATA = Path(__file__).parent / "data"
+LANGUAGES = ("en", "es", "de")
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return Policy(LANGUAGES, packs.require(LANGUAGES), reader.shared_embedder())
+
+
+async def test_dev_set_escalation_decisions_do_not_regress(policy: Policy) -> None:
+    result = await evaluation.score(policy, "dev set", evaluation.load_cases(DATA / "dev_set.jsonl"))
+    print("\n" + result.report())
+    assert result.decision >= 0.95
+    assert result.reason >= 0.97
+
+
+async def test_paraphrases_get_the_decisions_of_their_originals(policy: Policy) -> None:
+    result = await evaluation.score(policy, "paraphrase set", evaluation.load_cases(DATA / "paraphrase_set.jsonl"))
+    print("\n" + result.report())
+    assert result.decision >= 0.90
+    assert result.reason >= 0.93
+    assert result.intents >= 0.75
+
+
+async def test_translated_paraphrases_get_the_same_decisions(policy: Policy) -> None:
+    cases = evaluation.load_cases(DATA / "paraphrase_translations.jsonl")
+    for language in ("es", "de"):
+        result = await evaluation.score(
+            policy, f"translations {language}", [c for c in cases if c.language == language]
+        )
+        print("\n" + result.report())
+        assert result.decision >= 0.83
+        assert result.reason >= 0.85
+
+
+def test_the_corpus_is_broad_and_separate_from_the_test_sets() -> None:
+    examples = reader.parse_corpus(reader.corpus_text())
+    per_label = {label: sum(e.label == label for e in examples) for label in reader.labels()}
+    assert min(per_label.values()) >= 80, per_label
+    assert {e.language for e in examples} == set(LANGUAGES)
+    held_out = {
+        c.text.strip().lower()
+        for f in ("dev_set.jsonl", "paraphrase_set.jsonl")
+        for c in evaluation.load_cases(DATA / f)
+    }
+    # Boilerplate ("Sent from Mail for Windows") may occur in both; real messages may not.
+    overlap = [e.text for e in examples if len(e.text) > 30 and e.text.strip().lower() in held_out]
+    assert not overlap, overlap[:5]
