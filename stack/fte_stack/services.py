@@ -35,6 +35,11 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
 }
 
 
+# The agent reader's corpus vectors, computed once per checkout (by `make setup`) and shared by
+# `make run`, the tests and the benches.
+READER_CACHE_DIR = Path(__file__).resolve().parents[2] / ".local" / "cache" / "reader"
+
+
 @dataclass(frozen=True)
 class StackInfo:
     """What a service needs to know about the rest of the stack."""
@@ -123,6 +128,7 @@ def _agent_env(info: StackInfo) -> dict[str, str]:
             "FTE_AGENT_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "FTE_AGENT_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
             "FTE_AGENT_LOG_JSON": "true",
+            "FTE_AGENT_READER_CACHE_DIR": str(READER_CACHE_DIR),
         }
     )
     return env

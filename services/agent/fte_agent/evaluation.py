@@ -123,20 +123,29 @@ async def score(policy: Policy, name: str, cases: Sequence[Case]) -> Score:
     return result
 
 
-def cross_validate(corpus: str, embedder: Any, folds: int = 5) -> Score:
-    """k-fold cross-validation of the intent classifier on the training corpus alone."""
+def cross_validate(corpus: str, cache_dir: Path | None, folds: int = 5) -> Score:
+    """k-fold cross-validation of both reader stages, as the reader combines them, on the corpus."""
     examples = reader.parse_corpus(corpus)
-    vectors = embedder.embed_sync([e.text for e in examples])
+    texts = [e.text for e in examples]
+    fast = reader._cached_vectors(cache_dir, reader.shared_minilm().model, texts, reader.shared_minilm().embed_sync)
+    deep = reader._cached_vectors(cache_dir, reader.shared_e5().model, texts, reader.shared_e5().query_sync)
     labels = np.array([e.label for e in examples])
     result = Score(f"corpus {folds}-fold cross-validation")
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=7).split(labels, labels):
-        model = reader.Model(
-            [examples[i].text for i in train],
-            [vectors[i] for i in train],
-            [examples[i].label for i in train],
-            [examples[i].tone for i in train],
-        )
+        models = [
+            reader.Model(
+                [texts[i] for i in train],
+                [vectors[i] for i in train],
+                [examples[i].label for i in train],
+                [examples[i].tone for i in train],
+                weight=weight,
+                stage=stage,
+            )
+            for vectors, weight, stage in ((fast, reader.FAST_WEIGHT, "fast"), (deep, reader.DEEP_WEIGHT, "deep"))
+        ]
         for i in test:
-            got = model.read(examples[i].text, vectors[i]).intent
-            result.add(Case(f"c{i}", examples[i].text, "", examples[i].label, examples[i].language), got)
+            got = models[0].read(texts[i], fast[i])
+            if examples[i].language != "en" or got.score < reader.FAST_CONFIDENCE:
+                got = models[1].read(texts[i], deep[i])
+            result.add(Case(f"c{i}", texts[i], "", examples[i].label, examples[i].language), got.intent)
     return result

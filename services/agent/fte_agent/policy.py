@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fte.common.v1 import common_pb2
-from fte_runtime.embeddings import LocalMiniLM
 
 from fte_agent import reader, reasons, text
 from fte_agent.language import LanguageDetection
@@ -59,11 +58,10 @@ class Assessment:
 
 
 class Policy:
-    def __init__(self, supported_languages: tuple[str, ...], packs: dict[str, Pack], embedder: LocalMiniLM) -> None:
+    def __init__(self, supported_languages: tuple[str, ...], packs: dict[str, Pack], model: reader.Reader) -> None:
         self.supported = supported_languages
         self.packs = packs
-        self.embedder = embedder
-        self.model = reader.trained(embedder)
+        self.model = model
         self.languages = LanguageDetection(supported_languages)
         self.markers = tuple(p for pack in packs.values() for p in pack.injection)
 
@@ -76,13 +74,13 @@ class Policy:
                 evidence={"intent": "empty", "score": 1.0, "rule": "no text", "injection": injected},
             )  # fmt: skip
         language, confidence = self.languages.detect(clean)
-        vector = (await self.embedder.embed([clean]))[0]
-        reading = self.model.read(clean, vector)
+        reading = await self.model.read(clean, language)
         evidence: dict[str, Any] = {
             "intent": reading.intent,
             "score": round(reading.score, 3),
             "ranked": [[label, round(p, 3)] for label, p in reading.ranked],
             "tone": reading.tone,
+            "stage": reading.stage,
             "language": language,
             "language_confidence": round(confidence, 3),
             "injection": injected,

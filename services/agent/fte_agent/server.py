@@ -54,7 +54,7 @@ def build_reasoner(settings: AgentSettings) -> Reasoner:
     An incomplete language pack or playbook stops the start here."""
     language_packs = packs.require(settings.supported_languages)
     playbook = packs.playbook(settings.playbook_file)
-    reading = Policy(settings.supported_languages, language_packs, reader.shared_embedder())
+    reading = Policy(settings.supported_languages, language_packs, reader.trained(settings.reader_cache_dir))
 
     def voice(language: str) -> Voice:
         return Voice(language_packs.get(language) or language_packs[packs.DEFAULT_LANGUAGE], playbook)

@@ -46,6 +46,9 @@ class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
     # The deployment's voice (company, product, signature, tone, hours, follow-up promise): a TOML
     # file like fte_agent/data/playbook.toml, which is the default.
     playbook_file: Path | None = None
+    # Where the reader keeps the embeddings of its training corpus (computed once, about a minute
+    # of CPU; `python -m fte_agent train` fills it). Unset: computed at every start.
+    reader_cache_dir: Path | None = None
     openai_base_url: str | None = None
     openai_api_key: SecretStr = SecretStr("")
     openai_model: str = "gpt-4o-mini"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fte_agent import evaluation, packs, reader
 from fte_agent.policy import Policy
+from fte_agent.settings import AgentSettings
 
 DATA = Path(__file__).parent / "data"
 LANGUAGES = ("en", "es", "de")
@@ -16,7 +17,7 @@ LANGUAGES = ("en", "es", "de")
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return Policy(LANGUAGES, packs.require(LANGUAGES), reader.shared_embedder())
+    return Policy(LANGUAGES, packs.require(LANGUAGES), reader.trained(AgentSettings().reader_cache_dir))
 
 
 async def test_dev_set_escalation_decisions_do_not_regress(policy: Policy) -> None:
