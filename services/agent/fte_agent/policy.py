@@ -74,13 +74,7 @@ class Policy:
                 evidence={"intent": "empty", "score": 1.0, "rule": "no text", "injection": injected},
             )  # fmt: skip
         language, confidence = self.languages.detect(clean)
-        reading = await self.model.read(clean, language)
         evidence: dict[str, Any] = {
-            "intent": reading.intent,
-            "score": round(reading.score, 3),
-            "ranked": [[label, round(p, 3)] for label, p in reading.ranked],
-            "tone": reading.tone,
-            "stage": reading.stage,
             "language": language,
             "language_confidence": round(confidence, 3),
             "injection": injected,
@@ -88,14 +82,27 @@ class Policy:
         }
         reason: reasons.Reason | None = None
         if language not in self.supported:
+            # Nothing else is read: a person answers, whatever the message says.
             reason = reasons.by_name("unsupported_language")
             evidence["rule"] = f"language {language} not supported"
-        else:
-            rule = self._rule(clean, language)
-            if rule is not None:
-                reason, evidence["rule"] = rule
-            elif reading.intent in reasons.learned():
-                reason = reasons.by_name(reading.intent)
+            return Assessment(
+                language=language, sentiment=0.0, category=R.CATEGORY_GENERAL, priority=reason.priority,
+                injection=injected, intent="question", escalation_reason=reason.value,
+                escalation_detail=reason.detail, text=clean, evidence=evidence,
+            )  # fmt: skip
+        reading = await self.model.read(clean, language)
+        evidence.update(
+            intent=reading.intent,
+            score=round(reading.score, 3),
+            ranked=[[label, round(p, 3)] for label, p in reading.ranked],
+            tone=reading.tone,
+            stage=reading.stage,
+        )
+        rule = self._rule(clean, language)
+        if rule is not None:
+            reason, evidence["rule"] = rule
+        elif reading.intent in reasons.learned():
+            reason = reasons.by_name(reading.intent)
         intent = reason.name if reason is not None and reason.learned else reading.intent
         if reason is not None and reason.learned and intent != reading.intent:
             evidence["intent"] = intent
