@@ -149,14 +149,24 @@ def _cached_vectors(
         return embed(texts)
     digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:24]
     path = cache_dir / f"{name}-{digest}.npy"
+
+    def stored() -> list[Vector] | None:
+        if not path.exists():
+            return None
+        matrix = np.load(path)
+        return list(matrix.astype(np.float32)) if matrix.shape[0] == len(texts) else None
+
+    # A baked, read-only cache (an image's) is only read.
+    found = stored()
+    if found is not None:
+        return found
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Processes starting together compute once: the others wait for the file.
     with (cache_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            matrix = np.load(path)
-            if matrix.shape[0] == len(texts):
-                return list(matrix.astype(np.float32))
+        found = stored()
+        if found is not None:
+            return found
         vectors = embed(texts)
         partial = path.with_suffix(".partial.npy")
         np.save(partial, np.vstack(vectors).astype(np.float32))
