@@ -27,8 +27,8 @@ if _version_not_supported:
 
 class KnowledgeServiceStub:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and the Lists; `kb.write` for every change (and
-    RecordKnowledgeGap).
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     def __init__(self, channel):
@@ -86,8 +86,8 @@ class KnowledgeServiceStub:
 
 class KnowledgeServiceServicer:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and the Lists; `kb.write` for every change (and
-    RecordKnowledgeGap).
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     def CreateArticle(self, request, context):
@@ -212,8 +212,8 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class KnowledgeService:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and the Lists; `kb.write` for every change (and
-    RecordKnowledgeGap).
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     @staticmethod

@@ -28,8 +28,8 @@ GRPC_VERSION: str
 
 class KnowledgeServiceStub:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and the Lists; `kb.write` for every change (and
-    RecordKnowledgeGap).
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     @_typing.overload
@@ -60,8 +60,8 @@ class KnowledgeServiceStub:
 @_typing.type_check_only
 class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and the Lists; `kb.write` for every change (and
-    RecordKnowledgeGap).
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -88,8 +88,8 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
 
 class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and the Lists; `kb.write` for every change (and
-    RecordKnowledgeGap).
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     @_abc_1.abstractmethod
