@@ -102,9 +102,9 @@ def knowledge_gap(decision: dict[str, Any], gap_below: float) -> tuple[int, list
             best[name] = max(best.get(name, similarity), similarity)
     candidates = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     action = decision.get("action")
-    if action == "escalate" and decision.get("escalation_reason") == C.ESCALATION_REASON_NO_ANSWER_FOUND:
+    if action == Action.ESCALATE and decision.get("escalation_reason") == C.ESCALATION_REASON_NO_ANSWER_FOUND:
         return knowledge_pb2.KnowledgeGap.OUTCOME_NO_ANSWER_FOUND, candidates
-    if action == "answer" and (not candidates or candidates[0][1] < gap_below):
+    if action == Action.ANSWER and (not candidates or candidates[0][1] < gap_below):
         return knowledge_pb2.KnowledgeGap.OUTCOME_LOW_CONFIDENCE, candidates
     return None
 
