@@ -15,14 +15,16 @@ from pathlib import Path
 
 # Scopes of each principal the stack mints a token for.
 GRANTS: Mapping[str, tuple[str, ...]] = {
-    # The agent worker calling knowledge, identity and the notifier.
-    "agent": ("kb.read", "identity.read", "identity.write", "notifier.send", "notifier.read"),
+    # The agent worker calling knowledge (search, and record knowledge gaps: never write articles),
+    # identity and the notifier.
+    "agent": ("kb.read", "kb.gaps.write", "identity.read", "identity.write", "notifier.send", "notifier.read"),
     # The gateway reading tickets for the web-form status page.
     "gateway": ("tickets.read",),
     # Staff tools and the demo: everything.
     "staff": (
         "kb.read",
         "kb.write",
+        "kb.gaps.write",
         "identity.read",
         "identity.write",
         "notifier.read",

@@ -26,3 +26,9 @@ SENTIMENT = Histogram(
     buckets=(-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
 )
 DELIVERY_EVENTS = Counter("agent_delivery_events_total", "Delivery outcomes applied, by kind.", ["kind"])
+KNOWLEDGE_GAPS = Counter(
+    "agent_knowledge_gaps_total",
+    "Questions answered with low confidence or escalated as no answer found, sent to the knowledge service "
+    "as knowledge gaps, by kind and result (recorded, failed).",
+    ["kind", "result"],
+)

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from fte.common.v1 import common_pb2
 from fte.events.v1 import message_events_pb2, ticket_events_pb2
 from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
+from fte.knowledge.v1 import knowledge_pb2
 from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_runtime import envelope, topics
 from fte_runtime.context import correlation_id_var
@@ -78,6 +79,34 @@ def reply_request_id(channel: int, channel_message_id: str) -> str:
     """The notifier idempotency key of the reply to one inbound message: the same on every retry."""
     digest = hashlib.sha256(f"{channel}:{channel_message_id}".encode()).hexdigest()[:40]
     return f"agent-reply-{digest}"
+
+
+def gap_request_id(channel: int, channel_message_id: str) -> str:
+    """The RecordKnowledgeGap idempotency key of one inbound message: a redelivery records once."""
+    return "agent-gap-" + reply_request_id(channel, channel_message_id).removeprefix("agent-reply-")
+
+
+def knowledge_gap(decision: dict[str, Any], gap_below: float) -> tuple[int, list[tuple[str, float]]] | None:
+    """(KnowledgeGap.Outcome, candidates best first) when a stored decision shows a knowledge gap:
+    escalated as no answer found after searching, or answered from a best passage whose similarity
+    is below `gap_below`. Candidates are the searched articles with their best similarity."""
+    searches = decision.get("searches") or []
+    if not searches:
+        return None  # the knowledge base was not asked: nothing it lacks
+    best: dict[str, float] = {}
+    for search in searches:
+        # Decisions stored before `similarities` existed have only the first result's.
+        similarities = search.get("similarities") or [search.get("top_score", 0.0)]
+        for slug, similarity in zip(search.get("slugs") or [], similarities, strict=False):
+            name = f"articles/{slug}"
+            best[name] = max(best.get(name, similarity), similarity)
+    candidates = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    action = decision.get("action")
+    if action == Action.ESCALATE and decision.get("escalation_reason") == C.ESCALATION_REASON_NO_ANSWER_FOUND:
+        return knowledge_pb2.KnowledgeGap.OUTCOME_NO_ANSWER_FOUND, candidates
+    if action == Action.ANSWER and (not candidates or candidates[0][1] < gap_below):
+        return knowledge_pb2.KnowledgeGap.OUTCOME_LOW_CONFIDENCE, candidates
+    return None
 
 
 def validate(msg: message_events_pb2.MessageReceived) -> None:
@@ -165,6 +194,7 @@ class MessageProcessor:
         publisher: EventPublisher,
         reasoner: Reasoner,
         conversation_idle: timedelta,
+        gap_below: float = 0.45,
     ) -> None:
         self.pool = pool
         self.identity = identity
@@ -173,6 +203,8 @@ class MessageProcessor:
         self.publisher = publisher
         self.reasoner = reasoner
         self.conversation_idle = conversation_idle
+        # Answers whose best passage similarity is below this are recorded as knowledge gaps.
+        self.gap_below = gap_below
 
     async def handle_record(self, value: bytes | None, headers: Any) -> str:
         event = envelope.decode(value, headers, MESSAGE_TYPES)
@@ -241,6 +273,8 @@ class MessageProcessor:
                 reply_request_id=request_id,
             )
         decision_json = inbound.decision or {}
+        # Again on a redelivery of a decided message (a crash may have come first): recorded once.
+        await self._record_knowledge_gap(msg, inbound, decision_json)
         if decision_json.get("action") == "escalate":
             await self._publish_escalation(msg, inbound, decision_json, request_id)
         reply = await self.notifier.SendMessage(
@@ -260,6 +294,33 @@ class MessageProcessor:
             started = msg.received_time.ToDatetime(tzinfo=UTC)
             metrics.FIRST_RESPONSE.labels(ch).observe(max(0.0, (first - started).total_seconds()))
         return "replied"
+
+    async def _record_knowledge_gap(
+        self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, decision: dict[str, Any]
+    ) -> None:
+        """Best effort: a failure is logged and counted, and never fails or retries the message."""
+        gap = knowledge_gap(decision, self.gap_below)
+        record = getattr(self.searcher, "record_gap", None)
+        if gap is None or record is None:
+            return
+        outcome, candidates = gap
+        kind = "no_answer_found" if outcome == knowledge_pb2.KnowledgeGap.OUTCOME_NO_ANSWER_FOUND else "low_confidence"
+        try:
+            await record(
+                question=" ".join(f"{msg.subject}\n{msg.text_body}".split()),
+                language=decision.get("language", ""),
+                channel=msg.channel,
+                ticket=f"tickets/{inbound.ticket_id}",
+                outcome=outcome,
+                candidates=candidates,
+                request_id=gap_request_id(msg.channel, msg.channel_message_id),
+            )
+        except Exception as exc:
+            metrics.KNOWLEDGE_GAPS.labels(kind, "failed").inc()
+            code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+            log.warning("knowledge gap not recorded", extra={"ticket": inbound.ticket_id, "error": code})
+            return
+        metrics.KNOWLEDGE_GAPS.labels(kind, "recorded").inc()
 
     async def _resolve(self, msg: message_events_pb2.MessageReceived) -> identity_pb2.Customer:
         try:

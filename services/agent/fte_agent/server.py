@@ -107,6 +107,7 @@ class Agent:
             publisher=publisher,
             reasoner=reasoner,
             conversation_idle=timedelta(hours=settings.conversation_idle_hours),
+            gap_below=settings.kb_min_similarity + settings.kb_gap_margin,
         )
         servicer = AgentServicer(pool, notifier, publisher, reasoner.playbook.follow_up_hours)
         return cls(settings, pool, [kch, ich, nch], producer, processor, servicer, EventHandlers(pool))

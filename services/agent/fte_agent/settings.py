@@ -54,3 +54,7 @@ class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
     openai_max_steps: Annotated[int, Field(ge=1, le=20)] = 6
+
+    # Knowledge gaps: an answer whose best passage similarity is below kb_min_similarity plus this
+    # margin is recorded (with no_answer_found escalations) by KnowledgeService.RecordKnowledgeGap.
+    kb_gap_margin: Annotated[float, Field(ge=0, le=2)] = 0.1

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import grpc
 from fte.common.v1 import common_pb2
-from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
+from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2, knowledge_service_pb2_grpc
 
 from fte_agent import reasons
 from fte_agent.compose import Passage
@@ -40,6 +40,8 @@ class Search:
     query: str
     top_score: float
     slugs: list[str]
+    # Question/passage cosine similarity of each result, in the order of `slugs`.
+    similarities: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +115,40 @@ class KnowledgeSearcher:
         self._bodies[article] = (now, body)
         return body
 
+    async def record_gap(
+        self,
+        *,
+        question: str,
+        language: str,
+        channel: int,
+        ticket: str,
+        outcome: int,
+        candidates: list[tuple[str, float]],
+        request_id: str,
+        timeout: float = 2.0,
+    ) -> str:
+        """KnowledgeService.RecordKnowledgeGap (idempotent by `request_id`); the gap's name.
+        `outcome` is a KnowledgeGap.Outcome; `candidates` are (article name, similarity)."""
+        reply = await self.stub.RecordKnowledgeGap(
+            knowledge_service_pb2.RecordKnowledgeGapRequest(
+                knowledge_gap=knowledge_pb2.KnowledgeGap(
+                    question=question[:2000],
+                    language=language,
+                    channel=channel,  # type: ignore[arg-type]
+                    outcome=outcome,  # type: ignore[arg-type]
+                    candidates=[
+                        knowledge_pb2.KnowledgeGapCandidate(article=a, score=max(-1.0, min(1.0, s)))
+                        for a, s in candidates[:10]
+                    ],
+                ),
+                ticket=ticket,
+                request_id=request_id,
+            ),
+            timeout=timeout,
+        )
+        name: str = reply.knowledge_gap.name
+        return name
+
 
 # The reasons an engine may name (the registry's `llm` ones).
 ESCALATION_REASONS = {name: reasons.by_name(name).value for name in reasons.llm_allowed()}
@@ -139,7 +175,12 @@ class Toolbox:
     async def search_knowledge_base(self, query: str, top_k: int = 5) -> list[Passage]:
         results = await self._searcher(query, top_k, self.language)
         self.outcome.searches.append(
-            Search(query=query, top_score=results[0].similarity if results else 0.0, slugs=[p.slug for p in results])
+            Search(
+                query=query,
+                top_score=results[0].similarity if results else 0.0,
+                slugs=[p.slug for p in results],
+                similarities=[p.similarity for p in results],
+            )
         )
         return results
 

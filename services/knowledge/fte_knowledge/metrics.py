@@ -10,3 +10,8 @@ ARTICLES_WRITTEN = Counter(
 SEARCHES = Counter("knowledge_searches_total", "Searches answered.")
 CHUNKS_REEMBEDDED = Counter("knowledge_chunks_reembedded_total", "Chunks embedded in the background for a new model.")
 CHUNKS_PENDING = Gauge("knowledge_chunks_pending_embedding", "Chunks without a vector for the current model.")
+GAPS_RECORDED = Counter(
+    "knowledge_gaps_recorded_total",
+    "Knowledge gaps recorded, by outcome (low_confidence, no_answer_found).",
+    ["outcome"],
+)

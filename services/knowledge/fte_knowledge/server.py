@@ -30,10 +30,12 @@ SCOPES = {
     "SearchKnowledge": "kb.read",
     "GetArticle": "kb.read",
     "ListArticles": "kb.read",
+    "ListKnowledgeGaps": "kb.read",
     "CreateArticle": "kb.write",
     "UpdateArticle": "kb.write",
     "DeleteArticle": "kb.write",
     "BatchImportArticles": "kb.write",
+    "RecordKnowledgeGap": "kb.gaps.write",
 }
 
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 import asyncpg
@@ -15,11 +16,17 @@ from fte_runtime.errors import Aborted, AlreadyExists, NotFound
 
 from fte_knowledge.articles import ArticleFields, StoredArticle
 from fte_knowledge.chunking import Chunk, chunk_article
-from fte_knowledge.metrics import ARTICLES_WRITTEN, SEARCHES
+from fte_knowledge.gaps import GapStore, Group, NewGap, StoredGap
+from fte_knowledge.metrics import ARTICLES_WRITTEN, GAPS_RECORDED, SEARCHES
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.store import Filters, Hit, Store, VectorModel
 
 log = logging.getLogger("fte.knowledge")
+
+# Candidates kept per gap, and listed per group of gaps.
+MAX_GAP_CANDIDATES = 10
+# Metric labels of the KnowledgeGap.Outcome values.
+_GAP_OUTCOMES = {1: "low_confidence", 2: "no_answer_found"}
 
 # How often search re-reads which words are too common to rank by.
 _COMMON_REFRESH_SECONDS = 300.0
@@ -51,6 +58,7 @@ class KnowledgeBase:
         self.embedder = embedder
         self.settings = settings
         self.model = VectorModel(embedder.model, embedder.dimension)
+        self.gaps = GapStore(store.pool)
         self._common_refresh_at = 0.0
 
     async def prepare(self, articles: Sequence[ArticleFields]) -> list[Prepared]:
@@ -193,3 +201,40 @@ class KnowledgeBase:
         )
         SEARCHES.inc()
         return [SearchHit(hit, score) for hit, score in hits]
+
+    # -- knowledge gaps ----------------------------------------------------------------------
+
+    async def record_gap(self, gap: NewGap, request_id: str | None = None) -> tuple[StoredGap, bool]:
+        """Stores a question that was answered poorly or not at all, in the group of similar
+        questions (see `gaps`); (gap, duplicate). A request id used before returns the first gap,
+        or ALREADY_EXISTS when it came with another question."""
+        if request_id is not None and (earlier := await self.gaps.get_by_request_id(request_id)) is not None:
+            return self._same_request(earlier, gap), True
+        (vector,) = await self.embedder.embed([gap.question])
+        stored, duplicate = await self.gaps.record(
+            gap,
+            vector,
+            self.model,
+            threshold=self.settings.gap_group_similarity,
+            request_id=request_id,
+            retention_days=self.settings.gap_retention_days,
+        )
+        if duplicate:
+            return self._same_request(stored, gap), True
+        GAPS_RECORDED.labels(_GAP_OUTCOMES.get(gap.outcome, "unknown")).inc()
+        # Never the question itself: it is customer text.
+        log.info("knowledge gap recorded", extra={"gap": stored.id, "group": stored.group_id})
+        return stored, False
+
+    @staticmethod
+    def _same_request(earlier: StoredGap, gap: NewGap) -> StoredGap:
+        if earlier.question != gap.question or earlier.outcome != gap.outcome:
+            raise AlreadyExists("request_id was already used for another question", reason="REQUEST_ID_REUSED")
+        return earlier
+
+    async def list_gap_groups(
+        self, *, after: tuple[datetime, int] | None, limit: int, gaps_per_group: int
+    ) -> tuple[list[Group], int]:
+        return await self.gaps.list_groups(
+            after=after, limit=limit, gaps_per_group=gaps_per_group, candidates_per_group=MAX_GAP_CANDIDATES
+        )

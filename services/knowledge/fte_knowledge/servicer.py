@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from datetime import datetime
 from typing import Any
 
+from fte.common.v1 import common_pb2
 from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2, knowledge_service_pb2_grpc
 from fte_runtime.errors import Aborted, InvalidArgument, Violations
+from fte_runtime.logs import redact
 from fte_runtime.names import make_name, parse_name
 from fte_runtime.pagination import decode_token, encode_token, page_size
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_knowledge.articles import COLLECTION, LANGUAGE, UPDATABLE, check_fields, from_proto, merge, to_proto
-from fte_knowledge.service import KnowledgeBase, Outcome
+from fte_knowledge.gaps import Candidate, NewGap, StoredGap, top_candidates
+from fte_knowledge.service import MAX_GAP_CANDIDATES, KnowledgeBase, Outcome
 from fte_knowledge.store import Filters
 
 MAX_QUERY_CHARS = 2000
@@ -20,6 +26,11 @@ DEFAULT_TOP_K = 5
 MAX_CHUNKS_PER_ARTICLE = 5
 MAX_BATCH = 500
 MAX_FILTER_VALUES = 20
+MAX_REQUEST_ID = 200
+GAP_COLLECTION = "knowledgeGaps"
+DEFAULT_GAPS_PER_GROUP = 10
+MAX_GAPS_PER_GROUP = 100
+_GAP_OUTCOMES = {knowledge_pb2.KnowledgeGap.OUTCOME_LOW_CONFIDENCE, knowledge_pb2.KnowledgeGap.OUTCOME_NO_ANSWER_FOUND}
 
 _OUTCOMES = {
     Outcome.CREATED: knowledge_service_pb2.ImportResult.OUTCOME_CREATED,
@@ -185,3 +196,135 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
             ],
             embedding_model=self.kb.model.name,
         )
+
+    async def RecordKnowledgeGap(
+        self, request: knowledge_service_pb2.RecordKnowledgeGapRequest, context: Any
+    ) -> knowledge_service_pb2.RecordKnowledgeGapResponse:
+        v = Violations()
+        v.check(request.HasField("knowledge_gap"), "knowledge_gap", "is required")
+        gap = request.knowledge_gap
+        question = " ".join(gap.question.split())
+        v.check(bool(question), "knowledge_gap.question", "is required")
+        v.check(
+            len(question) <= MAX_QUERY_CHARS,
+            "knowledge_gap.question",
+            f"must be at most {MAX_QUERY_CHARS} characters",
+        )
+        language = gap.language.strip()
+        v.check(
+            not language or bool(LANGUAGE.match(language)),
+            "knowledge_gap.language",
+            "must be a BCP 47 code such as 'en'",
+        )
+        v.check(gap.channel in common_pb2.Channel.values(), "knowledge_gap.channel", "is not a known channel")
+        v.check(gap.outcome in _GAP_OUTCOMES, "knowledge_gap.outcome", "must be LOW_CONFIDENCE or NO_ANSWER_FOUND")
+        v.check(
+            len(gap.candidates) <= MAX_GAP_CANDIDATES,
+            "knowledge_gap.candidates",
+            f"at most {MAX_GAP_CANDIDATES}",
+        )
+        candidates: list[Candidate] = []
+        for i, c in enumerate(gap.candidates):
+            try:
+                slug = parse_name(c.article, COLLECTION, field=f"knowledge_gap.candidates[{i}].article")
+            except InvalidArgument as exc:
+                v.items.extend(exc.violations)
+                continue
+            if not (math.isfinite(c.score) and -1.0 <= c.score <= 1.0):
+                v.add(f"knowledge_gap.candidates[{i}].score", "must be between -1 and 1")
+                continue
+            candidates.append(Candidate(make_name(COLLECTION, slug), c.score))
+        if request.ticket:
+            try:
+                parse_name(request.ticket, "tickets", field="ticket")
+            except InvalidArgument as exc:
+                v.items.extend(exc.violations)
+        request_id = request.request_id.strip() or None
+        v.check(
+            request_id is None or len(request_id) <= MAX_REQUEST_ID,
+            "request_id",
+            f"must be at most {MAX_REQUEST_ID} characters",
+        )
+        v.raise_if_any()
+        # The ticket is not stored: nothing recorded here leads back to a customer (see README).
+        stored, duplicate = await self.kb.record_gap(
+            NewGap(
+                question=redact(question),
+                language=language,
+                channel=gap.channel,
+                outcome=gap.outcome,
+                candidates=top_candidates(candidates, MAX_GAP_CANDIDATES),
+            ),
+            request_id,
+        )
+        return knowledge_service_pb2.RecordKnowledgeGapResponse(knowledge_gap=_gap_proto(stored), duplicate=duplicate)
+
+    async def ListKnowledgeGaps(
+        self, request: knowledge_service_pb2.ListKnowledgeGapsRequest, context: Any
+    ) -> knowledge_service_pb2.ListKnowledgeGapsResponse:
+        size = page_size(request.page_size)
+        v = Violations()
+        v.check(
+            0 <= request.max_gaps_per_group <= MAX_GAPS_PER_GROUP,
+            "max_gaps_per_group",
+            f"must be between 1 and {MAX_GAPS_PER_GROUP}",
+        )
+        v.raise_if_any()
+        after = _gap_page_position(decode_token(request.page_token, "knowledgeGaps"))
+        groups, total = await self.kb.list_gap_groups(
+            after=after, limit=size + 1, gaps_per_group=request.max_gaps_per_group or DEFAULT_GAPS_PER_GROUP
+        )
+        more = len(groups) > size
+        groups = groups[:size]
+        token = ""
+        if more and groups:
+            token = encode_token([groups[-1].newest_time.isoformat(), groups[-1].id], "knowledgeGaps")
+        return knowledge_service_pb2.ListKnowledgeGapsResponse(
+            knowledge_gap_groups=[
+                knowledge_pb2.KnowledgeGapGroup(
+                    representative=_gap_proto(g.representative),
+                    gap_count=g.gap_count,
+                    newest_time=_timestamp(g.newest_time),
+                    gaps=[_gap_proto(m) for m in g.gaps],
+                    candidates=[_candidate_proto(c) for c in g.candidates],
+                )
+                for g in groups
+            ],
+            next_page_token=token,
+            total_size=total,
+        )
+
+
+def _gap_page_position(position: Any) -> tuple[datetime, int] | None:
+    if position is None:
+        return None
+    try:
+        newest, group_id = position
+        parsed = datetime.fromisoformat(newest)
+        if not isinstance(group_id, int) or parsed.tzinfo is None:
+            raise TypeError
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from exc
+    return parsed, group_id
+
+
+def _timestamp(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def _candidate_proto(c: Candidate) -> knowledge_pb2.KnowledgeGapCandidate:
+    return knowledge_pb2.KnowledgeGapCandidate(article=c.article, score=c.score)
+
+
+def _gap_proto(gap: StoredGap) -> knowledge_pb2.KnowledgeGap:
+    return knowledge_pb2.KnowledgeGap(
+        name=make_name(GAP_COLLECTION, gap.id),
+        question=gap.question,
+        language=gap.language,
+        channel=gap.channel,  # type: ignore[arg-type]
+        outcome=gap.outcome,  # type: ignore[arg-type]
+        candidates=[_candidate_proto(c) for c in gap.candidates],
+        create_time=_timestamp(gap.create_time),
+    )

@@ -50,6 +50,13 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     # Delete vectors of other models once every chunk has one for the current model.
     prune_other_models: bool = True
 
+    # Knowledge gaps: a recorded question joins the group whose first question has at least this
+    # cosine similarity to it (the most similar such group), or opens a new group. With the local
+    # model, paraphrases of one question score about 0.65-0.75 and unrelated questions below 0.2.
+    gap_group_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.6
+    # Gaps older than this many days are deleted (when the next gap is recorded); 0 keeps them.
+    gap_retention_days: Annotated[int, Field(ge=0, le=3650)] = 180
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> KnowledgeSettings:
         if self.chunk_overlap_chars >= self.chunk_max_chars:

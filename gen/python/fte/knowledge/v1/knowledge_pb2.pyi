@@ -4,10 +4,12 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from fte.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -152,3 +154,154 @@ class SearchResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchResult: _TypeAlias = SearchResult  # noqa: Y015
+
+@_typing.final
+class KnowledgeGap(_message.Message):
+    """A customer question the knowledge base answered poorly or not at all, recorded so the team can
+    see which article to write next. No customer identity is stored with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Outcome:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[KnowledgeGap._Outcome.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        OUTCOME_UNSPECIFIED: KnowledgeGap._Outcome.ValueType  # 0
+        OUTCOME_LOW_CONFIDENCE: KnowledgeGap._Outcome.ValueType  # 1
+        """Answered, from a passage only just similar enough to the question."""
+        OUTCOME_NO_ANSWER_FOUND: KnowledgeGap._Outcome.ValueType  # 2
+        """Escalated to a person because nothing relevant was found."""
+
+    class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
+        """What the caller did with the question."""
+
+    OUTCOME_UNSPECIFIED: KnowledgeGap.Outcome.ValueType  # 0
+    OUTCOME_LOW_CONFIDENCE: KnowledgeGap.Outcome.ValueType  # 1
+    """Answered, from a passage only just similar enough to the question."""
+    OUTCOME_NO_ANSWER_FOUND: KnowledgeGap.Outcome.ValueType  # 2
+    """Escalated to a person because nothing relevant was found."""
+
+    NAME_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Output only. Resource name, "knowledgeGaps/{knowledge_gap}"."""
+    question: _builtins.str
+    """Required. The customer's question, 1 to 2000 characters. Email addresses and phone numbers
+    are replaced by "[email]" and "[phone]" before it is stored.
+    """
+    language: _builtins.str
+    """Optional. BCP 47 language code of the question, e.g. "en"."""
+    channel: _common_pb2.Channel.ValueType
+    """Optional. The channel the question arrived on."""
+    outcome: Global___KnowledgeGap.Outcome.ValueType
+    """Required. What the caller did with the question."""
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnowledgeGapCandidate]:
+        """Optional. The best articles found for the question, best first; at most 10."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the gap was recorded."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        question: _builtins.str = ...,
+        language: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        outcome: Global___KnowledgeGap.Outcome.ValueType = ...,
+        candidates: _abc.Iterable[Global___KnowledgeGapCandidate] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "channel", b"channel", "create_time", b"create_time", "language", b"language", "name", b"name", "outcome", b"outcome", "question", b"question"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeGap: _TypeAlias = KnowledgeGap  # noqa: Y015
+
+@_typing.final
+class KnowledgeGapCandidate(_message.Message):
+    """An article that was found for a question but did not answer it well enough."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    article: _builtins.str
+    """Required. The article resource name, "articles/{article}"."""
+    score: _builtins.float
+    """Required. How close the article came, in [-1, 1]: the agent sends the cosine similarity of
+    the question and the article's best passage (`SearchResult.vector_similarity`).
+    """
+    def __init__(
+        self,
+        *,
+        article: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeGapCandidate: _TypeAlias = KnowledgeGapCandidate  # noqa: Y015
+
+@_typing.final
+class KnowledgeGapGroup(_message.Message):
+    """Recorded gaps whose questions are alike: each gap joins the group whose first question is the
+    most similar to it (cosine similarity of their embeddings at least the service's threshold).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPRESENTATIVE_FIELD_NUMBER: _builtins.int
+    GAP_COUNT_FIELD_NUMBER: _builtins.int
+    NEWEST_TIME_FIELD_NUMBER: _builtins.int
+    GAPS_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    gap_count: _builtins.int
+    """Number of gaps in the group."""
+    @_builtins.property
+    def representative(self) -> Global___KnowledgeGap:
+        """The group's first question; every other member was found similar to it."""
+
+    @_builtins.property
+    def newest_time(self) -> _timestamp_pb2.Timestamp:
+        """When the newest gap of the group was recorded."""
+
+    @_builtins.property
+    def gaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnowledgeGap]:
+        """The group's newest gaps, newest first (at most `max_gaps_per_group` of the request)."""
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnowledgeGapCandidate]:
+        """The articles found for any gap of the group, each with its best score, best first; at most 10."""
+
+    def __init__(
+        self,
+        *,
+        representative: Global___KnowledgeGap | None = ...,
+        gap_count: _builtins.int = ...,
+        newest_time: _timestamp_pb2.Timestamp | None = ...,
+        gaps: _abc.Iterable[Global___KnowledgeGap] | None = ...,
+        candidates: _abc.Iterable[Global___KnowledgeGapCandidate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["newest_time", b"newest_time", "representative", b"representative"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "gap_count", b"gap_count", "gaps", b"gaps", "newest_time", b"newest_time", "representative", b"representative"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeGapGroup: _TypeAlias = KnowledgeGapGroup  # noqa: Y015

@@ -432,3 +432,121 @@ class SearchKnowledgeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchKnowledgeResponse: _TypeAlias = SearchKnowledgeResponse  # noqa: Y015
+
+@_typing.final
+class RecordKnowledgeGapRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_GAP_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Optional. The ticket the question belongs to, "tickets/{ticket}". Checked but not stored: the
+    knowledge service does not follow customer erasures, so it keeps nothing that leads to a customer.
+    """
+    request_id: _builtins.str
+    """Optional. Idempotency key, at most 200 characters; a retry with the same key returns the
+    gap recorded first.
+    """
+    @_builtins.property
+    def knowledge_gap(self) -> _knowledge_pb2.KnowledgeGap:
+        """Required. The gap; `question` and `outcome` are required."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_gap: _knowledge_pb2.KnowledgeGap | None = ...,
+        ticket: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["knowledge_gap", b"knowledge_gap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["knowledge_gap", b"knowledge_gap", "request_id", b"request_id", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordKnowledgeGapRequest: _TypeAlias = RecordKnowledgeGapRequest  # noqa: Y015
+
+@_typing.final
+class RecordKnowledgeGapResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_GAP_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when a gap with this request id was already recorded."""
+    @_builtins.property
+    def knowledge_gap(self) -> _knowledge_pb2.KnowledgeGap:
+        """The recorded gap."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_gap: _knowledge_pb2.KnowledgeGap | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["knowledge_gap", b"knowledge_gap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "knowledge_gap", b"knowledge_gap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordKnowledgeGapResponse: _TypeAlias = RecordKnowledgeGapResponse  # noqa: Y015
+
+@_typing.final
+class ListKnowledgeGapsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MAX_GAPS_PER_GROUP_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Optional. Groups per page, at most 100; default 20."""
+    page_token: _builtins.str
+    """Optional. The `next_page_token` of a previous call."""
+    max_gaps_per_group: _builtins.int
+    """Optional. Gaps listed in each group, newest first; 1 to 100, default 10."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        max_gaps_per_group: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_gaps_per_group", b"max_gaps_per_group", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKnowledgeGapsRequest: _TypeAlias = ListKnowledgeGapsRequest  # noqa: Y015
+
+@_typing.final
+class ListKnowledgeGapsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_GAP_GROUPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    total_size: _builtins.int
+    """Total number of groups."""
+    @_builtins.property
+    def knowledge_gap_groups(self) -> _containers.RepeatedCompositeFieldContainer[_knowledge_pb2.KnowledgeGapGroup]:
+        """The page of groups, the one with the newest gap first."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_gap_groups: _abc.Iterable[_knowledge_pb2.KnowledgeGapGroup] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["knowledge_gap_groups", b"knowledge_gap_groups", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKnowledgeGapsResponse: _TypeAlias = ListKnowledgeGapsResponse  # noqa: Y015

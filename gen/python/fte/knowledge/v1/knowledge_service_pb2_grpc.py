@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class KnowledgeServiceStub:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and List; `kb.write` for every change.
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     def __init__(self, channel):
@@ -71,11 +72,22 @@ class KnowledgeServiceStub:
                 request_serializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchKnowledgeRequest.SerializeToString,
                 response_deserializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchKnowledgeResponse.FromString,
                 _registered_method=True)
+        self.RecordKnowledgeGap = channel.unary_unary(
+                '/fte.knowledge.v1.KnowledgeService/RecordKnowledgeGap',
+                request_serializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.RecordKnowledgeGapRequest.SerializeToString,
+                response_deserializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.RecordKnowledgeGapResponse.FromString,
+                _registered_method=True)
+        self.ListKnowledgeGaps = channel.unary_unary(
+                '/fte.knowledge.v1.KnowledgeService/ListKnowledgeGaps',
+                request_serializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.ListKnowledgeGapsRequest.SerializeToString,
+                response_deserializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.ListKnowledgeGapsResponse.FromString,
+                _registered_method=True)
 
 
 class KnowledgeServiceServicer:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and List; `kb.write` for every change.
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     def CreateArticle(self, request, context):
@@ -127,6 +139,21 @@ class KnowledgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordKnowledgeGap(self, request, context):
+        """Records a question that was answered with low confidence or not at all. Idempotent by
+        `request_id`: the same request sent twice records one gap and returns it both times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKnowledgeGaps(self, request, context):
+        """Lists recorded gaps grouped by similar questions, the group with the newest gap first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KnowledgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +192,16 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     request_deserializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchKnowledgeRequest.FromString,
                     response_serializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchKnowledgeResponse.SerializeToString,
             ),
+            'RecordKnowledgeGap': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordKnowledgeGap,
+                    request_deserializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.RecordKnowledgeGapRequest.FromString,
+                    response_serializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.RecordKnowledgeGapResponse.SerializeToString,
+            ),
+            'ListKnowledgeGaps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKnowledgeGaps,
+                    request_deserializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.ListKnowledgeGapsRequest.FromString,
+                    response_serializer=fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.ListKnowledgeGapsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'fte.knowledge.v1.KnowledgeService', rpc_method_handlers)
@@ -175,7 +212,8 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class KnowledgeService:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and List; `kb.write` for every change.
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     @staticmethod
@@ -357,6 +395,60 @@ class KnowledgeService:
             '/fte.knowledge.v1.KnowledgeService/SearchKnowledge',
             fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchKnowledgeRequest.SerializeToString,
             fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchKnowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordKnowledgeGap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.knowledge.v1.KnowledgeService/RecordKnowledgeGap',
+            fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.RecordKnowledgeGapRequest.SerializeToString,
+            fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.RecordKnowledgeGapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKnowledgeGaps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.knowledge.v1.KnowledgeService/ListKnowledgeGaps',
+            fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.ListKnowledgeGapsRequest.SerializeToString,
+            fte_dot_knowledge_dot_v1_dot_knowledge__service__pb2.ListKnowledgeGapsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class KnowledgeServiceStub:
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and List; `kb.write` for every change.
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     @_typing.overload
@@ -49,11 +50,18 @@ class KnowledgeServiceStub:
     """Creates or updates many articles by slug; unchanged content is skipped."""
     SearchKnowledge: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.SearchKnowledgeRequest, _knowledge_service_pb2.SearchKnowledgeResponse]
     """Finds the chunks that best answer a query."""
+    RecordKnowledgeGap: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.RecordKnowledgeGapRequest, _knowledge_service_pb2.RecordKnowledgeGapResponse]
+    """Records a question that was answered with low confidence or not at all. Idempotent by
+    `request_id`: the same request sent twice records one gap and returns it both times.
+    """
+    ListKnowledgeGaps: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.ListKnowledgeGapsRequest, _knowledge_service_pb2.ListKnowledgeGapsResponse]
+    """Lists recorded gaps grouped by similar questions, the group with the newest gap first."""
 
 @_typing.type_check_only
 class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and List; `kb.write` for every change.
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -71,10 +79,17 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     """Creates or updates many articles by slug; unchanged content is skipped."""
     SearchKnowledge: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.SearchKnowledgeRequest, _knowledge_service_pb2.SearchKnowledgeResponse]  # type: ignore[assignment]
     """Finds the chunks that best answer a query."""
+    RecordKnowledgeGap: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.RecordKnowledgeGapRequest, _knowledge_service_pb2.RecordKnowledgeGapResponse]  # type: ignore[assignment]
+    """Records a question that was answered with low confidence or not at all. Idempotent by
+    `request_id`: the same request sent twice records one gap and returns it both times.
+    """
+    ListKnowledgeGaps: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.ListKnowledgeGapsRequest, _knowledge_service_pb2.ListKnowledgeGapsResponse]  # type: ignore[assignment]
+    """Lists recorded gaps grouped by similar questions, the group with the newest gap first."""
 
 class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
     """The knowledge base: articles and hybrid (vector + full-text) search over them.
-    Scopes: `kb.read` for Search, Get and List; `kb.write` for every change.
+    Scopes: `kb.read` for Search, Get and the Lists; `kb.gaps.write` for RecordKnowledgeGap;
+    `kb.write` for every other change.
     """
 
     @_abc_1.abstractmethod
@@ -132,5 +147,23 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_service_pb2.SearchKnowledgeResponse, _abc.Awaitable[_knowledge_service_pb2.SearchKnowledgeResponse]]:
         """Finds the chunks that best answer a query."""
+
+    @_abc_1.abstractmethod
+    def RecordKnowledgeGap(
+        self,
+        request: _knowledge_service_pb2.RecordKnowledgeGapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_service_pb2.RecordKnowledgeGapResponse, _abc.Awaitable[_knowledge_service_pb2.RecordKnowledgeGapResponse]]:
+        """Records a question that was answered with low confidence or not at all. Idempotent by
+        `request_id`: the same request sent twice records one gap and returns it both times.
+        """
+
+    @_abc_1.abstractmethod
+    def ListKnowledgeGaps(
+        self,
+        request: _knowledge_service_pb2.ListKnowledgeGapsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_service_pb2.ListKnowledgeGapsResponse, _abc.Awaitable[_knowledge_service_pb2.ListKnowledgeGapsResponse]]:
+        """Lists recorded gaps grouped by similar questions, the group with the newest gap first."""
 
 def add_KnowledgeServiceServicer_to_server(servicer: KnowledgeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
