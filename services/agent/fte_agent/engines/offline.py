@@ -131,8 +131,12 @@ class OfflineEngine:
             )
             return
         tools.outcome.cited.append(best)
-        body = await tools.read_article(best.article)
-        section = compose.best_section(body, question, best.heading)[1] if body else ""
+        # The search names the section that answers (matched on meaning, steps whole); an older
+        # knowledge service does not, and the article's body is searched for it here instead.
+        section = best.section_text
+        if not section:
+            body = await tools.read_article(best.article)
+            section = compose.best_section(body, question, best.heading)[1] if body else ""
         if section:
             # Answer from the article's best section rather than from wherever the chunk was cut.
             best = dataclasses.replace(best, text=section)
