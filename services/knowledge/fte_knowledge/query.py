@@ -84,9 +84,15 @@ def strip_noise(message: str, r: Rules | None = None) -> str:
         if i > 0 and stripped and not closing.sub("", stripped).strip(" ,.!-"):
             break
         kept.append(line)
+    # A greeting opens a line (the message's first, or the first after a subject line).
+    greeting = r.pattern("greetings")
+    for i, line in enumerate(kept):
+        rest = line.strip()
+        while (match := greeting.match(rest)) is not None and match.end() > 0:
+            rest = rest[match.end() :]
+        kept[i] = rest
     text = " ".join(kept)
-    # A sign-off at the end, with the name after it ("... Cheers, Tom"); filler anywhere; a
-    # greeting only at the start.
+    # A sign-off at the end, with the name after it ("... Cheers, Tom"); filler anywhere.
     phrases = "|".join(re.escape(p) for p in sorted(r.closings, key=len, reverse=True))
     text = re.sub(
         rf"(?<![\w-])(?i:{phrases})(?![\w-])[\s,.!]*(?:[A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*){{0,2}})?[\s.!]*$",
@@ -94,9 +100,6 @@ def strip_noise(message: str, r: Rules | None = None) -> str:
         text,
     )
     text = r.pattern("filler").sub(" ", text)
-    greeting = r.pattern("greetings")
-    while (match := greeting.match(text.strip())) is not None and match.end() > 0:
-        text = text.strip()[match.end() :]
     text = re.sub(r"\s+", " ", text).strip(" ,;:-")
     return text if len(words(text)) >= 1 else re.sub(r"\s+", " ", message).strip()
 

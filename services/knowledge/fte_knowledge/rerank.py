@@ -87,7 +87,7 @@ class Weights:
     # The multilingual model rates any passage in the question's own language higher, whatever
     # its topic: that much is taken off those articles' similarity (measured on the tuning set).
     cross_same_language: float = 0.08
-    cross_same_fused: float = 0.0  # the fused score's weight for articles in the question's language
+    cross_same_fused: float = 0.05  # the fused score's weight for articles in the question's language
     part_floor: float = 0.35  # a part of the question this article's best section matches less is not answered
     part_margin: float = 0.12  # ... or one matched this much less than by the best candidate
 
@@ -152,6 +152,9 @@ def rerank(
     if not candidates:
         return []
     asked = _stems(question_text) if weights.heading_word else frozenset()
+    # The most a candidate can score on this path, so that scores lie in [0, 1].
+    most_fused = weights.fused if cross_question is None else max(weights.cross_fused, weights.cross_same_fused)
+    scale = most_fused + weights.section + weights.language
     scored: list[tuple[float, float, int, Candidate, bool]] = []
     part_best: list[Matrix] = []
     for cand in candidates:
@@ -182,11 +185,11 @@ def rerank(
         value = fused_weight * cand.fused + weights.section * similarity
         if cand.language == language:
             value += weights.language
+        value /= scale  # in [0, 1]
         scored.append((value, similarity, best, cand, cross))
         if parts is not None:
             part_best.append(np.max(cand.vectors @ parts.T, axis=0))
     overall = np.max(np.stack(part_best), axis=0) if part_best else None
-    scale = weights.fused + weights.section + weights.language
     out: list[Ranked] = []
     for i, (value, similarity, best, cand, cross) in enumerate(scored):
         coverage = 1.0
@@ -194,7 +197,7 @@ def rerank(
             mine = part_best[i]
             answered = (mine >= weights.part_floor) & (mine >= overall - weights.part_margin)
             coverage = float(answered.mean())
-        score = min(1.0, max(0.0, value / scale))
+        score = min(1.0, max(0.0, value))
         out.append(Ranked(cand.slug, round(score, 6), similarity, cand.sections[best], coverage, cross))
     order = sorted(range(len(out)), key=lambda i: (-scored[i][0], out[i].slug))
     return [out[i] for i in order]
