@@ -9,8 +9,12 @@ texts, each spread into a cluster of near neighbours (unit-norm Gaussian noise).
 Queries are the labeled customer questions from the knowledge tests, embedded by the model.
 
 The service runs in this process (as `python -m fte_knowledge serve` would, on a free port) with
-the offline model; the raw-SQL baseline sends the service's own hybrid statement (both rankers and
-their fusion) straight to PostgreSQL with a precomputed query vector.
+the offline model, twice on the same database: re-ranking on (the default) and off (the first
+stage only: the hybrid statement's order, as before re-ranking), queried in turn; the raw-SQL
+baseline sends the service's own hybrid statement (both rankers and their fusion) straight to
+PostgreSQL with a precomputed query vector. The multilingual model's cost (used only for questions
+not in English) is measured against MiniLM's in the same run; its vectors of the 50,000 chunks
+are not computed here (hours on two cores), so the cross-lingual search is not timed at this size.
 
     .venv/bin/python bench/knowledge_search.py [--chunks 50000] [--queries 200]
 """
@@ -35,6 +39,7 @@ import asyncpg
 import numpy as np
 from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
 from fte_knowledge.chunking import chunk_article
+from fte_knowledge.crosslingual import LEAD_WORDS, CrossLingual, lead
 from fte_knowledge.server import Knowledge
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.sources import read_source
@@ -200,6 +205,7 @@ async def main(root: Path) -> None:
     postgres = PostgresServer(root / "postgres", free_port())
     await postgres.start()
     knowledge: Knowledge | None = None
+    first_stage: Knowledge | None = None
     try:
         dsn = await postgres.create_database("bench")
         admin = await asyncpg.connect(dsn)
@@ -228,6 +234,7 @@ async def main(root: Path) -> None:
             log_json=False,
             log_level="WARNING",
             reembed_idle_seconds=3600,
+            crosslingual=False,
         )
         vector_model = VectorModel(model.model, model.dimension)
         from fte_knowledge.server import migrate
@@ -242,6 +249,8 @@ async def main(root: Path) -> None:
         port = await knowledge.start()  # builds the model's HNSW index
         index_seconds = time.perf_counter() - started
         kb = knowledge.kb
+        first_stage = Knowledge(settings.model_copy(update={"rerank": False}), model)
+        first_port = await first_stage.start()
 
         questions = [json.loads(line)["question"] for line in QUESTIONS.read_text(encoding="utf-8").splitlines()]
         queries = [questions[i % len(questions)] for i in range(args.queries)]
@@ -253,11 +262,14 @@ async def main(root: Path) -> None:
         # is timed too.
         channel = connect(f"127.0.0.1:{port}", token=TOKEN, default_timeout=30.0)
         stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
+        first_channel = connect(f"127.0.0.1:{first_port}", token=TOKEN, default_timeout=30.0)
+        first_stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(first_channel)
         request = knowledge_service_pb2.SearchKnowledgeRequest
         candidates = settings.search_candidates
         vector_sql = kb.store.vector_sql(vector_model, Filters(), [None, candidates])
         hybrid_sql = kb.store.hybrid_sql(vector_model, Filters(), [None] * 10)
         grpc_times: list[float] = []
+        first_times: list[float] = []
         sql_times: list[float] = []
         vector_times: list[float] = []
         async with kb.store.pool.acquire() as conn:
@@ -266,6 +278,9 @@ async def main(root: Path) -> None:
                 response = await stub.SearchKnowledge(request(query=q, top_k=5))
                 grpc_time = time.perf_counter() - t0
                 assert response.results
+                t0 = time.perf_counter()
+                assert (await first_stub.SearchKnowledge(request(query=q, top_k=5))).results
+                first_time = time.perf_counter() - t0
                 vec = query_vectors[q]
                 words = query_words(q)
                 identifiers = " & ".join(w for w in words if any(ch.isdigit() for ch in w)) or None
@@ -279,14 +294,29 @@ async def main(root: Path) -> None:
                 await conn.fetch(vector_sql, vec, candidates)
                 if n >= 10:  # the first ten warm up both paths
                     grpc_times.append(grpc_time)
+                    first_times.append(first_time)
                     sql_times.append(sql_time)
                     vector_times.append(time.perf_counter() - t0)
         await channel.close()
+        await first_channel.close()
         embed_times: list[float] = []
+        e5_times: list[float] = []
+        cross = CrossLingual()
+        await cross.query("warm-up")
         for q in queries[:50]:
             t0 = time.perf_counter()
             await model.embed([q])
             embed_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await cross.query(q)
+            e5_times.append(time.perf_counter() - t0)
+        leads = [lead(t) for t in texts[:40]]
+        t0 = time.perf_counter()
+        model.embed_sync(leads)
+        minilm_lead = (time.perf_counter() - t0) / len(leads)
+        t0 = time.perf_counter()
+        await cross.passages(leads)
+        e5_lead = (time.perf_counter() - t0) / len(leads)
 
         recall_rows = []
         recall_vectors = [query_vectors[q] for q in questions]
@@ -298,6 +328,8 @@ async def main(root: Path) -> None:
         now_mb = rss_mb()
         chunks_total = await kb.store.pool.fetchval("SELECT count(*) FROM chunk_embeddings")
     finally:
+        if first_stage is not None:
+            await first_stage.stop()
         if knowledge is not None:
             await knowledge.stop()
         await postgres.stop()
@@ -307,10 +339,20 @@ async def main(root: Path) -> None:
     articles = args.chunks // CHUNKS_PER_ARTICLE
     print(f"\nknowledge search bench: {chunks_total} chunks (384-dim vectors, {articles} articles)")
     print(f"  setup: insert {insert_seconds:.1f} s, HNSW build {index_seconds:.1f} s, model load {load_seconds:.2f} s")
-    print(f"  Search via gRPC (embed + hybrid statement), {len(queries)} queries: {ms(grpc_times)}")
+    print(f"  Search via gRPC, re-ranked (the default), {len(queries)} queries:    {ms(grpc_times)}")
+    print(f"  Search via gRPC, first stage only (the search before re-ranking): {ms(first_times)}")
+    print(
+        f"  ratio re-ranked / first stage: p50 {g50 / statistics.median(first_times):.2f}x, p95 "
+        f"{percentile(grpc_times, 0.95) / percentile(first_times, 0.95):.2f}x"
+    )
     print(f"  the same hybrid statement as raw SQL (vector precomputed):    {ms(sql_times)}")
     print(f"  the vector ranker query alone:                                {ms(vector_times)}")
     print(f"  query embedding alone:                                           {ms(embed_times)}")
+    print(f"  multilingual e5 query embedding (non-English questions only):    {ms(e5_times)}")
+    print(
+        f"  a chunk's lead ({LEAD_WORDS} words) embedded: MiniLM {minilm_lead * 1000:.1f} ms, "
+        f"e5 {e5_lead * 1000:.1f} ms ({e5_lead / minilm_lead:.1f}x)"
+    )
     print(
         f"  ratio gRPC / raw SQL: p50 {g50 / s50:.2f}x, p95 "
         f"{percentile(grpc_times, 0.95) / percentile(sql_times, 0.95):.2f}x"

@@ -153,6 +153,13 @@ class Passage:
     # The passage answers only part of the question / is in another language than the question.
     partial: bool = False
     translated: bool = False
+    # The article's section that answers the question, as the search chose it (whole, steps
+    # whole; heading "" for the introduction), its similarity to the question, and the article's
+    # language.
+    section_heading: str = ""
+    section_text: str = ""
+    section_similarity: float = 0.0
+    language: str = ""
 
     @property
     def slug(self) -> str:

@@ -81,7 +81,7 @@ class KnowledgeSearcher:
     async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]:
         reply = await self.stub.SearchKnowledge(
             knowledge_service_pb2.SearchKnowledgeRequest(
-                query=query[:2000], top_k=top_k, language=language, max_chunks_per_article=2
+                query=query[:2000], top_k=top_k, query_language=language, max_chunks_per_article=2
             )
         )
         return [
@@ -93,6 +93,12 @@ class KnowledgeSearcher:
                 text=r.chunk_text,
                 score=r.score,
                 similarity=r.vector_similarity,
+                section_heading=r.section_heading,
+                section_text=r.section_text,
+                section_similarity=r.section_similarity,
+                partial=r.coverage < 1.0,
+                translated=r.cross_lingual,
+                language=r.language,
             )
             for r in reply.results
         ]

@@ -23,7 +23,7 @@ class Chunk:
     text: str  # the heading path, a blank line, then the chunk's content
 
 
-def _sections(title: str, body: str) -> list[tuple[str, list[str]]]:
+def sections(title: str, body: str) -> list[tuple[str, list[str]]]:
     """(heading path, paragraphs) per section, in order."""
     path: list[tuple[int, str]] = []
     sections: list[tuple[str, list[str]]] = []
@@ -99,7 +99,7 @@ def chunk_article(title: str, body: str, *, max_chars: int = 1000, overlap_chars
     if overlap_chars >= max_chars:
         raise ValueError("overlap_chars must be smaller than max_chars")
     chunks: list[Chunk] = []
-    for heading, paragraphs in _sections(title, body):
+    for heading, paragraphs in sections(title, body):
         units: list[str] = []
         for para in paragraphs:
             units.extend(_split_long(para, max_chars) if len(para) > max_chars else [para])

@@ -17,6 +17,7 @@ from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_s
 from fte_runtime.logs import configure_logging
 from fte_runtime.tasks import cancel_all
 
+from fte_knowledge.crosslingual import CrossLingual
 from fte_knowledge.reembed import run_reembedder
 from fte_knowledge.service import KnowledgeBase
 from fte_knowledge.servicer import KnowledgeServicer
@@ -79,8 +80,11 @@ async def open_knowledge_base(
     try:
         if embedder is None:
             embedder = await asyncio.to_thread(build_embedder, settings)
-        kb = KnowledgeBase(Store(pool), embedder, settings)
+        cross = await asyncio.to_thread(CrossLingual) if settings.crosslingual else None
+        kb = KnowledgeBase(Store(pool), embedder, settings, cross)
         await kb.store.ensure_index(kb.model)
+        if kb.cross_model is not None:
+            await kb.store.ensure_index(kb.cross_model)
     except BaseException:
         await pool.close()
         raise

@@ -3,21 +3,27 @@ vectors, import in bulk, and answer hybrid searches."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import asyncpg
+import numpy as np
 from fte_runtime.embeddings import Embedder, Vector
 from fte_runtime.errors import Aborted, AlreadyExists, NotFound
 
 from fte_knowledge.articles import ArticleFields, StoredArticle
 from fte_knowledge.chunking import Chunk, chunk_article
+from fte_knowledge.crosslingual import CrossLingual
 from fte_knowledge.gaps import GapStore, Group, NewGap, StoredGap
 from fte_knowledge.metrics import ARTICLES_WRITTEN, GAPS_RECORDED, SEARCHES
+from fte_knowledge.query import Understood, understand, vocabulary
+from fte_knowledge.rerank import Candidate, Section, Weights, article_sections, rerank, section_index
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.store import Filters, Hit, Store, VectorModel
 
@@ -42,6 +48,18 @@ class Outcome(Enum):
 class SearchHit:
     hit: Hit
     score: float
+    # The section of the article that answers the question (the whole section, steps whole),
+    # how similar it is to the question, and how much of the question the article answers.
+    section: Section | None = None
+    section_similarity: float = 0.0
+    coverage: float = 1.0
+    cross_lingual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    hits: list[SearchHit]
+    query: Understood
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +71,18 @@ class Prepared:
 
 
 class KnowledgeBase:
-    def __init__(self, store: Store, embedder: Embedder, settings: KnowledgeSettings) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, settings: KnowledgeSettings, cross: CrossLingual | None = None
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.model = VectorModel(embedder.model, embedder.dimension)
         self.gaps = GapStore(store.pool)
+        self.cross = cross
+        self.cross_model = VectorModel(cross.model, cross.dimension) if cross else None
+        self.weights = Weights(fused=settings.rerank_fused_weight)
+        self.vocabulary: frozenset[str] = frozenset()
         self._common_refresh_at = 0.0
 
     async def prepare(self, articles: Sequence[ArticleFields]) -> list[Prepared]:
@@ -180,27 +204,121 @@ class KnowledgeBase:
     # -- search ------------------------------------------------------------------------------
 
     async def search(
-        self, query: str, *, top_k: int, min_score: float, filters: Filters, per_article: int
-    ) -> list[SearchHit]:
-        """Hybrid search: vector and full-text candidates fused by reciprocal rank, in one
-        statement (see `Store.hybrid_sql`)."""
+        self,
+        query: str,
+        *,
+        top_k: int,
+        min_score: float,
+        filters: Filters,
+        per_article: int,
+        query_language: str = "",
+    ) -> SearchOutcome:
+        """Query understanding, then the hybrid statement (vector and full-text candidates fused
+        by reciprocal rank, see `Store.hybrid_sql`) for up to `rerank_candidates` articles, then
+        the second stage (see `rerank`): the articles re-ranked on question-vs-section
+        similarity, each with the section that answers."""
         if time.monotonic() >= self._common_refresh_at:
             self._common_refresh_at = time.monotonic() + _COMMON_REFRESH_SECONDS
             await self.store.refresh_common_lexemes(self.settings.search_common_word_fraction)
-        (vector,) = await self.embedder.embed([query])
+            self.vocabulary = vocabulary(await self.store.vocabulary_texts())
+        understood = understand(query, language=query_language, kb_words=self.vocabulary)
+        second_stage = self.settings.rerank
+        parts = list(understood.parts) if second_stage and len(understood.parts) > 1 else []
+        cross_question = None
+        if second_stage and self.cross is not None and understood.language != "en":
+            vectors, cross_question = await asyncio.gather(
+                self.embedder.embed([understood.text, *parts]), self.cross.query(understood.text)
+            )
+        else:
+            vectors = await self.embedder.embed([understood.text, *parts])
+        if not second_stage:
+            first = await self.store.search_hybrid(
+                understood.text,
+                vectors[0],
+                self.model,
+                filters,
+                candidates=max(self.settings.search_candidates, top_k * per_article * 3),
+                rrf_k=self.settings.rrf_k,
+                top_k=top_k,
+                per_article=per_article,
+                min_score=min_score,
+                extra_words=understood.extra_words,
+                language=understood.language,
+            )
+            SEARCHES.inc()
+            return SearchOutcome([SearchHit(hit, score) for hit, score in first], understood)
+        pool = max(top_k, self.settings.rerank_candidates)
         hits = await self.store.search_hybrid(
-            query,
-            vector,
+            understood.text,
+            vectors[0],
             self.model,
             filters,
-            candidates=max(self.settings.search_candidates, top_k * per_article * 3),
+            candidates=max(self.settings.search_candidates, pool * per_article * 3),
             rrf_k=self.settings.rrf_k,
-            top_k=top_k,
+            top_k=pool * per_article,
             per_article=per_article,
-            min_score=min_score,
+            min_score=0.0,
+            extra_words=understood.extra_words,
+            language=understood.language,
         )
+        by_article: dict[str, list[tuple[Hit, float]]] = {}
+        for hit, score in hits:
+            by_article.setdefault(hit.slug, []).append((hit, score))
+        if cross_question is not None and self.cross_model is not None:
+            for hit in await self.store.search_vector(cross_question, self.cross_model, filters, pool * 3):
+                if len(by_article) >= pool * 2:
+                    break
+                by_article.setdefault(hit.slug, [(hit, 0.0)])
+        if not by_article:
+            SEARCHES.inc()
+            return SearchOutcome([], understood)
+        candidates = await self._candidates(by_article, with_cross=cross_question is not None)
+        ranked = rerank(
+            candidates,
+            vectors[0],
+            language=understood.language,
+            exact=understood.exact,
+            question_text=understood.text,
+            parts=np.stack(vectors[1:]) if parts else None,
+            cross_question=cross_question,
+            weights=self.weights,
+        )
+        out: list[SearchHit] = []
+        for r in ranked:
+            if r.score < min_score or len({h.hit.slug for h in out}) >= top_k:
+                continue
+            for hit, _ in by_article[r.slug]:
+                out.append(SearchHit(hit, r.score, r.section, r.similarity, r.coverage, r.cross_lingual))
         SEARCHES.inc()
-        return [SearchHit(hit, score) for hit, score in hits]
+        return SearchOutcome(out, understood)
+
+    async def _candidates(self, by_article: dict[str, list[tuple[Hit, float]]], *, with_cross: bool) -> list[Candidate]:
+        rows = await self.store.candidate_material(
+            list(by_article), self.model, self.cross_model if with_cross else None
+        )
+        grouped: dict[str, list[Any]] = {}
+        for row in rows:
+            grouped.setdefault(row["slug"], []).append(row)
+        out: list[Candidate] = []
+        for slug, chunk_rows in grouped.items():
+            first = chunk_rows[0]
+            article = article_sections(first["title"], first["body"] or "")
+            cross_rows = [r["cross_vector"] for r in chunk_rows]
+            out.append(
+                Candidate(
+                    slug=slug,
+                    title=first["title"],
+                    language=first["language"],
+                    fused=max(score for _, score in by_article[slug]),
+                    sections=article,
+                    chunk_sections=[section_index(article, r["heading"]) for r in chunk_rows],
+                    vectors=np.stack([_array(r["vector"]) for r in chunk_rows]),
+                    cross_vectors=np.stack([_array(v) for v in cross_rows])
+                    if with_cross and all(v is not None for v in cross_rows)
+                    else None,
+                )
+            )
+        return out
 
     # -- knowledge gaps ----------------------------------------------------------------------
 
@@ -238,3 +356,9 @@ class KnowledgeBase:
         return await self.gaps.list_groups(
             after=after, limit=limit, gaps_per_group=gaps_per_group, candidates_per_group=MAX_GAP_CANDIDATES
         )
+
+
+def _array(value: Any) -> Vector:
+    """A stored vector (pgvector's `Vector`, or an array) as float32."""
+    array = value.to_numpy() if hasattr(value, "to_numpy") else value
+    return np.asarray(array, dtype=np.float32)

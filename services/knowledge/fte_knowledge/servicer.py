@@ -167,7 +167,11 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
         language = request.language.strip()
         v.check(not language or bool(LANGUAGE.match(language)), "language", "must be a BCP 47 code such as 'en'")
         v.raise_if_any()
-        hits = await self.kb.search(
+        query_language = request.query_language.strip()
+        if query_language and not LANGUAGE.match(query_language):
+            v.check(False, "query_language", "must be a BCP 47 code such as 'en'")
+            v.raise_if_any()
+        outcome = await self.kb.search(
             query,
             top_k=request.top_k or DEFAULT_TOP_K,
             min_score=request.min_score,
@@ -177,6 +181,7 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
                 language=language,
             ),
             per_article=request.max_chunks_per_article or 1,
+            query_language=query_language,
         )
         return knowledge_service_pb2.SearchKnowledgeResponse(
             results=[
@@ -191,10 +196,17 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
                     vector_similarity=h.hit.similarity,
                     category=h.hit.category,
                     language=h.hit.language,
+                    section_heading=h.section.heading if h.section else "",
+                    section_text=h.section.text if h.section else "",
+                    section_similarity=h.section_similarity,
+                    coverage=h.coverage,
+                    cross_lingual=h.cross_lingual,
                 )
-                for h in hits
+                for h in outcome.hits
             ],
             embedding_model=self.kb.model.name,
+            query_language=outcome.query.language,
+            understood_query=outcome.query.text,
         )
 
     async def RecordKnowledgeGap(

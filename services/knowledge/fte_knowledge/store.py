@@ -316,8 +316,9 @@ class Store:
                 await self.insert_embeddings(conn, [k[0] for k in keep], [k[1] for k in keep], model)
             return len(keep)
 
-    async def prune_other_models(self, model: VectorModel) -> int:
-        result: str = await self.pool.execute("DELETE FROM chunk_embeddings WHERE model <> $1", model.name)
+    async def prune_other_models(self, model: VectorModel, keep: Sequence[VectorModel] = ()) -> int:
+        names = [model.name, *(k.name for k in keep)]
+        result: str = await self.pool.execute("DELETE FROM chunk_embeddings WHERE model <> ALL($1::text[])", names)
         return int(result.rsplit(maxsplit=1)[-1])
 
     async def embedding_counts(self) -> dict[str, int]:
@@ -427,14 +428,19 @@ class Store:
         top_k: int,
         per_article: int,
         min_score: float,
+        extra_words: Sequence[str] = (),
+        language: str = "",
     ) -> list[tuple[Hit, float]]:
-        """(hit, fused score) pairs, best first; see `hybrid_sql`."""
+        """(hit, fused score) pairs, best first; see `hybrid_sql`. `extra_words` join the
+        full-text side's words (never its required identifiers); `language` chooses its
+        text-search configuration when no language filter does."""
         words = query_words(query)
         identifiers = " & ".join(w for w in words if any(ch.isdigit() for ch in w))
+        words = list(dict.fromkeys([*words, *extra_words]))[:_MAX_QUERY_TERMS]
         args: list[Any] = [
             vector,
             candidates,
-            ts_config(filters.language or "en"),
+            ts_config(filters.language or language or "en"),
             words,
             identifiers or None,
             rrf_k,
@@ -445,6 +451,41 @@ class Store:
         ]
         rows = await self.pool.fetch(self.hybrid_sql(model, filters, args), *args)
         return [(_hit(r), float(r["score"])) for r in rows]
+
+    async def candidate_material(
+        self, slugs: Sequence[str], model: VectorModel, cross_model: VectorModel | None
+    ) -> list[asyncpg.Record]:
+        """For re-ranking: every chunk of these articles with its heading and vector (and its
+        cross-lingual vector, when that model is given and the chunk has one), in chunk order;
+        the article's body comes with its first chunk."""
+        cross_join = (
+            f"LEFT JOIN chunk_embeddings x ON x.chunk_id = c.id AND x.model = {cross_model.literal}"
+            if cross_model
+            else ""
+        )
+        cross_column = "x.embedding" if cross_model else "NULL::public.vector"
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            f"""SELECT a.slug, a.title, a.language, c.chunk_index, c.heading,
+                       CASE WHEN c.chunk_index = 0 THEN a.body END AS body,
+                       e.embedding AS vector, {cross_column} AS cross_vector
+                FROM articles a
+                JOIN chunks c ON c.article_slug = a.slug
+                JOIN chunk_embeddings e ON e.chunk_id = c.id AND e.model = {model.literal}
+                {cross_join}
+                WHERE a.slug = ANY($1::text[])
+                ORDER BY a.slug, c.chunk_index""",
+            list(slugs),
+        )
+        return rows
+
+    async def vocabulary_texts(self) -> list[str]:
+        """Titles, section headings and tags of every article: the knowledge base's own words."""
+        rows = await self.pool.fetch(
+            """SELECT title AS t FROM articles
+               UNION SELECT DISTINCT unnest(tags) FROM articles
+               UNION SELECT DISTINCT heading FROM chunks"""
+        )
+        return [r["t"] for r in rows]
 
     async def analyze(self) -> None:
         await self.pool.execute("ANALYZE articles, chunks, chunk_embeddings")

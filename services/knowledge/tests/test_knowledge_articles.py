@@ -15,11 +15,14 @@ from knowledge_helpers import Client, Stub, article, failure, violations  # type
 
 
 async def _chunk_count(knowledge: Knowledge, slug: str) -> tuple[int, int]:
-    """(chunks, vectors) stored for an article."""
+    """(chunks, vectors of the search's model) stored for an article."""
     pool = knowledge.kb.store.pool
     chunks = await pool.fetchval("SELECT count(*) FROM chunks WHERE article_slug = $1", slug)
     vectors = await pool.fetchval(
-        "SELECT count(*) FROM chunk_embeddings e JOIN chunks c ON c.id = e.chunk_id WHERE c.article_slug = $1", slug
+        "SELECT count(*) FROM chunk_embeddings e JOIN chunks c ON c.id = e.chunk_id "
+        "WHERE c.article_slug = $1 AND e.model = $2",
+        slug,
+        knowledge.kb.model.name,
     )
     return chunks, vectors
 

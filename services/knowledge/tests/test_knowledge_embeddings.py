@@ -15,6 +15,7 @@ import pytest
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_knowledge.articles import from_proto
+from fte_knowledge.crosslingual import MODEL as CROSS_MODEL
 from fte_knowledge.reembed import reembed_pending
 from fte_knowledge.server import Knowledge, close_knowledge_base, open_knowledge_base
 from fte_knowledge.settings import KnowledgeSettings
@@ -172,7 +173,9 @@ async def test_service_with_openai_provider(
         await channel.close()
     assert response.embedding_model == "text-embedding-3-small"
     assert response.results[0].article == "articles/invoices"
-    rows = await service.kb.store.pool.fetch("SELECT DISTINCT model, dimension FROM chunk_embeddings")
+    rows = await service.kb.store.pool.fetch(
+        "SELECT DISTINCT model, dimension FROM chunk_embeddings WHERE model <> $1 ORDER BY model", CROSS_MODEL
+    )
     assert [(r["model"], r["dimension"]) for r in rows] == [("text-embedding-3-small", 64)]
 
 
@@ -191,7 +194,7 @@ async def test_model_change_reembeds_in_background_and_search_never_mixes_models
             for i, slug in enumerate(slugs)
         ]
     )
-    assert await first.kb.store.embedding_counts() == {LOCAL_MODEL: 6}
+    assert (await first.kb.store.embedding_counts())[LOCAL_MODEL] == 6
     await first.stop()
 
     openai_settings = KnowledgeSettings(
@@ -205,12 +208,12 @@ async def test_model_change_reembeds_in_background_and_search_never_mixes_models
     # Without a server: a partial re-embedding shows that search only uses the current model.
     kb = await open_knowledge_base(openai_settings, "test")
     try:
-        assert await kb.search("subject", top_k=10, min_score=0, filters=Filters(), per_article=1) == []
+        assert (await kb.search("subject", top_k=10, min_score=0, filters=Filters(), per_article=1)).hits == []
         pending = await kb.store.chunks_without(kb.model, 2)
         await kb.store.add_embeddings(
             [c for c, _ in pending], await kb.embedder.embed([t for _, t in pending]), kb.model
         )
-        hits = await kb.search("subject number", top_k=10, min_score=0, filters=Filters(), per_article=1)
+        hits = (await kb.search("subject number", top_k=10, min_score=0, filters=Filters(), per_article=1)).hits
         done = {
             r["article_slug"]
             for r in await kb.store.pool.fetch(
@@ -224,7 +227,9 @@ async def test_model_change_reembeds_in_background_and_search_never_mixes_models
     finally:
         await close_knowledge_base(kb)
 
-    # The server re-embeds the rest in the background and prunes the old model's vectors.
+    # The server re-embeds the rest in the background and prunes the old model's vectors (the
+    # cross-lingual model's stay: they do not depend on the search's model).
+    wanted = {"fake-embed": 6, CROSS_MODEL: 6}
     second = await start_knowledge(
         database_url=dsn,
         embedding_provider="openai",
@@ -234,10 +239,10 @@ async def test_model_change_reembeds_in_background_and_search_never_mixes_models
         reembed_batch_size=2,
     )
     for _ in range(100):
-        if await second.kb.store.embedding_counts() == {"fake-embed": 6}:
+        if await second.kb.store.embedding_counts() == wanted:
             break
         await asyncio.sleep(0.1)
-    assert await second.kb.store.embedding_counts() == {"fake-embed": 6}
+    assert await second.kb.store.embedding_counts() == wanted
     channel = connect(f"127.0.0.1:{second.grpc.port}", token=tokens["kb-reader"], default_timeout=30.0)
     try:
         stub = knowledge_service_pb2_grpc.KnowledgeServiceStub(channel)
@@ -253,7 +258,7 @@ async def test_model_change_reembeds_in_background_and_search_never_mixes_models
             "WHERE schemaname = 'knowledge' AND indexname LIKE 'chunk_embeddings_hnsw_%'"
         )
     }
-    assert len(index_names) == 2  # one HNSW index per model
+    assert len(index_names) == 3  # one HNSW index per model searched: two in turn, and the cross-lingual one
 
 
 async def test_reembed_command_is_a_no_op_when_up_to_date(knowledge: Knowledge) -> None:

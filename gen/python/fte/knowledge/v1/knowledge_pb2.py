@@ -26,7 +26,7 @@ from fte.common.v1 import common_pb2 as fte_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fte/knowledge/v1/knowledge.proto\x12\x10\x66te.knowledge.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x02\n\x07\x41rticle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slug\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x12\x0b\n\x03url\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc3\x01\n\x0cSearchResult\x12\x0f\n\x07\x61rticle\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x12\n\nchunk_text\x18\x04 \x01(\t\x12\x0f\n\x07heading\x18\x05 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x06 \x01(\x05\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x19\n\x11vector_similarity\x18\x08 \x01(\x01\x12\x10\n\x08\x63\x61tegory\x18\t \x01(\t\x12\x10\n\x08language\x18\n \x01(\t\"\xed\x02\n\x0cKnowledgeGap\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x37\n\x07outcome\x18\x05 \x01(\x0e\x32&.fte.knowledge.v1.KnowledgeGap.Outcome\x12;\n\ncandidates\x18\x06 \x03(\x0b\x32\'.fte.knowledge.v1.KnowledgeGapCandidate\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16OUTCOME_LOW_CONFIDENCE\x10\x01\x12\x1b\n\x17OUTCOME_NO_ANSWER_FOUND\x10\x02\"7\n\x15KnowledgeGapCandidate\x12\x0f\n\x07\x61rticle\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xfa\x01\n\x11KnowledgeGapGroup\x12\x36\n\x0erepresentative\x18\x01 \x01(\x0b\x32\x1e.fte.knowledge.v1.KnowledgeGap\x12\x11\n\tgap_count\x18\x02 \x01(\x05\x12/\n\x0bnewest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x04gaps\x18\x04 \x03(\x0b\x32\x1e.fte.knowledge.v1.KnowledgeGap\x12;\n\ncandidates\x18\x05 \x03(\x0b\x32\'.fte.knowledge.v1.KnowledgeGapCandidateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fte/knowledge/v1/knowledge.proto\x12\x10\x66te.knowledge.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x02\n\x07\x41rticle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slug\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x12\x0b\n\x03url\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x02\n\x0cSearchResult\x12\x0f\n\x07\x61rticle\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x12\n\nchunk_text\x18\x04 \x01(\t\x12\x0f\n\x07heading\x18\x05 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x06 \x01(\x05\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x19\n\x11vector_similarity\x18\x08 \x01(\x01\x12\x10\n\x08\x63\x61tegory\x18\t \x01(\t\x12\x10\n\x08language\x18\n \x01(\t\x12\x17\n\x0fsection_heading\x18\x0b \x01(\t\x12\x14\n\x0csection_text\x18\x0c \x01(\t\x12\x1a\n\x12section_similarity\x18\r \x01(\x01\x12\x10\n\x08\x63overage\x18\x0e \x01(\x01\x12\x15\n\rcross_lingual\x18\x0f \x01(\x08\"\xed\x02\n\x0cKnowledgeGap\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x37\n\x07outcome\x18\x05 \x01(\x0e\x32&.fte.knowledge.v1.KnowledgeGap.Outcome\x12;\n\ncandidates\x18\x06 \x03(\x0b\x32\'.fte.knowledge.v1.KnowledgeGapCandidate\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16OUTCOME_LOW_CONFIDENCE\x10\x01\x12\x1b\n\x17OUTCOME_NO_ANSWER_FOUND\x10\x02\"7\n\x15KnowledgeGapCandidate\x12\x0f\n\x07\x61rticle\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xfa\x01\n\x11KnowledgeGapGroup\x12\x36\n\x0erepresentative\x18\x01 \x01(\x0b\x32\x1e.fte.knowledge.v1.KnowledgeGap\x12\x11\n\tgap_count\x18\x02 \x01(\x05\x12/\n\x0bnewest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x04gaps\x18\x04 \x03(\x0b\x32\x1e.fte.knowledge.v1.KnowledgeGap\x12;\n\ncandidates\x18\x05 \x03(\x0b\x32\'.fte.knowledge.v1.KnowledgeGapCandidateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARTICLE']._serialized_start=116
   _globals['_ARTICLE']._serialized_end=396
   _globals['_SEARCHRESULT']._serialized_start=399
-  _globals['_SEARCHRESULT']._serialized_end=594
-  _globals['_KNOWLEDGEGAP']._serialized_start=597
-  _globals['_KNOWLEDGEGAP']._serialized_end=962
-  _globals['_KNOWLEDGEGAP_OUTCOME']._serialized_start=871
-  _globals['_KNOWLEDGEGAP_OUTCOME']._serialized_end=962
-  _globals['_KNOWLEDGEGAPCANDIDATE']._serialized_start=964
-  _globals['_KNOWLEDGEGAPCANDIDATE']._serialized_end=1019
-  _globals['_KNOWLEDGEGAPGROUP']._serialized_start=1022
-  _globals['_KNOWLEDGEGAPGROUP']._serialized_end=1272
+  _globals['_SEARCHRESULT']._serialized_end=710
+  _globals['_KNOWLEDGEGAP']._serialized_start=713
+  _globals['_KNOWLEDGEGAP']._serialized_end=1078
+  _globals['_KNOWLEDGEGAP_OUTCOME']._serialized_start=987
+  _globals['_KNOWLEDGEGAP_OUTCOME']._serialized_end=1078
+  _globals['_KNOWLEDGEGAPCANDIDATE']._serialized_start=1080
+  _globals['_KNOWLEDGEGAPCANDIDATE']._serialized_end=1135
+  _globals['_KNOWLEDGEGAPGROUP']._serialized_start=1138
+  _globals['_KNOWLEDGEGAPGROUP']._serialized_end=1388
 # @@protoc_insertion_point(module_scope)

@@ -113,6 +113,11 @@ class SearchResult(_message.Message):
     VECTOR_SIMILARITY_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    SECTION_HEADING_FIELD_NUMBER: _builtins.int
+    SECTION_TEXT_FIELD_NUMBER: _builtins.int
+    SECTION_SIMILARITY_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
+    CROSS_LINGUAL_FIELD_NUMBER: _builtins.int
     article: _builtins.str
     """The article resource name, "articles/{article}"."""
     title: _builtins.str
@@ -133,6 +138,22 @@ class SearchResult(_message.Message):
     """The article's category."""
     language: _builtins.str
     """The article's language."""
+    section_heading: _builtins.str
+    """The heading of the article's section that best answers the query; empty for the
+    introduction before the first heading.
+    """
+    section_text: _builtins.str
+    """That whole section (markdown: paragraphs and lists, numbered steps whole), without its heading."""
+    section_similarity: _builtins.float
+    """Similarity of the query and that section, about [-1, 1] (the multilingual model's when the
+    query is not in English).
+    """
+    coverage: _builtins.float
+    """Share of the query's separate questions this article answers, in [0, 1]; below 1 the
+    article answers only part of it.
+    """
+    cross_lingual: _builtins.bool
+    """True when the article is in another language than the query."""
     def __init__(
         self,
         *,
@@ -146,10 +167,15 @@ class SearchResult(_message.Message):
         vector_similarity: _builtins.float = ...,
         category: _builtins.str = ...,
         language: _builtins.str = ...,
+        section_heading: _builtins.str = ...,
+        section_text: _builtins.str = ...,
+        section_similarity: _builtins.float = ...,
+        coverage: _builtins.float = ...,
+        cross_lingual: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "category", b"category", "chunk_index", b"chunk_index", "chunk_text", b"chunk_text", "heading", b"heading", "language", b"language", "score", b"score", "title", b"title", "url", b"url", "vector_similarity", b"vector_similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "category", b"category", "chunk_index", b"chunk_index", "chunk_text", b"chunk_text", "coverage", b"coverage", "cross_lingual", b"cross_lingual", "heading", b"heading", "language", b"language", "score", b"score", "section_heading", b"section_heading", "section_similarity", b"section_similarity", "section_text", b"section_text", "title", b"title", "url", b"url", "vector_similarity", b"vector_similarity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

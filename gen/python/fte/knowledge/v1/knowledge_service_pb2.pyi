@@ -370,6 +370,7 @@ class SearchKnowledgeRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     MAX_CHUNKS_PER_ARTICLE_FIELD_NUMBER: _builtins.int
+    QUERY_LANGUAGE_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """Required. The customer's question or search terms, 1 to 2000 characters."""
     top_k: _builtins.int
@@ -380,6 +381,10 @@ class SearchKnowledgeRequest(_message.Message):
     """Optional. Only this language."""
     max_chunks_per_article: _builtins.int
     """Optional. At most this many chunks per article; default 1."""
+    query_language: _builtins.str
+    """Optional. The query's language (BCP 47), when the caller knows it; detected otherwise. Not a
+    filter: a query finds articles in other languages when none in its own answers it.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Only these categories."""
@@ -398,10 +403,11 @@ class SearchKnowledgeRequest(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         language: _builtins.str = ...,
         max_chunks_per_article: _builtins.int = ...,
+        query_language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "language", b"language", "max_chunks_per_article", b"max_chunks_per_article", "min_score", b"min_score", "query", b"query", "tags", b"tags", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "language", b"language", "max_chunks_per_article", b"max_chunks_per_article", "min_score", b"min_score", "query", b"query", "query_language", b"query_language", "tags", b"tags", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -413,8 +419,14 @@ class SearchKnowledgeResponse(_message.Message):
 
     RESULTS_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    QUERY_LANGUAGE_FIELD_NUMBER: _builtins.int
+    UNDERSTOOD_QUERY_FIELD_NUMBER: _builtins.int
     embedding_model: _builtins.str
     """The embedding model the query was matched with."""
+    query_language: _builtins.str
+    """The query's language: `query_language`, or the one detected."""
+    understood_query: _builtins.str
+    """What of the query was searched for: without greetings, sign-offs and filler."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_knowledge_pb2.SearchResult]:
         """Best first."""
@@ -424,10 +436,12 @@ class SearchKnowledgeResponse(_message.Message):
         *,
         results: _abc.Iterable[_knowledge_pb2.SearchResult] | None = ...,
         embedding_model: _builtins.str = ...,
+        query_language: _builtins.str = ...,
+        understood_query: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "query_language", b"query_language", "results", b"results", "understood_query", b"understood_query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
