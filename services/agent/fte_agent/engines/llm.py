@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from enum import StrEnum
 from typing import Any, Literal, cast
 
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from fte_agent import channels, policy, reasons
 from fte_agent.compose import Passage
@@ -63,16 +64,13 @@ class CreateTicketArgs(BaseModel):
     priority: Literal["low", "medium", "high", ""] = ""
 
 
-class EscalateArgs(BaseModel):
-    reason: str = Field(json_schema_extra={"enum": list(reasons.llm_allowed())})
-    detail: str = Field(default="", max_length=500)
+# The reasons the model may name, from the registry (an enum, so the tool schema lists them).
+ReasonName = StrEnum("ReasonName", {name: name for name in reasons.llm_allowed()})  # type: ignore[misc]
 
-    @field_validator("reason")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in reasons.llm_allowed():
-            raise ValueError(f"reason must be one of {', '.join(reasons.llm_allowed())}")
-        return value
+
+class EscalateArgs(BaseModel):
+    reason: ReasonName
+    detail: str = Field(default="", max_length=500)
 
 
 class SendArgs(BaseModel):
@@ -188,6 +186,6 @@ class LlmEngine:
         if isinstance(args, CreateTicketArgs):
             return await tools.create_ticket(args.subject, args.category, args.priority)
         if isinstance(args, EscalateArgs):
-            return await tools.escalate_to_human(args.reason, args.detail)
+            return await tools.escalate_to_human(str(args.reason), args.detail)
         assert isinstance(args, SendArgs)
         return await tools.send_response(args.text)
