@@ -2,7 +2,8 @@
 
 Prints the scores; floors: escalation decision accuracy >= 92%, right article >= 85% of the
 answerable messages. (The regex policy before the learned reader, written against this set, held
-95% / 90%; the reader is measured on the paraphrase set it never saw: see test_agent_reader.py.) Every reply is also held to its channel's style limits.
+95% / 90%; the reader is measured on the paraphrase set it never saw: see test_agent_reader.py.)
+Every reply is also held to its channel's style limits.
 """
 
 from __future__ import annotations
