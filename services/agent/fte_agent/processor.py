@@ -24,7 +24,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-from aiokafka.errors import KafkaError
 from fte.common.v1 import common_pb2
 from fte.events.v1 import message_events_pb2, ticket_events_pb2
 from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
@@ -45,34 +44,6 @@ log = logging.getLogger("fte.agent.worker")
 MESSAGE_TYPES = envelope.type_map(message_events_pb2.MessageReceived)
 _TICKET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 MAX_TEXT = 20_000
-
-_TRANSIENT_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
-}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures that go away by themselves: retried without limit, never dead-lettered."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in _TRANSIENT_CODES
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | KafkaError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.UniqueViolationError
-        | asyncpg.exceptions.DeadlockDetectedError
-        | asyncpg.exceptions.SerializationError
-        | asyncpg.exceptions.TooManyConnectionsError,
-    )
 
 
 def reply_request_id(channel: int, channel_message_id: str) -> str:

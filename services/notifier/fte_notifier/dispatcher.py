@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fte.common.v1 import common_pb2
+from fte_runtime.backoff import delay_for
 from prometheus_client import Counter, Histogram
 
 from fte_notifier.mime import build_email, gmail_raw
@@ -48,7 +49,7 @@ PROVIDER_SECONDS = Histogram(
 
 def backoff_seconds(attempt: int, base: float, maximum: float) -> float:
     """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
-    delay = min(maximum, base * 2.0 ** max(attempt - 1, 0))
+    delay = delay_for(attempt, base=base, cap=maximum)
     return delay / 2 + random.uniform(0, delay / 2)
 
 
