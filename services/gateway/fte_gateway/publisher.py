@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from fte_runtime import envelope
 from fte_runtime.backoff import Backoff
 from fte_runtime.kafka import EventPublisher, start_producer
 
@@ -19,7 +20,7 @@ from fte_gateway.settings import GatewaySettings
 
 log = logging.getLogger("fte.gateway.kafka")
 
-SOURCE = "fte.gateway"
+SOURCE = envelope.service_source("gateway")
 READY_CACHE_SECONDS = 1.0
 
 

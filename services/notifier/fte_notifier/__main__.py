@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 import asyncpg
-from fte_runtime.db import create_pool
+from fte_runtime.db import create_pool, print_applied
 
 from fte_notifier.server import SCHEMA, migrate, serve
 from fte_notifier.settings import NotifierSettings
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         asyncio.run(serve(settings))
     elif args.command == "migrate":
-        applied = asyncio.run(migrate(settings))
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        print_applied(asyncio.run(migrate(settings)))
     else:
         asyncio.run(show_outbox(settings, args.limit))
     return 0

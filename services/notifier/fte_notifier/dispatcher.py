@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from fte.common.v1 import common_pb2
 from fte_runtime.backoff import delay_for
+from fte_runtime.context import correlation_id_var, new_correlation_id
 from prometheus_client import Counter, Histogram
 
 from fte_notifier.mime import build_email, gmail_raw
@@ -124,6 +125,8 @@ class Dispatcher:
     # --- one delivery ---------------------------------------------------------------------------
 
     async def _process(self, d: dict[str, Any]) -> None:
+        # Each delivery runs in its own task: its logs and outcome carry its SendMessage's id.
+        correlation_id_var.set(d.get("correlation_id") or new_correlation_id())
         try:
             await self._attempt(d)
         except asyncio.CancelledError:

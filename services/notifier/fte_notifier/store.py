@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +12,14 @@ from typing import Any
 import asyncpg
 from fte.common.v1 import common_pb2
 from fte.events.v1 import delivery_events_pb2
-from fte_runtime import topics
+from fte_runtime import outbox, topics
+from fte_runtime.context import current_correlation_id
 from google.protobuf.message import Message
 
 from fte_notifier.statuses import FAILED, QUEUED, SENT, advances, combine
+
+# The outbox of outcome events, relayed by fte_notifier.outcomes.
+OUTCOMES_TABLE = outbox.OutboxTable("outcome_events", event_id="id", position="seq", published="published_time")
 
 
 class LeaseLost(Exception):
@@ -58,8 +63,10 @@ def row_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, on_outcome: Callable[[], None] = lambda: None) -> None:
         self.pool = pool
+        # Called after a transaction that queued an outcome event commits (wakes the relay).
+        self._on_outcome = on_outcome
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -73,8 +80,8 @@ class Store:
             row = await conn.fetchrow(
                 """WITH d AS (
                        INSERT INTO deliveries (id, request_id, fingerprint, channel, recipient, subject, text_body,
-                           ticket_id, reply_to, template, local_only, part_count)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)
+                           ticket_id, reply_to, template, local_only, part_count, correlation_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13)
                        ON CONFLICT (request_id) DO NOTHING
                        RETURNING *),
                    p AS (
@@ -93,6 +100,7 @@ class Store:
                 None if new.template is None else json.dumps(new.template),
                 new.local_only,
                 new.part_count,
+                current_correlation_id(),
             )
             if row is not None:
                 return row_dict(row), False
@@ -228,8 +236,8 @@ class Store:
                        lease_until = NULL, last_error = '', last_error_code = ''
                    WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING id),
                ev AS (
-                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
-                   SELECT $6, $7, $8, $9, $10 FROM d)
+                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload, correlation_id)
+                   SELECT $6, $7, $8, $9, $10, $11 FROM d)
                SELECT EXISTS (SELECT 1 FROM provider_statuses WHERE provider_message_id = ANY($3::text[])) AS early
                FROM d""",
             delivery["id"],
@@ -242,9 +250,11 @@ class Store:
             _outcome_key(delivery),
             event.DESCRIPTOR.full_name,
             event.SerializeToString(),
+            _correlation_id(delivery),
         )
         if row is None:
             return False
+        self._on_outcome()
         if row["early"]:
             # Statuses the provider reported before the ids were recorded.
             async with self.pool.acquire() as conn, conn.transaction():
@@ -283,6 +293,7 @@ class Store:
                 return False
             attempts = await conn.fetchval("SELECT attempts FROM deliveries WHERE id = $1", delivery["id"])
             await _add_outcome(conn, _failed_event(delivery, reason, code, attempts, permanent, failed_time), delivery)
+        self._on_outcome()
         return True
 
     # --- status events ------------------------------------------------------------------------
@@ -321,8 +332,11 @@ class Store:
             delivery_id = await conn.fetchval(
                 "SELECT delivery_id FROM delivery_parts WHERE provider_message_id = $1", provider_message_id
             )
-            if delivery_id is not None:
-                await _apply_part_statuses(conn, delivery_id)
+            if delivery_id is None:
+                return
+            added = await _apply_part_statuses(conn, delivery_id)
+        if added:
+            self._on_outcome()
 
     # --- outcome relay ------------------------------------------------------------------------
 
@@ -352,24 +366,29 @@ def _outcome_key(delivery: dict[str, Any]) -> str:
     return str(delivery["ticket_id"] or delivery["request_id"])
 
 
+def _correlation_id(delivery: dict[str, Any]) -> str:
+    # The SendMessage's, for deliveries queued since outcomes carry it.
+    return str(delivery.get("correlation_id") or current_correlation_id())
+
+
 async def _add_outcome(conn: asyncpg.Connection, event: Message, delivery: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
-           VALUES ($1, $2, $3, $4, $5)""",
-        uuid.uuid4(),
+    await outbox.enqueue(
+        conn,
+        OUTCOMES_TABLE,
         topics.DELIVERY_OUTCOMES,
         _outcome_key(delivery),
-        event.DESCRIPTOR.full_name,
-        event.SerializeToString(),
+        event,
+        correlation_id=_correlation_id(delivery),
     )
 
 
-async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
-    """Recompute a sent delivery's status from its parts' provider statuses; forward only."""
+async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> bool:
+    """Recompute a sent delivery's status from its parts' provider statuses; forward only. True
+    when that queued an outcome event."""
     await conn.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", delivery_id)
     delivery = await conn.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
     if delivery is None or delivery["status"] == QUEUED:
-        return  # the dispatcher folds statuses in when it completes the delivery
+        return False  # the dispatcher folds statuses in when it completes the delivery
     parts = await conn.fetch(
         """SELECT p.state, COALESCE(s.status, $2) AS status, s.error_code, s.error_message
            FROM delivery_parts p LEFT JOIN provider_statuses s USING (provider_message_id)
@@ -378,10 +397,10 @@ async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID)
         SENT,
     )
     if not parts or any(p["state"] != "sent" for p in parts):
-        return
+        return False
     new = combine([p["status"] for p in parts])
     if not advances(delivery["status"], new):
-        return
+        return False
     if new == FAILED:
         bad = next(p for p in parts if p["status"] == FAILED)
         reason = bad["error_message"] or "the provider reported the message as failed"
@@ -395,8 +414,9 @@ async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID)
         )
         d = row_dict(delivery)
         await _add_outcome(conn, _failed_event(d, reason, bad["error_code"] or "", d["attempts"], True, when), d)
-    else:
-        await conn.execute("UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1", delivery_id, new)
+        return True
+    await conn.execute("UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1", delivery_id, new)
+    return False
 
 
 CHANNEL_NAMES = {
