@@ -7,13 +7,15 @@ import asyncio
 import sys
 
 import asyncpg
+from fte.common.v1 import common_pb2
 from fte_runtime.db import create_pool, print_applied
+from fte_runtime.enums import value_names
 
 from fte_notifier.server import SCHEMA, migrate, serve
 from fte_notifier.settings import NotifierSettings
 from fte_notifier.store import CHANNEL_NAMES, Store
 
-_STATUS = {1: "queued", 2: "sent", 3: "delivered", 4: "read", 5: "failed"}
+_STATUS = value_names(common_pb2.DeliveryStatus)
 
 
 def _cell(text: str, width: int) -> str:

@@ -14,6 +14,7 @@ from fte.common.v1 import common_pb2
 from fte.events.v1 import delivery_events_pb2
 from fte_runtime import outbox, topics
 from fte_runtime.context import current_correlation_id
+from fte_runtime.enums import value_names
 from google.protobuf.message import Message
 
 from fte_notifier.statuses import FAILED, QUEUED, SENT, advances, combine
@@ -419,8 +420,4 @@ async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID)
     return False
 
 
-CHANNEL_NAMES = {
-    common_pb2.CHANNEL_EMAIL: "email",
-    common_pb2.CHANNEL_WHATSAPP: "whatsapp",
-    common_pb2.CHANNEL_WEB_FORM: "web_form",
-}
+CHANNEL_NAMES = value_names(common_pb2.Channel)
