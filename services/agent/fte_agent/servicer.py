@@ -18,7 +18,7 @@ from fte_runtime.context import principal_var
 from fte_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from fte_runtime.kafka import EventPublisher
 from fte_runtime.names import make_name, parse_name
-from fte_runtime.pagination import decode_token, encode_token, page_size
+from fte_runtime.pagination import Page, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import metrics, reasons, store
@@ -119,21 +119,17 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if request.customer:
             parse_name(request.customer, "customers", "customer")
         filters = [request.status, request.channel, request.customer, request.escalation_reason]
-        after = decode_token(request.page_token, filters)
+        page = Page(size, request.page_token, filters)
         rows = await store.list_tickets(
             self.pool,
             status=request.status,
             channel=request.channel,
             customer=request.customer,
             escalation_reason=request.escalation_reason,
-            after=tuple(after) if after else None,
-            limit=size + 1,
+            after=tuple(page.position) if page.position else None,
+            limit=page.limit,
         )
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            token = encode_token([last["create_time"].isoformat(), last["id"]], filters)
+        rows, token = page.cut(rows, lambda r: [r["create_time"].isoformat(), r["id"]])
         return agent_service_pb2.ListTicketsResponse(tickets=[ticket_proto(r) for r in rows], next_page_token=token)
 
     async def UpdateTicket(
@@ -170,25 +166,18 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.ListMessagesResponse:
         size = page_size(request.page_size, default=50)
         ticket = await self._ticket(request.ticket, "ticket")
-        after = decode_token(request.page_token, ticket["id"]) or 0
-        rows = await store.list_messages(self.pool, ticket["id"], int(after), size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = encode_token(rows[-1]["id"], ticket["id"])
+        page = Page(size, request.page_token, ticket["id"])
+        rows = await store.list_messages(self.pool, ticket["id"], int(page.position or 0), page.limit)
+        rows, token = page.cut(rows, lambda r: r["id"])
         return agent_service_pb2.ListMessagesResponse(messages=[message_proto(r) for r in rows], next_page_token=token)
 
     async def GetCustomerHistory(
         self, request: agent_service_pb2.GetCustomerHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.GetCustomerHistoryResponse:
         parse_name(request.customer, "customers", "customer")
-        size = page_size(request.page_size, default=50)
-        before = decode_token(request.page_token, request.customer)
-        rows = await store.customer_messages(self.pool, request.customer, before, size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = encode_token(rows[-1]["id"], request.customer)
+        page = Page(page_size(request.page_size, default=50), request.page_token, request.customer)
+        rows = await store.customer_messages(self.pool, request.customer, page.position, page.limit)
+        rows, token = page.cut(rows, lambda r: r["id"])
         tickets = await store.customer_tickets(self.pool, request.customer)
         return agent_service_pb2.GetCustomerHistoryResponse(
             tickets=[ticket_proto(t) for t in tickets],

@@ -187,19 +187,17 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.ListCustomersResponse:
         size = pagination.page_size(request.page_size)
         ident = self._identifier(request.identifier, "identifier") if request.HasField("identifier") else None
-        filters = {"kind": ident.kind, "value": ident.value} if ident else None
-        position = pagination.decode_token(request.page_token, filters)
+        page = pagination.Page(size, request.page_token, {"kind": ident.kind, "value": ident.value} if ident else None)
         after: tuple[datetime, uuid.UUID] | None = None
-        if position is not None:
+        if page.position is not None:
             try:
-                after = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
+                after = (datetime.fromisoformat(page.position[0]), uuid.UUID(page.position[1]))
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from exc
         customers, more = await self._store.list(size, after, ident)
-        token = ""
-        if more and customers:
-            last = customers[-1]
-            token = pagination.encode_token([last.create_time.isoformat(), str(last.id)], filters)
+        token = (
+            page.next_token([customers[-1].create_time.isoformat(), str(customers[-1].id)], more) if customers else ""
+        )
         return identity_service_pb2.ListCustomersResponse(
             customers=[to_proto(c) for c in customers], next_page_token=token
         )

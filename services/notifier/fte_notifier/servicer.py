@@ -9,7 +9,7 @@ from typing import Any
 from fte.notifier.v1 import notifier_pb2, notifier_service_pb2, notifier_service_pb2_grpc
 from fte_runtime.errors import AlreadyExists, NotFound
 from fte_runtime.names import make_name, parse_name
-from fte_runtime.pagination import decode_token, encode_token, page_size
+from fte_runtime.pagination import Page, page_size
 
 from fte_notifier.settings import NotifierSettings
 from fte_notifier.store import Store
@@ -74,18 +74,16 @@ class NotifierServicer(notifier_service_pb2_grpc.NotifierServiceServicer):
     async def ListDeliveries(
         self, request: notifier_service_pb2.ListDeliveriesRequest, context: Any
     ) -> notifier_service_pb2.ListDeliveriesResponse:
-        size = page_size(request.page_size)
         filters = {"ticket_id": request.ticket_id, "channel": request.channel, "status": request.status}
-        position = decode_token(request.page_token, filters)
+        page = Page(page_size(request.page_size), request.page_token, filters)
         rows = await self.store.list_deliveries(
-            limit=size + 1,
-            before_seq=None if position is None else int(position),
+            limit=page.limit,
+            before_seq=None if page.position is None else int(page.position),
             ticket_id=request.ticket_id,
             channel=request.channel,
             status=request.status,
         )
-        page = rows[:size]
-        token = encode_token(page[-1]["seq"], filters) if len(rows) > size else ""
+        deliveries, token = page.cut(rows, lambda d: d["seq"])
         return notifier_service_pb2.ListDeliveriesResponse(
-            deliveries=[to_proto(d) for d in page], next_page_token=token
+            deliveries=[to_proto(d) for d in deliveries], next_page_token=token
         )
