@@ -22,7 +22,7 @@ from fte_runtime.pagination import Page, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import metrics, reasons, store
-from fte_agent.processor import send_request_from_context
+from fte_agent.replies import send_request_from_context
 
 C = common_pb2
 SCOPES = {
@@ -153,7 +153,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         ticket_id = parse_name(t.name, "tickets", "ticket.name")
         fields: dict[str, Any] = {p: getattr(t, p) for p in paths}
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT * FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
+            row = await store.lock_ticket(conn, ticket_id)
             if row is None:
                 raise NotFound(f"ticket {ticket_id!r} does not exist", reason="TICKET_NOT_FOUND")
             if etag(row) != t.etag:
@@ -220,9 +220,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 f"the notifier did not accept the reply: {exc.code().name}", reason="NOTIFIER_UNAVAILABLE"
             ) from exc
         row = await store.set_message_delivery(self.pool, row["id"], reply.delivery.name, reply.delivery.status)
-        await self.pool.execute(
-            "UPDATE tickets SET first_response_time = COALESCE(first_response_time, now()) WHERE id = $1", ticket["id"]
-        )
+        await store.mark_first_response(self.pool, ticket["id"])
         return agent_service_pb2.ReplyToTicketResponse(message=message_proto(row))
 
     async def EscalateTicket(
