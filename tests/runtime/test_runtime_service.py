@@ -9,6 +9,8 @@ import grpc
 import pytest
 from aiokafka import ConsumerRecord
 from fte_runtime.backoff import Backoff, delay_for
+from fte_runtime.errors import InvalidArgument
+from fte_runtime.idempotency import check_request_id, derived_id
 from fte_runtime.kafka import PoisonRecord, RetryPolicy, handle_with_retry
 from fte_runtime.service import Service
 from fte_runtime.settings import GrpcServerSettings
@@ -166,3 +168,19 @@ async def test_a_failure_is_dead_lettered_after_max_attempts_and_a_transient_one
     assert await handle_with_retry(record(), unavailable, producer, stopping, POLICY) is False
     assert transient_calls == 10
     assert producer.sent == []
+
+
+def test_the_request_id_rule() -> None:
+    assert check_request_id("") == ""
+    assert check_request_id("r-1") == "r-1"
+    assert check_request_id("x" * 200) == "x" * 200
+    for value, kwargs, reason in [
+        ("   ", {"required": True}, "REQUEST_ID_REQUIRED"),
+        ("x" * 201, {}, "REQUEST_ID_TOO_LONG"),
+        ("x" * 151, {"max_length": 150}, "REQUEST_ID_TOO_LONG"),
+    ]:
+        with pytest.raises(InvalidArgument) as err:
+            check_request_id(value, **kwargs)  # type: ignore[arg-type]
+        assert err.value.reason == reason
+    assert derived_id("escalation", "T-1", "k") == derived_id("escalation", "T-1", "k")
+    assert derived_id("escalation", "T-1", "k") != derived_id("escalation", "T-2", "k")

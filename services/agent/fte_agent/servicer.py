@@ -16,6 +16,7 @@ from fte.notifier.v1 import notifier_service_pb2_grpc
 from fte_runtime import topics
 from fte_runtime.context import principal_var
 from fte_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from fte_runtime.idempotency import check_request_id, derived_id
 from fte_runtime.kafka import EventPublisher
 from fte_runtime.names import make_name, parse_name
 from fte_runtime.pagination import Page, page_size
@@ -191,8 +192,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         v = Violations()
         v.require(request.ticket, "ticket")
         v.check(len(request.text.strip()) > 0 and len(request.text) <= 20_000, "text", "must be 1 to 20000 characters")
-        v.check(len(request.request_id) <= 150, "request_id", "must be at most 150 characters")
         v.raise_if_any()
+        # Prefixed with the ticket into the notifier's key, which must stay within the rule's 200.
+        check_request_id(request.request_id, max_length=150)
         ticket = await self._ticket(request.ticket, "ticket")
         inbound = await store.latest_inbound_of_ticket(self.pool, ticket["id"])
         ctx: dict[str, Any] = json.loads(inbound["reply_context"]) if inbound is not None else {}
@@ -228,6 +230,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.EscalateTicketResponse:
         if len(request.detail) > 2000:
             raise InvalidArgument("detail must be at most 2000 characters", reason="DETAIL_TOO_LONG")
+        request_id = check_request_id(request.request_id)
         ticket = await self._ticket(request.ticket, "ticket")
         reason = request.reason or C.ESCALATION_REASON_MANUAL
         if not reasons.name_of(reason):
@@ -252,7 +255,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             )
             event.escalated_time.FromDatetime(now)
             event.follow_up_by_time.FromDatetime(now + timedelta(hours=self.follow_up_hours))
-            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row["id"])
+            # A retry with the same request id publishes the same event id; consumers drop the copy.
+            event_id = derived_id("escalation", row["id"], request_id) if request_id else None
+            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row["id"], event_id=event_id)
         return agent_service_pb2.EscalateTicketResponse(ticket=ticket_proto(row))
 
     async def ResolveTicket(

@@ -240,6 +240,45 @@ async def test_escalation_is_published_and_told_honestly(
         await watcher.stop()
 
 
+async def test_a_retried_staff_escalation_publishes_the_same_event_id(
+    running: Any, producer: AIOKafkaProducer, kafka_settings: KafkaSettings
+) -> None:
+    """EscalateTicket's request_id: the retry's TicketEscalated carries the first one's ce_id
+    (consumers drop the copy), and the agent's events name it as `agent.fte`."""
+    agent, clients = running
+    msg, key = message("web_form", "How do I export my tasks to CSV?", subject="Export")
+    await publish(producer, agent.agent.settings.incoming_topic, msg, key)
+    ticket = await eventually(lambda: _first_ticket(clients), what="a ticket")
+    watcher = AIOKafkaConsumer(
+        topics.TICKETS_ESCALATED,
+        bootstrap_servers=kafka_settings.kafka_bootstrap,
+        auto_offset_reset="latest",
+        group_id=f"esc-{uuid.uuid4().hex[:6]}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    await watcher.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, result=bool(watcher.assignment())), what="assignment")
+        request = agent_service_pb2.EscalateTicketRequest(ticket=ticket.name, detail="VIP", request_id="esc-1")
+        for _ in range(2):
+            await clients.agent.EscalateTicket(request)
+        events: list[envelope.Event] = []
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(events) < 2 and asyncio.get_running_loop().time() < deadline:
+            for records in (await watcher.getmany(timeout_ms=500)).values():
+                for r in records:
+                    ev = envelope.decode(r.value, r.headers, envelope.type_map(ticket_events_pb2.TicketEscalated))
+                    assert isinstance(ev.message, ticket_events_pb2.TicketEscalated)
+                    if ev.message.ticket == ticket.name:
+                        events.append(ev)
+        assert len(events) == 2
+        assert events[0].id == events[1].id
+        assert events[0].source == "agent.fte"
+    finally:
+        await watcher.stop()
+
+
 async def _first_ticket(clients: Clients, **filters: Any) -> agent_pb2.Ticket | None:
     tickets = await clients.tickets(**filters)
     return tickets[0] if tickets else None

@@ -14,6 +14,7 @@ from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service
 from fte_runtime import pagination
 from fte_runtime.context import principal_var
 from fte_runtime.errors import FieldViolation, InvalidArgument
+from fte_runtime.idempotency import check_request_id
 from fte_runtime.names import parse_name
 from prometheus_client import Counter
 
@@ -25,7 +26,6 @@ log = logging.getLogger("fte.identity")
 
 MAX_DISPLAY_NAME = 200
 MAX_REASON = 1000
-MAX_REQUEST_ID = 200
 MAX_CODE = 32
 
 # What each channel may give, and which of it the channel itself proves (the sender controls it).
@@ -243,7 +243,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         if source == target:
             raise _invalid("target_customer", "MERGE_INTO_SELF", "a customer cannot be merged into itself")
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
-        request_id = self._text(request.request_id, "request_id", MAX_REQUEST_ID, required=False, reason="REQUEST_ID")
+        request_id = check_request_id(request.request_id.strip())
         customer, merge = await self._store.merge(
             source, target, actor=self._actor(), reason=reason, request_id=request_id or None
         )
@@ -269,6 +269,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.EraseCustomerResponse:
         customer_id = self._customer_id(request.name, "name")
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
+        check_request_id(request.request_id)  # erasing is idempotent by customer already
         if await self._store.erase(customer_id, actor=self._actor(), reason=reason):
             self._on_event()
             log.info("customer erased", extra={"customer": customer_name(customer_id), "actor": self._actor()})
