@@ -46,14 +46,14 @@ async def show_outbox(settings: NotifierSettings, limit: int) -> None:
     print("  ".join(name.ljust(width) for name, width in columns).rstrip())
     for d in rows:
         values = (
-            d["create_time"].strftime("%Y-%m-%d %H:%M:%S"),
-            str(d["id"]),
-            CHANNEL_NAMES.get(d["channel"], "?"),
-            _STATUS.get(d["status"], "?"),
-            "yes" if d["local_only"] else "no",
-            str(d["part_count"]),
-            d["recipient"],
-            d["subject"] + " | " + d["text_body"] if d["subject"] else d["text_body"],
+            d.create_time.strftime("%Y-%m-%d %H:%M:%S"),
+            str(d.id),
+            CHANNEL_NAMES.get(d.channel, "?"),
+            _STATUS.get(d.status, "?"),
+            "yes" if d.local_only else "no",
+            str(d.part_count),
+            d.recipient,
+            d.subject + " | " + d.text_body if d.subject else d.text_body,
         )
         print("  ".join(_cell(v, w).ljust(w) for v, (_, w) in zip(values, columns, strict=True)).rstrip())
     print(f"({len(rows)} deliveries)")

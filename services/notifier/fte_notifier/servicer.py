@@ -12,32 +12,32 @@ from fte_runtime.names import make_name, parse_name
 from fte_runtime.pagination import Page, page_size
 
 from fte_notifier.settings import NotifierSettings
-from fte_notifier.store import Store
+from fte_notifier.store import Delivery, Store
 from fte_notifier.validation import validate
 
 COLLECTION = "deliveries"
 
 
-def to_proto(d: dict[str, Any]) -> notifier_pb2.Delivery:
+def to_proto(d: Delivery) -> notifier_pb2.Delivery:
     out = notifier_pb2.Delivery(
-        name=make_name(COLLECTION, d["id"]),
-        request_id=d["request_id"],
-        channel=d["channel"],
-        recipient=d["recipient"],
-        subject=d["subject"],
-        text_body=d["text_body"],
-        ticket_id=d["ticket_id"],
-        status=d["status"],
-        provider_message_ids=list(d["provider_message_ids"] or []),
-        attempts=d["attempts"],
-        last_error=d["last_error"],
-        local_only=d["local_only"],
-        part_count=d["part_count"],
+        name=make_name(COLLECTION, d.id),
+        request_id=d.request_id,
+        channel=d.channel,
+        recipient=d.recipient,
+        subject=d.subject,
+        text_body=d.text_body,
+        ticket_id=d.ticket_id,
+        status=d.status,
+        provider_message_ids=d.provider_message_ids,
+        attempts=d.attempts,
+        last_error=d.last_error,
+        local_only=d.local_only,
+        part_count=d.part_count,
     )
-    out.create_time.FromDatetime(d["create_time"])
-    out.update_time.FromDatetime(d["update_time"])
-    if d["sent_time"] is not None:
-        out.sent_time.FromDatetime(d["sent_time"])
+    out.create_time.FromDatetime(d.create_time)
+    out.update_time.FromDatetime(d.update_time)
+    if d.sent_time is not None:
+        out.sent_time.FromDatetime(d.sent_time)
     return out
 
 
@@ -52,7 +52,7 @@ class NotifierServicer(notifier_service_pb2_grpc.NotifierServiceServicer):
     ) -> notifier_service_pb2.SendMessageResponse:
         new = validate(request, self.settings)
         delivery, duplicate = await self.store.insert(new)
-        if duplicate and delivery["fingerprint"] != new.fingerprint:
+        if duplicate and delivery.fingerprint != new.fingerprint:
             raise AlreadyExists("request_id was already used for a different message", reason="REQUEST_ID_REUSED")
         if not duplicate:
             self.on_queued()
@@ -83,7 +83,7 @@ class NotifierServicer(notifier_service_pb2_grpc.NotifierServiceServicer):
             channel=request.channel,
             status=request.status,
         )
-        deliveries, token = page.cut(rows, lambda d: d["seq"])
+        deliveries, token = page.cut(rows, lambda d: d.seq)
         return notifier_service_pb2.ListDeliveriesResponse(
             deliveries=[to_proto(d) for d in deliveries], next_page_token=token
         )
