@@ -8,6 +8,7 @@ file's checksum is recorded and an edited, already-applied file stops the start.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import logging
 import re
 from collections.abc import Mapping
@@ -136,3 +137,15 @@ async def apply_migrations(dsn_or_conn: str | asyncpg.Connection, schema: str, d
     if applied_now:
         log.info("migrations applied", extra={"schema": schema, "migrations": applied_now})
     return applied_now
+
+
+async def migrate(settings: DatabaseSettings, schema: str, package: str) -> list[str]:
+    """Apply the pending SQL migrations of `package`'s `migrations` folder to `schema`; the names
+    applied (empty when up to date). What `python -m fte_<svc> migrate` and every start run."""
+    directory = importlib.resources.files(package) / "migrations"
+    return await apply_migrations(settings.database_url.get_secret_value(), schema, directory)
+
+
+def print_applied(applied: list[str]) -> None:
+    """The one report of a `migrate` command."""
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

@@ -20,6 +20,12 @@ CORRELATION_ATTRIBUTE = "ce_correlationid"
 Headers = list[tuple[str, bytes]]
 
 
+def service_source(service: str) -> str:
+    """The one spelling of `ce_source`: the publishing service's domain, `<service>.fte` (the
+    domain its errors carry too)."""
+    return f"{service}.fte"
+
+
 class InvalidEvent(ValueError):
     """A record that is not a well-formed event of a known type."""
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +24,8 @@ from grpc_status import rpc_status
 from fte_runtime.auth import PUBLIC, Authenticator
 from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, deadline_var, new_correlation_id, principal_var
 from fte_runtime.errors import FteError, PermissionDenied, internal_status, to_rpc_status
-from fte_runtime.metrics import GRPC_HANDLED, GRPC_LATENCY, serve_metrics
+from fte_runtime.metrics import GRPC_HANDLED, GRPC_LATENCY
 from fte_runtime.settings import GrpcServerSettings
-from fte_runtime.tasks import cancel_all
 
 log = logging.getLogger("fte.grpc")
 
@@ -247,27 +245,3 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_seconds)
         log.info("stopped")
-
-
-async def run_until_signalled(
-    server: GrpcServer,
-    cleanups: Sequence[Callable[[], Awaitable[None]]] = (),
-    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
-) -> None:
-    """Start the server and background tasks, wait for SIGTERM/SIGINT, then drain and clean up."""
-    serve_metrics(server.settings.metrics_port, server.settings.grpc_host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    tasks: list[asyncio.Task[None]] = [asyncio.create_task(job()) for job in background]
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
-    await server.stop()
-    await cancel_all(tasks)
-    for cleanup in cleanups:
-        await cleanup()

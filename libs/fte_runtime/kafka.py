@@ -1,9 +1,12 @@
 """Kafka producers and consumers on aiokafka, with manual commits and dead-lettering.
 
 The consumer loop processes each partition's records in order and commits a partition's
-offset only after its records' effects are stored. A record the handler rejects as poison goes
-to `<topic>.dlq` with the error in its headers, so one bad record never blocks the partition;
-any other failure is retried with backoff and never skipped.
+offset only after its records' effects are stored. What a failing record gets is one
+`RetryPolicy` for every consumer: a record the handler rejects as poison goes to `<topic>.dlq`
+with the error in its headers, so one bad record never blocks the partition; a transient failure
+(a dependency down) is retried with back-off without limit; any other failure is retried up to
+`max_attempts` times and then dead-lettered. A failed dead-letter send is retried too: it never
+escapes the loop.
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
+import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
 from fte_runtime import envelope
+from fte_runtime.backoff import Backoff
 from fte_runtime.metrics import KAFKA_CONSUMED, KAFKA_PRODUCED
 from fte_runtime.settings import KafkaSettings
 from fte_runtime.topics import dead_letter_topic
@@ -46,6 +52,17 @@ def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
         max_request_size=MAX_MESSAGE_BYTES,
         request_timeout_ms=10_000,
     )
+
+
+async def start_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    """A started producer; one that fails to start is stopped again, so nothing leaks."""
+    producer = make_producer(settings, client_id)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
 
 
 def make_consumer(settings: KafkaSettings, group_id: str, *topics: str) -> AIOKafkaConsumer:
@@ -77,11 +94,26 @@ class EventPublisher:
     ) -> RecordMetadata:
         value, headers = envelope.encode(message, source=self.source, event_id=event_id, correlation_id=correlation_id)
         meta: RecordMetadata = await self.producer.send_and_wait(topic, value=value, key=key.encode(), headers=headers)
+        self._count(topic)
+        return meta
+
+    async def send(
+        self, topic: str, message: Message, *, key: str, event_id: str | None = None, correlation_id: str | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue the event; the returned future resolves when the broker acknowledged it.
+        Events queued one after another keep their order within a partition."""
+        value, headers = envelope.encode(message, source=self.source, event_id=event_id, correlation_id=correlation_id)
+        sent: asyncio.Future[RecordMetadata] = await self.producer.send(
+            topic, value=value, key=key.encode(), headers=headers
+        )
+        sent.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self._count(topic))
+        return sent
+
+    def _count(self, topic: str) -> None:
         produced = self._produced.get(topic)
         if produced is None:
             produced = self._produced[topic] = KAFKA_PRODUCED.labels(topic)
         produced.inc()
-        return meta
 
 
 async def dead_letter(producer: AIOKafkaProducer, record: ConsumerRecord, error: str) -> None:
@@ -117,31 +149,107 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int =
         await admin.close()
 
 
-Handler = Callable[[ConsumerRecord], Awaitable[None]]
+Handler = Callable[[ConsumerRecord], Awaitable[object]]
+
+_TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
-async def _handle_with_retry(
-    record: ConsumerRecord, handler: Handler, producer: AIOKafkaProducer, stopping: asyncio.Event
+def is_transient(exc: BaseException) -> bool:
+    """Failures that go away by themselves (a dependency down, busy or racing): retried without
+    limit, never dead-lettered."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in _TRANSIENT_CODES
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | KafkaError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.UniqueViolationError
+        | asyncpg.exceptions.DeadlockDetectedError
+        | asyncpg.exceptions.SerializationError
+        | asyncpg.exceptions.TooManyConnectionsError,
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What a consumer does with a record whose handler fails: poison (`PoisonRecord`,
+    `envelope.InvalidEvent`) is dead-lettered at once; a `transient` failure is retried without
+    limit; any other failure is retried until it failed `max_attempts` times, then dead-lettered.
+    Waits between tries double from `initial_delay` up to `max_delay`."""
+
+    max_attempts: int = 5
+    transient: Callable[[BaseException], bool] = is_transient
+    initial_delay: float = 0.1
+    max_delay: float = 5.0
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.initial_delay, self.max_delay)
+
+
+async def dead_letter_until_sent(
+    producer: AIOKafkaProducer, record: ConsumerRecord, error: str, stopping: asyncio.Event, policy: RetryPolicy
 ) -> bool:
-    """Process one record; True when done (handled or dead-lettered), False when stopping."""
-    delay = 0.1
+    """Dead-letter the record, retrying a failed send with back-off; False when stopping came
+    first (the record stays uncommitted and is handled again after a restart)."""
+    backoff = policy.backoff()
+    while True:
+        try:
+            await dead_letter(producer, record, error)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dead-lettering failed; retrying", extra={"topic": record.topic, "offset": record.offset})
+        if not await backoff.wait(stopping):
+            return False
+
+
+async def handle_with_retry(
+    record: ConsumerRecord,
+    handler: Handler,
+    producer: AIOKafkaProducer,
+    stopping: asyncio.Event,
+    policy: RetryPolicy,
+) -> bool:
+    """Process one record under `policy`: True when done (handled or dead-lettered), False when
+    stopping came first."""
+    attempts = 0
+    backoff = policy.backoff()
     while True:
         try:
             await handler(record)
             KAFKA_CONSUMED.labels(record.topic, "ok").inc()
             return True
         except (PoisonRecord, envelope.InvalidEvent) as exc:
-            await dead_letter(producer, record, f"{type(exc).__name__}: {exc}")
-            return True
+            return await dead_letter_until_sent(producer, record, f"{type(exc).__name__}: {exc}", stopping, policy)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             KAFKA_CONSUMED.labels(record.topic, "retried").inc()
-            log.exception("handler failed; retrying", extra={"topic": record.topic, "offset": record.offset})
-            if stopping.is_set():
-                return False
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            where = {"topic": record.topic, "offset": record.offset}
+            if policy.transient(exc):
+                log.warning("transient failure; retrying", extra={**where, "error": repr(exc)[:300]})
+            else:
+                attempts += 1
+                log.exception("handling failed", extra={**where, "attempt": attempts})
+                if attempts >= policy.max_attempts:
+                    error = f"failed {attempts} times: {type(exc).__name__}: {exc}"
+                    return await dead_letter_until_sent(producer, record, error, stopping, policy)
+        if stopping.is_set() or not await backoff.wait(stopping):
+            return False
 
 
 async def run_consumer(
@@ -150,6 +258,7 @@ async def run_consumer(
     producer: AIOKafkaProducer,
     stopping: asyncio.Event,
     *,
+    retry: RetryPolicy = RetryPolicy(),
     batch_size: int = 200,
 ) -> None:
     """Consume until `stopping` is set. Partitions run concurrently; records within a partition
@@ -158,7 +267,7 @@ async def run_consumer(
     async def one_partition(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         last: ConsumerRecord | None = None
         for record in records:
-            if not await _handle_with_retry(record, handler, producer, stopping):
+            if not await handle_with_retry(record, handler, producer, stopping, retry):
                 break
             last = record
         if last is not None:
@@ -168,3 +277,19 @@ async def run_consumer(
         batches = await consumer.getmany(timeout_ms=200, max_records=batch_size)
         if batches:
             await asyncio.gather(*(one_partition(tp, recs) for tp, recs in batches.items()))
+
+
+async def consume(
+    consumer: AIOKafkaConsumer,
+    handler: Handler,
+    producer: AIOKafkaProducer,
+    stopping: asyncio.Event,
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+) -> None:
+    """Start `consumer`, run it until `stopping` is set, and stop it (also when it fails to start)."""
+    try:
+        await consumer.start()
+        await run_consumer(consumer, handler, producer, stopping, retry=retry)
+    finally:
+        await consumer.stop()

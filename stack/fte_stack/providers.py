@@ -12,6 +12,8 @@ import logging
 import urllib.error
 import urllib.request
 
+from fte_runtime.backoff import delay_for
+
 from fte_stack.fakes.gmail import FakeGmail, StoredMessage
 from fte_stack.fakes.google_certs import FakeGoogleCerts
 
@@ -76,4 +78,4 @@ class LocalProviders:
                 return
             except (urllib.error.URLError, OSError) as exc:
                 log.info("gmail push not accepted yet (%s); retrying", exc)
-                await asyncio.sleep(min(0.5 * 2**attempt, 10))
+                await asyncio.sleep(delay_for(attempt + 1, base=0.5, cap=10))

@@ -30,6 +30,9 @@ from fte_stack.services import GRANTS, SERVICES, ServiceSpec, StackInfo
 
 log = logging.getLogger("fte.stack")
 
+# How long a service may take from its process start to serving.
+START_TIMEOUT_SECONDS = 180
+
 DEFAULT_PORTS = {
     "postgres": 55432,
     "kafka": 19092,
@@ -161,9 +164,13 @@ class Stack:
         proc = await child.start()
         try:
             if spec.kind == "grpc":
-                await wait_grpc_healthy(f"127.0.0.1:{self.ports[spec.name]}", 60, spec.name, proc)
+                # The agent trains its reader before it serves: seconds on an idle machine, most of a
+                # minute on a busy 2-core one.
+                await wait_grpc_healthy(f"127.0.0.1:{self.ports[spec.name]}", START_TIMEOUT_SECONDS, spec.name, proc)
             else:
-                await wait_http_ready(f"http://127.0.0.1:{self.ports[spec.name]}/readyz", 60, spec.name, proc)
+                await wait_http_ready(
+                    f"http://127.0.0.1:{self.ports[spec.name]}/readyz", START_TIMEOUT_SECONDS, spec.name, proc
+                )
         except Exception as exc:
             raise RuntimeError(f"{spec.name} failed to start: {exc}\n--- {child.log_path} ---\n{child.tail()}") from exc
         if self.config.run_after_start:

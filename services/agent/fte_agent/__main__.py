@@ -28,10 +28,11 @@ def main() -> None:
         print("reader corpus vectors cached in", cache_dir)
         return
     if args.command == "migrate":
+        from fte_runtime.db import print_applied
+
         from fte_agent.server import migrate
 
-        for name in asyncio.run(migrate(settings)):
-            print("applied", name)
+        print_applied(asyncio.run(migrate(settings)))
         return
     from fte_agent.server import serve
 

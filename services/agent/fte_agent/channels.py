@@ -5,11 +5,12 @@ from __future__ import annotations
 from fte.common.v1 import common_pb2
 from fte.events.v1 import message_events_pb2
 from fte.identity.v1 import identity_pb2, identity_service_pb2
+from fte_runtime.enums import value_names
 
 C = common_pb2
 K = identity_pb2
 
-NAMES: dict[int, str] = {C.CHANNEL_EMAIL: "email", C.CHANNEL_WHATSAPP: "whatsapp", C.CHANNEL_WEB_FORM: "web_form"}
+NAMES: dict[int, str] = value_names(C.Channel)
 
 # The channels whose history an identifier kind opens up once verified.
 _KIND_CHANNELS: dict[int, tuple[int, ...]] = {

@@ -14,7 +14,6 @@ between sending and recording never sends twice.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -24,12 +23,11 @@ from typing import Any
 
 import asyncpg
 import grpc
-from aiokafka.errors import KafkaError
 from fte.common.v1 import common_pb2
 from fte.events.v1 import message_events_pb2, ticket_events_pb2
 from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
 from fte.knowledge.v1 import knowledge_pb2
-from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
+from fte.notifier.v1 import notifier_service_pb2_grpc
 from fte_runtime import envelope, topics
 from fte_runtime.context import correlation_id_var
 from fte_runtime.kafka import EventPublisher, PoisonRecord
@@ -37,6 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import channels, metrics, store
 from fte_agent.reasoner import Action, Decision, Reasoner
+from fte_agent.replies import reply_context, send_request_from_context
 from fte_agent.tools import Request, Searcher, Toolbox
 
 C = common_pb2
@@ -45,34 +44,6 @@ log = logging.getLogger("fte.agent.worker")
 MESSAGE_TYPES = envelope.type_map(message_events_pb2.MessageReceived)
 _TICKET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 MAX_TEXT = 20_000
-
-_TRANSIENT_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
-}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures that go away by themselves: retried without limit, never dead-lettered."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in _TRANSIENT_CODES
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | KafkaError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.UniqueViolationError
-        | asyncpg.exceptions.DeadlockDetectedError
-        | asyncpg.exceptions.SerializationError
-        | asyncpg.exceptions.TooManyConnectionsError,
-    )
 
 
 def reply_request_id(channel: int, channel_message_id: str) -> str:
@@ -137,50 +108,6 @@ def _ts(dt: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(dt)
     return ts
-
-
-def reply_context(msg: message_events_pb2.MessageReceived) -> dict[str, Any]:
-    """What a later reply on this ticket (a person's) needs to reach the customer in the same thread."""
-    thread = msg.email_thread
-    return {
-        "recipient": channels.recipient(msg),
-        "subject": msg.subject,
-        "display_name": msg.display_name,
-        "received_time": msg.received_time.ToDatetime(tzinfo=UTC).isoformat(),
-        "email_thread": {
-            "message_id": thread.message_id,
-            "in_reply_to": thread.in_reply_to,
-            "references": list(thread.references),
-            "gmail_thread_id": thread.gmail_thread_id,
-        },
-    }
-
-
-def send_request_from_context(
-    request_id: str, channel: int, ctx: dict[str, Any], text: str, ticket_id: str
-) -> notifier_service_pb2.SendMessageRequest:
-    req = notifier_service_pb2.SendMessageRequest(
-        request_id=request_id,
-        channel=channel,  # type: ignore[arg-type]
-        recipient=ctx.get("recipient", ""),
-        subject=ctx.get("subject", "") or f"Your Tasklane support request {ticket_id}",
-        text_body=text,
-        ticket_id=ticket_id,
-    )
-    thread = ctx.get("email_thread") or {}
-    if channel == C.CHANNEL_EMAIL and thread.get("message_id"):
-        refs = [*thread.get("references", [])]
-        req.reply_to.CopyFrom(
-            common_pb2.EmailThread(
-                message_id=thread["message_id"],
-                in_reply_to=thread.get("in_reply_to", ""),
-                references=refs,
-                gmail_thread_id=thread.get("gmail_thread_id", ""),
-            )
-        )
-    if channel == C.CHANNEL_WHATSAPP and ctx.get("received_time"):
-        req.customer_last_message_time.CopyFrom(_ts(datetime.fromisoformat(ctx["received_time"])))
-    return req
 
 
 class MessageProcessor:
@@ -417,7 +344,3 @@ def _summary(msg: message_events_pb2.MessageReceived, decision: dict[str, Any]) 
         parts.append(f'subject "{subject[:120]}"')
     parts.append(f"language {decision.get('language', '?')}, sentiment {decision.get('sentiment', 0):.2f}")
     return "; ".join(parts) + f'. Customer wrote: "{excerpt}"'
-
-
-async def sleep_backoff(attempt: int, cap: float = 5.0) -> None:
-    await asyncio.sleep(min(cap, 0.1 * 2**attempt))

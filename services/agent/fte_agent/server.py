@@ -1,29 +1,21 @@
-"""Wiring: the database, the downstream channels, the Kafka worker and consumers, and AgentService."""
+"""The agent service: the database, the downstream channels, AgentService, and the Kafka worker
+and consumers."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.resources
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
-import asyncpg
 import grpc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fte.agent.v1 import agent_service_pb2_grpc
 from fte.identity.v1 import identity_service_pb2_grpc
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte.notifier.v1 import notifier_service_pb2_grpc
-from fte_runtime.db import apply_migrations, create_pool
+from fte_runtime import db, envelope, service
+from fte_runtime.db import create_pool
 from fte_runtime.grpc_client import connect
-from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
-from fte_runtime.kafka import EventPublisher, make_consumer, make_producer, run_consumer
-from fte_runtime.logs import configure_logging
-from fte_runtime.tasks import cancel_all
+from fte_runtime.kafka import EventPublisher, consume, make_consumer, start_producer
 
 from fte_agent import packs, reader
 from fte_agent.compose import Voice
@@ -39,14 +31,12 @@ from fte_agent.worker import KeyedWorker, TokenBucket
 
 log = logging.getLogger("fte.agent")
 SCHEMA = "agent"
-
-
-def migrations_dir() -> importlib.resources.abc.Traversable:
-    return importlib.resources.files("fte_agent") / "migrations"
+DOMAIN = envelope.service_source("agent")
+SERVICE_NAME = "fte.agent.v1.AgentService"
 
 
 async def migrate(settings: AgentSettings) -> list[str]:
-    return await apply_migrations(settings.database_url.get_secret_value(), SCHEMA, migrations_dir())
+    return await db.migrate(settings, SCHEMA, "fte_agent")
 
 
 def build_reasoner(settings: AgentSettings) -> Reasoner:
@@ -68,65 +58,53 @@ def build_reasoner(settings: AgentSettings) -> Reasoner:
     return Reasoner(engine, offline, policy=reading, packs=language_packs, playbook=playbook)
 
 
-@dataclass
-class Agent:
-    """Every long-lived part of a running agent, started and closed together."""
+class Agent(service.Service[AgentSettings]):
+    """Every long-lived part of a running agent: the pool, the downstream channels, the producer,
+    AgentService, and the Kafka worker and consumers as supervised background jobs."""
 
-    settings: AgentSettings
-    pool: asyncpg.Pool
-    channels: list[grpc.aio.Channel]
-    producer: AIOKafkaProducer
-    processor: MessageProcessor
-    servicer: AgentServicer
-    handlers: EventHandlers
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    consumers: list[AIOKafkaConsumer] = field(default_factory=list)
+    name = "agent"
+    domain = DOMAIN
 
-    @classmethod
-    async def create(cls, settings: AgentSettings) -> Agent:
+    async def open(self) -> None:
+        s = self.settings
         # First, before anything opens: training the reader takes seconds, and a bad language pack
         # or playbook stops the start with nothing to close.
-        reasoner = await asyncio.to_thread(build_reasoner, settings)
-        await migrate(settings)
+        reasoner = await asyncio.to_thread(build_reasoner, s)
+        await migrate(s)
         # No session state is kept (transaction-scoped locks only): no reset round trip per release.
-        pool = await create_pool(settings, SCHEMA, application_name="fte-agent", reset_on_release=False)
-        token = settings.service_token.get_secret_value() or None
-        timeout = settings.default_deadline_seconds
-        kch = connect(settings.knowledge_target, token=token, default_timeout=timeout)
-        ich = connect(settings.identity_target, token=token, default_timeout=timeout)
-        nch = connect(settings.notifier_target, token=token, default_timeout=timeout)
-        producer = make_producer(settings, "fte-agent")
-        await producer.start()
-        publisher = EventPublisher(producer, "//agent.fte")
+        self.pool = await self.resource(
+            create_pool(s, SCHEMA, application_name="fte-agent", reset_on_release=False), lambda p: p.close()
+        )
+        token = s.service_token.get_secret_value() or None
+
+        def channel(target: str) -> grpc.aio.Channel:
+            return self.closing(connect(target, token=token, default_timeout=s.default_deadline_seconds), _close)
+
+        kch, ich, nch = channel(s.knowledge_target), channel(s.identity_target), channel(s.notifier_target)
+        self.producer = await self.resource(start_producer(s, "fte-agent"), lambda p: p.stop())
+        publisher = EventPublisher(self.producer, DOMAIN)
         notifier = notifier_service_pb2_grpc.NotifierServiceStub(nch)
-        processor = MessageProcessor(
-            pool,
+        self.processor = MessageProcessor(
+            self.pool,
             identity_service_pb2_grpc.IdentityServiceStub(ich),
             notifier,
             KnowledgeSearcher(knowledge_service_pb2_grpc.KnowledgeServiceStub(kch)),
             publisher=publisher,
             reasoner=reasoner,
-            conversation_idle=timedelta(hours=settings.conversation_idle_hours),
-            gap_below=settings.kb_min_similarity + settings.kb_gap_margin,
+            conversation_idle=timedelta(hours=s.conversation_idle_hours),
+            gap_below=s.kb_min_similarity + s.kb_gap_margin,
         )
-        servicer = AgentServicer(pool, notifier, publisher, reasoner.playbook.follow_up_hours)
-        return cls(settings, pool, [kch, ich, nch], producer, processor, servicer, EventHandlers(pool))
-
-    def registration(self) -> ServiceRegistration:
-        return ServiceRegistration(
-            "fte.agent.v1.AgentService",
-            self.servicer,
-            agent_service_pb2_grpc.add_AgentServiceServicer_to_server,
-            SCOPES,
-        )
-
-    def jobs(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self.run_worker, self.run_outcomes, self.run_customer_changes]
+        self.handlers = EventHandlers(self.pool)
+        servicer = AgentServicer(self.pool, notifier, publisher, reasoner.playbook.follow_up_hours)
+        self.register(SERVICE_NAME, servicer, agent_service_pb2_grpc.add_AgentServiceServicer_to_server, SCOPES)
+        # Graceful: on stop each lets what it started finish (whatever does not is redelivered).
+        self.background("worker", self.run_worker, graceful=True)
+        self.background("delivery outcomes", self.run_outcomes, graceful=True)
+        self.background("customer changes", self.run_customer_changes, graceful=True)
 
     async def run_worker(self) -> None:
         s = self.settings
         consumer = make_consumer(s, s.consumer_group)
-        self.consumers.append(consumer)
         worker = KeyedWorker(
             consumer,
             self.producer,
@@ -137,88 +115,43 @@ class Agent:
             max_attempts=s.max_attempts,
         )
         consumer.subscribe([s.incoming_topic], listener=worker)
-        await consumer.start()
         try:
+            await consumer.start()
             await worker.run()
         finally:
             await consumer.stop()
 
-    async def _follow(self, topic: str, group: str, handler: Callable[..., Awaitable[None]]) -> None:
-        consumer = make_consumer(self.settings, group, topic)
-        self.consumers.append(consumer)
-        await consumer.start()
-        try:
-            await run_consumer(consumer, handler, self.producer, self.stopping)
-        finally:
-            await consumer.stop()
-
     async def run_outcomes(self) -> None:
-        await self._follow(
-            self.settings.outcomes_topic, f"{self.settings.consumer_group}-outcomes", self.handlers.delivery_outcome
-        )
+        s = self.settings
+        consumer = make_consumer(s, f"{s.consumer_group}-outcomes", s.outcomes_topic)
+        await consume(consumer, self.handlers.delivery_outcome, self.producer, self.stopping)
 
     async def run_customer_changes(self) -> None:
-        await self._follow(
-            self.settings.customers_topic, f"{self.settings.consumer_group}-customers", self.handlers.customer_changed
-        )
+        s = self.settings
+        consumer = make_consumer(s, f"{s.consumer_group}-customers", s.customers_topic)
+        await consume(consumer, self.handlers.customer_changed, self.producer, self.stopping)
 
-    async def close(self) -> None:
-        self.stopping.set()
-        for consumer in self.consumers:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-        with contextlib.suppress(Exception):
-            await self.producer.stop()
-        for ch in self.channels:
-            await ch.close()
-        await self.pool.close()
+
+async def _close(channel: grpc.aio.Channel) -> None:
+    await channel.close()
 
 
 async def serve(settings: AgentSettings) -> None:
-    configure_logging("agent", settings.log_level, settings.log_json)
-    agent = await Agent.create(settings)
-    server = GrpcServer(settings, "agent.fte", [agent.registration()])
-
-    async def stop_jobs() -> None:
-        agent.stopping.set()
-
-    def job(fn: Callable[[], Awaitable[None]]) -> Callable[[], Coroutine[Any, Any, None]]:
-        async def run() -> None:
-            # A job ending early (e.g. the broker unreachable at start) is retried, not fatal.
-            while not agent.stopping.is_set():
-                try:
-                    await fn()
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("background job failed; restarting it")
-                    await asyncio.sleep(1)
-
-        return run
-
-    await run_until_signalled(server, cleanups=[stop_jobs, agent.close], background=[job(j) for j in agent.jobs()])
+    await Agent(settings).serve()
 
 
 class RunningAgent:
-    """An agent started in this process (tests, benchmarks): gRPC server plus background jobs."""
+    """An agent started in this process (tests, benchmarks)."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.server = GrpcServer(agent.settings, "agent.fte", [agent.registration()])
-        self.tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
     @classmethod
     async def start(cls, settings: AgentSettings) -> RunningAgent:
-        running = cls(await Agent.create(settings))
-        running.port = await running.server.start()
-        running.tasks = [asyncio.create_task(job()) for job in running.agent.jobs()]
+        running = cls(Agent(settings))
+        running.port = await running.agent.start()
         return running
 
     async def stop(self) -> None:
-        self.agent.stopping.set()
-        await self.server.stop()
-        await asyncio.wait(self.tasks, timeout=10)
-        await cancel_all(self.tasks)
-        await self.agent.close()
+        await self.agent.stop()

@@ -16,13 +16,14 @@ from fte.notifier.v1 import notifier_service_pb2_grpc
 from fte_runtime import topics
 from fte_runtime.context import principal_var
 from fte_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from fte_runtime.idempotency import check_request_id, derived_id
 from fte_runtime.kafka import EventPublisher
 from fte_runtime.names import make_name, parse_name
-from fte_runtime.pagination import decode_token, encode_token, page_size
+from fte_runtime.pagination import Page, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import metrics, reasons, store
-from fte_agent.processor import send_request_from_context
+from fte_agent.replies import send_request_from_context
 
 C = common_pb2
 SCOPES = {
@@ -119,21 +120,17 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if request.customer:
             parse_name(request.customer, "customers", "customer")
         filters = [request.status, request.channel, request.customer, request.escalation_reason]
-        after = decode_token(request.page_token, filters)
+        page = Page(size, request.page_token, filters)
         rows = await store.list_tickets(
             self.pool,
             status=request.status,
             channel=request.channel,
             customer=request.customer,
             escalation_reason=request.escalation_reason,
-            after=tuple(after) if after else None,
-            limit=size + 1,
+            after=tuple(page.position) if page.position else None,
+            limit=page.limit,
         )
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            token = encode_token([last["create_time"].isoformat(), last["id"]], filters)
+        rows, token = page.cut(rows, lambda r: [r["create_time"].isoformat(), r["id"]])
         return agent_service_pb2.ListTicketsResponse(tickets=[ticket_proto(r) for r in rows], next_page_token=token)
 
     async def UpdateTicket(
@@ -157,7 +154,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         ticket_id = parse_name(t.name, "tickets", "ticket.name")
         fields: dict[str, Any] = {p: getattr(t, p) for p in paths}
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT * FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
+            row = await store.lock_ticket(conn, ticket_id)
             if row is None:
                 raise NotFound(f"ticket {ticket_id!r} does not exist", reason="TICKET_NOT_FOUND")
             if etag(row) != t.etag:
@@ -170,25 +167,18 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.ListMessagesResponse:
         size = page_size(request.page_size, default=50)
         ticket = await self._ticket(request.ticket, "ticket")
-        after = decode_token(request.page_token, ticket["id"]) or 0
-        rows = await store.list_messages(self.pool, ticket["id"], int(after), size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = encode_token(rows[-1]["id"], ticket["id"])
+        page = Page(size, request.page_token, ticket["id"])
+        rows = await store.list_messages(self.pool, ticket["id"], int(page.position or 0), page.limit)
+        rows, token = page.cut(rows, lambda r: r["id"])
         return agent_service_pb2.ListMessagesResponse(messages=[message_proto(r) for r in rows], next_page_token=token)
 
     async def GetCustomerHistory(
         self, request: agent_service_pb2.GetCustomerHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.GetCustomerHistoryResponse:
         parse_name(request.customer, "customers", "customer")
-        size = page_size(request.page_size, default=50)
-        before = decode_token(request.page_token, request.customer)
-        rows = await store.customer_messages(self.pool, request.customer, before, size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = encode_token(rows[-1]["id"], request.customer)
+        page = Page(page_size(request.page_size, default=50), request.page_token, request.customer)
+        rows = await store.customer_messages(self.pool, request.customer, page.position, page.limit)
+        rows, token = page.cut(rows, lambda r: r["id"])
         tickets = await store.customer_tickets(self.pool, request.customer)
         return agent_service_pb2.GetCustomerHistoryResponse(
             tickets=[ticket_proto(t) for t in tickets],
@@ -202,8 +192,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         v = Violations()
         v.require(request.ticket, "ticket")
         v.check(len(request.text.strip()) > 0 and len(request.text) <= 20_000, "text", "must be 1 to 20000 characters")
-        v.check(len(request.request_id) <= 150, "request_id", "must be at most 150 characters")
         v.raise_if_any()
+        # Prefixed with the ticket into the notifier's key, which must stay within the rule's 200.
+        check_request_id(request.request_id, max_length=150)
         ticket = await self._ticket(request.ticket, "ticket")
         inbound = await store.latest_inbound_of_ticket(self.pool, ticket["id"])
         ctx: dict[str, Any] = json.loads(inbound["reply_context"]) if inbound is not None else {}
@@ -231,9 +222,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 f"the notifier did not accept the reply: {exc.code().name}", reason="NOTIFIER_UNAVAILABLE"
             ) from exc
         row = await store.set_message_delivery(self.pool, row["id"], reply.delivery.name, reply.delivery.status)
-        await self.pool.execute(
-            "UPDATE tickets SET first_response_time = COALESCE(first_response_time, now()) WHERE id = $1", ticket["id"]
-        )
+        await store.mark_first_response(self.pool, ticket["id"])
         return agent_service_pb2.ReplyToTicketResponse(message=message_proto(row))
 
     async def EscalateTicket(
@@ -241,6 +230,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.EscalateTicketResponse:
         if len(request.detail) > 2000:
             raise InvalidArgument("detail must be at most 2000 characters", reason="DETAIL_TOO_LONG")
+        request_id = check_request_id(request.request_id)
         ticket = await self._ticket(request.ticket, "ticket")
         reason = request.reason or C.ESCALATION_REASON_MANUAL
         if not reasons.name_of(reason):
@@ -265,7 +255,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             )
             event.escalated_time.FromDatetime(now)
             event.follow_up_by_time.FromDatetime(now + timedelta(hours=self.follow_up_hours))
-            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row["id"])
+            # A retry with the same request id publishes the same event id; consumers drop the copy.
+            event_id = derived_id("escalation", row["id"], request_id) if request_id else None
+            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row["id"], event_id=event_id)
         return agent_service_pb2.EscalateTicketResponse(ticket=ticket_proto(row))
 
     async def ResolveTicket(

@@ -292,6 +292,19 @@ async def get_ticket(pool: asyncpg.Pool | asyncpg.Connection, ticket_id: str) ->
     return row
 
 
+async def lock_ticket(conn: asyncpg.Connection, ticket_id: str) -> asyncpg.Record | None:
+    """The ticket, locked until the transaction ends (read, compare, update)."""
+    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
+    return row
+
+
+async def mark_first_response(pool: asyncpg.Pool, ticket_id: str) -> None:
+    """Record the ticket's first response time, unless it has one."""
+    await pool.execute(
+        "UPDATE tickets SET first_response_time = COALESCE(first_response_time, now()) WHERE id = $1", ticket_id
+    )
+
+
 async def list_tickets(
     pool: asyncpg.Pool,
     *,

@@ -18,11 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from fte_runtime import envelope
-from fte_runtime.kafka import PoisonRecord, dead_letter
-from fte_runtime.metrics import KAFKA_CONSUMED
-
-from fte_agent.processor import is_transient
+from fte_runtime.kafka import RetryPolicy, handle_with_retry
 
 log = logging.getLogger("fte.agent.worker")
 
@@ -92,7 +88,7 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.stopping = stopping
         self.max_in_flight = max_in_flight
         self.pace = pace
-        self.max_attempts = max_attempts
+        self.retry = RetryPolicy(max_attempts=max_attempts)
         self._offsets: dict[TopicPartition, _Offsets] = {}
         self._tails: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,47 +175,8 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             raise Stopping
 
     async def _handle(self, record: ConsumerRecord) -> None:
-        attempts = 0
-        delay = 0.1
-        while True:
-            try:
-                await self.handler(record)
-                KAFKA_CONSUMED.labels(record.topic, "ok").inc()
-                return
-            except (PoisonRecord, envelope.InvalidEvent) as exc:
-                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                KAFKA_CONSUMED.labels(record.topic, "retried").inc()
-                if not is_transient(exc):
-                    attempts += 1
-                    log.exception("handling failed", extra={"offset": record.offset, "attempt": attempts})
-                    if attempts >= self.max_attempts:
-                        await self._dead_letter(record, f"failed {attempts} times: {type(exc).__name__}: {exc}")
-                        return
-                else:
-                    log.warning(
-                        "transient failure; retrying", extra={"offset": record.offset, "error": repr(exc)[:300]}
-                    )
-                if self.stopping.is_set():
-                    raise Stopping from exc
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await dead_letter(self.producer, record, error)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dead-lettering failed; retrying")
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
+        if not await handle_with_retry(record, self.handler, self.producer, self.stopping, self.retry):
+            raise Stopping
 
     async def _commit(self) -> None:
         ready: dict[TopicPartition, int] = {}

@@ -198,11 +198,7 @@ async def test_one_customer_in_order_many_customers_at_once(running: Any, produc
         assert len({t.conversation for t in own}) == 1
 
 
-async def test_escalation_is_published_and_told_honestly(
-    running: Any, producer: AIOKafkaProducer, kafka_settings: KafkaSettings
-) -> None:
-    agent, clients = running
-    topic = agent.agent.settings.incoming_topic
+async def _watch_escalations(kafka_settings: KafkaSettings) -> AIOKafkaConsumer:
     watcher = AIOKafkaConsumer(
         topics.TICKETS_ESCALATED,
         bootstrap_servers=kafka_settings.kafka_bootstrap,
@@ -212,8 +208,33 @@ async def test_escalation_is_published_and_told_honestly(
         heartbeat_interval_ms=1000,
     )
     await watcher.start()
+    await eventually(lambda: asyncio.sleep(0, result=bool(watcher.assignment())), what="assignment")
+    return watcher
+
+
+async def _escalations(
+    watcher: AIOKafkaConsumer, ticket: str, *, want: int
+) -> list[tuple[envelope.Event, ticket_events_pb2.TicketEscalated]]:
+    """The TicketEscalated events of `ticket`, until `want` came or 20 s passed."""
+    events: list[tuple[envelope.Event, ticket_events_pb2.TicketEscalated]] = []
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(events) < want and asyncio.get_running_loop().time() < deadline:
+        for records in (await watcher.getmany(timeout_ms=500)).values():
+            for r in records:
+                ev = envelope.decode(r.value, r.headers, envelope.type_map(ticket_events_pb2.TicketEscalated))
+                assert isinstance(ev.message, ticket_events_pb2.TicketEscalated)
+                if ev.message.ticket == ticket:
+                    events.append((ev, ev.message))
+    return events
+
+
+async def test_escalation_is_published_and_told_honestly(
+    running: Any, producer: AIOKafkaProducer, kafka_settings: KafkaSettings
+) -> None:
+    agent, clients = running
+    topic = agent.agent.settings.incoming_topic
+    watcher = await _watch_escalations(kafka_settings)
     try:
-        await eventually(lambda: asyncio.sleep(0, result=bool(watcher.assignment())), what="assignment")
         msg, key = message("whatsapp", "I was charged twice this month, I want a refund")
         await publish(producer, topic, msg, key)
         ticket = await eventually(
@@ -223,19 +244,33 @@ async def test_escalation_is_published_and_told_honestly(
         reply = await eventually(lambda: _replied(clients, ticket.name), what="the hand-over reply")
         assert "billing team" in reply.text
         assert ticket.name.split("/")[1] in reply.text
-        events: list[ticket_events_pb2.TicketEscalated] = []
-        deadline = asyncio.get_running_loop().time() + 20
-        while not events and asyncio.get_running_loop().time() < deadline:
-            for records in (await watcher.getmany(timeout_ms=500)).values():
-                for r in records:
-                    ev = envelope.decode(r.value, r.headers, envelope.type_map(ticket_events_pb2.TicketEscalated))
-                    assert isinstance(ev.message, ticket_events_pb2.TicketEscalated)
-                    if ev.message.ticket == ticket.name:
-                        events.append(ev.message)
+        events = [m for _, m in await _escalations(watcher, ticket.name, want=1)]
         assert len(events) == 1
         assert events[0].reason == common_pb2.ESCALATION_REASON_REFUND
         assert events[0].follow_up_by_time.seconds > events[0].escalated_time.seconds
         assert "refund" in events[0].summary
+    finally:
+        await watcher.stop()
+
+
+async def test_a_retried_staff_escalation_publishes_the_same_event_id(
+    running: Any, producer: AIOKafkaProducer, kafka_settings: KafkaSettings
+) -> None:
+    """EscalateTicket's request_id: the retry's TicketEscalated carries the first one's ce_id
+    (consumers drop the copy), and the agent's events name it as `agent.fte`."""
+    agent, clients = running
+    msg, key = message("web_form", "How do I export my tasks to CSV?", subject="Export")
+    await publish(producer, agent.agent.settings.incoming_topic, msg, key)
+    ticket = await eventually(lambda: _first_ticket(clients), what="a ticket")
+    watcher = await _watch_escalations(kafka_settings)
+    try:
+        request = agent_service_pb2.EscalateTicketRequest(ticket=ticket.name, detail="VIP", request_id="esc-1")
+        for _ in range(2):
+            await clients.agent.EscalateTicket(request)
+        events = [ev for ev, _ in await _escalations(watcher, ticket.name, want=2)]
+        assert len(events) == 2
+        assert events[0].id == events[1].id
+        assert events[0].source == "agent.fte"
     finally:
         await watcher.stop()
 

@@ -6,28 +6,20 @@ import argparse
 import asyncio
 import json
 import sys
-from importlib import resources
 
 from fte_runtime.context import new_correlation_id
-from fte_runtime.db import apply_migrations, create_pool
+from fte_runtime.db import create_pool, migrate, print_applied
 from fte_runtime.logs import configure_logging
 
 from fte_gateway.settings import GatewaySettings
 from fte_gateway.store import SCHEMA, GatewayStore
 
 
-async def _migrate(settings: GatewaySettings) -> None:
-    applied = await apply_migrations(
-        settings.database_url.get_secret_value(), SCHEMA, resources.files("fte_gateway") / "migrations"
-    )
-    print(json.dumps({"applied": applied}))
-
-
 async def _gmail(settings: GatewaySettings, command: str) -> None:
     from fte_gateway.gmail import GmailApi, GmailSync
     from fte_gateway.publisher import Publisher
 
-    await _migrate(settings)
+    await migrate(settings, SCHEMA, "fte_gateway")
     pool = await create_pool(settings, SCHEMA, application_name="fte-gateway-cli")
     publisher = Publisher(settings)
     try:
@@ -61,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
     else:
         configure_logging("gateway", settings.log_level, settings.log_json)
-        coro = _migrate(settings) if args.command == "migrate" else _gmail(settings, args.command)
-        asyncio.run(coro)
+        if args.command == "migrate":
+            print_applied(asyncio.run(migrate(settings, SCHEMA, "fte_gateway")))
+        else:
+            asyncio.run(_gmail(settings, args.command))
     return 0
 
 

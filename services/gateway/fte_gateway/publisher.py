@@ -11,14 +11,16 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fte_runtime.kafka import EventPublisher, make_producer
+from fte_runtime import envelope
+from fte_runtime.backoff import Backoff
+from fte_runtime.kafka import EventPublisher, start_producer
 
 from fte_gateway.events import Outgoing
 from fte_gateway.settings import GatewaySettings
 
 log = logging.getLogger("fte.gateway.kafka")
 
-SOURCE = "fte.gateway"
+SOURCE = envelope.service_source("gateway")
 READY_CACHE_SECONDS = 1.0
 
 
@@ -39,17 +41,13 @@ class Publisher:
         self._task = asyncio.create_task(self._connect(), name="kafka-connect")
 
     async def _connect(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
-            producer = make_producer(self._settings, client_id="fte-gateway")
             try:
-                await producer.start()
+                producer = await start_producer(self._settings, "fte-gateway")
             except (KafkaError, OSError) as exc:
                 log.warning("kafka not reachable yet", extra={"error": type(exc).__name__})
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
                 continue
             self._producer = producer
             self._publisher = EventPublisher(producer, SOURCE)

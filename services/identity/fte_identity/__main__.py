@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from fte_runtime.db import print_applied
 from fte_runtime.logs import configure_logging
 
 from fte_identity.server import migrate, serve
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     else:
         configure_logging("identity", settings.log_level, settings.log_json)
-        asyncio.run(migrate(settings))
+        print_applied(asyncio.run(migrate(settings)))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,15 @@
-"""Builds the identity gRPC server and runs it with its outbox relay."""
+"""The identity service: its pool, IdentityService and the outbox relay."""
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from fte.identity.v1 import identity_service_pb2_grpc
-from fte_runtime.db import apply_migrations, create_pool
-from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
-from fte_runtime.logs import configure_logging
+from fte_runtime import db, envelope, service
+from fte_runtime.db import create_pool
+from fte_runtime.grpc_server import GrpcServer
 
 from fte_identity.outbox import OutboxRelay
 from fte_identity.servicer import METHOD_SCOPES, IdentityServicer, VerificationPolicy
@@ -21,64 +19,59 @@ from fte_identity.store import Store
 log = logging.getLogger("fte.identity")
 
 SCHEMA = "identity"
-DOMAIN = "identity.fte"
+DOMAIN = envelope.service_source("identity")
 SERVICE_NAME = "fte.identity.v1.IdentityService"
 
 
-def migrations() -> Any:
-    return importlib.resources.files("fte_identity") / "migrations"
-
-
 async def migrate(settings: IdentitySettings) -> list[str]:
-    return await apply_migrations(settings.database_url.get_secret_value(), SCHEMA, migrations())
+    return await db.migrate(settings, SCHEMA, "fte_identity")
 
 
-@dataclass
-class IdentityApp:
-    server: GrpcServer
-    relay: OutboxRelay
-    pool: Any
+class Identity(service.Service[IdentitySettings]):
+    name = "identity"
+    domain = DOMAIN
+
+    async def open(self) -> None:
+        s = self.settings
+        await migrate(s)
+        self.pool: Any = await self.resource(
+            create_pool(s, SCHEMA, application_name="fte-identity", reset_on_release=False), lambda p: p.close()
+        )
+        self.relay = OutboxRelay(
+            self.pool, s, source=DOMAIN, batch_size=s.outbox_batch_size, poll_seconds=s.outbox_poll_seconds
+        )
+        self.on_close(self.relay.close)
+        servicer = IdentityServicer(
+            Store(self.pool),
+            default_region=s.default_region,
+            verification=VerificationPolicy(
+                ttl=timedelta(seconds=s.verification_code_ttl_seconds),
+                max_attempts=s.verification_max_attempts,
+                max_codes_per_hour=s.verification_max_codes_per_hour,
+                key=s.verification_key.get_secret_value().encode(),
+            ),
+            on_event=self.relay.wake,
+        )
+        self.register(
+            SERVICE_NAME, servicer, identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, METHOD_SCOPES
+        )
+        self.background("outbox relay", self.relay.run)
+
+    @property
+    def server(self) -> GrpcServer:
+        return self.grpc
 
 
-async def build(settings: IdentitySettings) -> IdentityApp:
-    """Migrate, open the pool and assemble the server and relay (nothing started yet)."""
-    await migrate(settings)
-    pool = await create_pool(settings, SCHEMA, application_name="fte-identity", reset_on_release=False)
-    relay = OutboxRelay(
-        pool,
-        settings,
-        source=DOMAIN,
-        batch_size=settings.outbox_batch_size,
-        poll_seconds=settings.outbox_poll_seconds,
-    )
-    servicer = IdentityServicer(
-        Store(pool),
-        default_region=settings.default_region,
-        verification=VerificationPolicy(
-            ttl=timedelta(seconds=settings.verification_code_ttl_seconds),
-            max_attempts=settings.verification_max_attempts,
-            max_codes_per_hour=settings.verification_max_codes_per_hour,
-            key=settings.verification_key.get_secret_value().encode(),
-        ),
-        on_event=relay.wake,
-    )
-    server = GrpcServer(
-        settings,
-        domain=DOMAIN,
-        services=[
-            ServiceRegistration(
-                SERVICE_NAME, servicer, identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, METHOD_SCOPES
-            )
-        ],
-    )
-    return IdentityApp(server, relay, pool)
+# Tests and benches that serve the API without the relay: `build()`, then `server.start()`.
+IdentityApp = Identity
+
+
+async def build(settings: IdentitySettings) -> Identity:
+    """The service opened and its server built, nothing started yet."""
+    identity = Identity(settings)
+    await identity.setup()
+    return identity
 
 
 async def serve(settings: IdentitySettings) -> None:
-    configure_logging("identity", settings.log_level, settings.log_json)
-    app = await build(settings)
-
-    async def close_pool() -> None:
-        await app.pool.close()
-
-    await run_until_signalled(app.server, cleanups=[app.relay.close, close_pool], background=[app.relay.run])
+    await Identity(settings).serve()

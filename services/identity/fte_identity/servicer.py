@@ -14,6 +14,7 @@ from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service
 from fte_runtime import pagination
 from fte_runtime.context import principal_var
 from fte_runtime.errors import FieldViolation, InvalidArgument
+from fte_runtime.idempotency import check_request_id
 from fte_runtime.names import parse_name
 from prometheus_client import Counter
 
@@ -25,7 +26,6 @@ log = logging.getLogger("fte.identity")
 
 MAX_DISPLAY_NAME = 200
 MAX_REASON = 1000
-MAX_REQUEST_ID = 200
 MAX_CODE = 32
 
 # What each channel may give, and which of it the channel itself proves (the sender controls it).
@@ -187,19 +187,17 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.ListCustomersResponse:
         size = pagination.page_size(request.page_size)
         ident = self._identifier(request.identifier, "identifier") if request.HasField("identifier") else None
-        filters = {"kind": ident.kind, "value": ident.value} if ident else None
-        position = pagination.decode_token(request.page_token, filters)
+        page = pagination.Page(size, request.page_token, {"kind": ident.kind, "value": ident.value} if ident else None)
         after: tuple[datetime, uuid.UUID] | None = None
-        if position is not None:
+        if page.position is not None:
             try:
-                after = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
+                after = (datetime.fromisoformat(page.position[0]), uuid.UUID(page.position[1]))
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from exc
         customers, more = await self._store.list(size, after, ident)
-        token = ""
-        if more and customers:
-            last = customers[-1]
-            token = pagination.encode_token([last.create_time.isoformat(), str(last.id)], filters)
+        token = (
+            page.next_token([customers[-1].create_time.isoformat(), str(customers[-1].id)], more) if customers else ""
+        )
         return identity_service_pb2.ListCustomersResponse(
             customers=[to_proto(c) for c in customers], next_page_token=token
         )
@@ -245,7 +243,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         if source == target:
             raise _invalid("target_customer", "MERGE_INTO_SELF", "a customer cannot be merged into itself")
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
-        request_id = self._text(request.request_id, "request_id", MAX_REQUEST_ID, required=False, reason="REQUEST_ID")
+        request_id = check_request_id(request.request_id.strip())
         customer, merge = await self._store.merge(
             source, target, actor=self._actor(), reason=reason, request_id=request_id or None
         )
@@ -271,6 +269,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.EraseCustomerResponse:
         customer_id = self._customer_id(request.name, "name")
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
+        check_request_id(request.request_id)  # erasing is idempotent by customer already
         if await self._store.erase(customer_id, actor=self._actor(), reason=reason):
             self._on_event()
             log.info("customer erased", extra={"customer": customer_name(customer_id), "actor": self._actor()})

@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(settings))
         return 0
     if args.command == "migrate":
+        from fte_runtime.db import print_applied
+
         from fte_knowledge.server import migrate
 
-        applied = asyncio.run(migrate(settings))
-        print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+        print_applied(asyncio.run(migrate(settings)))
         return 0
     if args.command == "import":
         from fte_knowledge.importer import import_path

@@ -1,21 +1,16 @@
-"""Wiring: pool, embedder, store, the gRPC server and the background re-embedder, started and
-stopped as one."""
+"""The knowledge service: its knowledge base (pool, embedder, index), KnowledgeService and the
+background re-embedder."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import asyncpg
 from fte.knowledge.v1 import knowledge_service_pb2_grpc
-from fte_runtime.db import apply_migrations, create_pool
+from fte_runtime import db, service
+from fte_runtime.db import create_pool
 from fte_runtime.embeddings import Embedder, LocalMiniLM, OpenAIEmbedder
-from fte_runtime.grpc_server import GrpcServer, ServiceRegistration, run_until_signalled
-from fte_runtime.logs import configure_logging
-from fte_runtime.tasks import cancel_all
 
 from fte_knowledge.crosslingual import CrossLingual
 from fte_knowledge.reembed import run_reembedder
@@ -41,10 +36,7 @@ SCOPES = {
 
 
 async def migrate(settings: KnowledgeSettings) -> list[str]:
-    applied: list[str] = await apply_migrations(
-        settings.database_url.get_secret_value(), SCHEMA, importlib.resources.files("fte_knowledge") / "migrations"
-    )
-    return applied
+    return await db.migrate(settings, SCHEMA, "fte_knowledge")
 
 
 def build_embedder(settings: KnowledgeSettings) -> Embedder:
@@ -96,49 +88,28 @@ async def close_knowledge_base(kb: KnowledgeBase) -> None:
     await kb.store.pool.close()
 
 
-class Knowledge:
+class Knowledge(service.Service[KnowledgeSettings]):
     """The whole service. `serve()` runs it until SIGTERM; tests use `start()` / `stop()`."""
 
+    name = "knowledge"
+    domain = "knowledge.fte"
+
     def __init__(self, settings: KnowledgeSettings, embedder: Embedder | None = None) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self._embedder = embedder
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
-        self.kb = await open_knowledge_base(self.settings, "fte-knowledge", self._embedder)
-        self.grpc = GrpcServer(
-            self.settings,
-            domain="knowledge.fte",
-            services=[
-                ServiceRegistration(
-                    SERVICE_NAME,
-                    KnowledgeServicer(self.kb),
-                    knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server,
-                    SCOPES,
-                )
-            ],
+        self.kb = await self.resource(
+            open_knowledge_base(self.settings, "fte-knowledge", self._embedder), close_knowledge_base
         )
-
-    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [lambda: run_reembedder(self.kb)]
-
-    async def start(self) -> int:
-        await self.open()
-        port: int = await self.grpc.start()
-        self._tasks = [asyncio.create_task(job()) for job in self.background()]
-        return port
-
-    async def stop(self) -> None:
-        await self.grpc.stop()
-        await cancel_all(self._tasks)
-        await self.close()
-
-    async def close(self) -> None:
-        await close_knowledge_base(self.kb)
+        self.register(
+            SERVICE_NAME,
+            KnowledgeServicer(self.kb),
+            knowledge_service_pb2_grpc.add_KnowledgeServiceServicer_to_server,
+            SCOPES,
+        )
+        self.background("re-embedder", lambda: run_reembedder(self.kb))
 
 
 async def serve(settings: KnowledgeSettings) -> None:
-    configure_logging("knowledge", settings.log_level, settings.log_json)
-    knowledge = Knowledge(settings)
-    await knowledge.open()
-    await run_until_signalled(knowledge.grpc, cleanups=[knowledge.close], background=knowledge.background())
+    await Knowledge(settings).serve()

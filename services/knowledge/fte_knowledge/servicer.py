@@ -12,7 +12,7 @@ from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2, knowledge_ser
 from fte_runtime.errors import Aborted, InvalidArgument, Violations
 from fte_runtime.logs import redact
 from fte_runtime.names import make_name, parse_name
-from fte_runtime.pagination import decode_token, encode_token, page_size
+from fte_runtime.pagination import Page, decode_token, encode_token, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_knowledge.articles import COLLECTION, LANGUAGE, UPDATABLE, check_fields, from_proto, merge, to_proto
@@ -69,21 +69,18 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
     async def ListArticles(
         self, request: knowledge_service_pb2.ListArticlesRequest, context: Any
     ) -> knowledge_service_pb2.ListArticlesResponse:
-        size = page_size(request.page_size)
         filters = {"category": request.category, "language": request.language, "tag": request.tag}
-        after = decode_token(request.page_token, filters)
-        if after is not None and not isinstance(after, str):
+        page = Page(page_size(request.page_size), request.page_token, filters)
+        if page.position is not None and not isinstance(page.position, str):
             raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
         rows, total = await self.kb.store.list_articles(
-            after_slug=after,
-            limit=size + 1,
+            after_slug=page.position,
+            limit=page.limit,
             category=request.category.strip().lower(),
             language=request.language.strip(),
             tag=request.tag.strip().lower(),
         )
-        more = len(rows) > size
-        rows = rows[:size]
-        token = encode_token(rows[-1].fields.slug, filters) if more and rows else ""
+        rows, token = page.cut(rows, lambda a: a.fields.slug)
         return knowledge_service_pb2.ListArticlesResponse(
             articles=[to_proto(a) for a in rows], next_page_token=token, total_size=total
         )

@@ -7,13 +7,15 @@ import asyncio
 import sys
 
 import asyncpg
-from fte_runtime.db import create_pool
+from fte.common.v1 import common_pb2
+from fte_runtime.db import create_pool, print_applied
+from fte_runtime.enums import value_names
 
 from fte_notifier.server import SCHEMA, migrate, serve
 from fte_notifier.settings import NotifierSettings
 from fte_notifier.store import CHANNEL_NAMES, Store
 
-_STATUS = {1: "queued", 2: "sent", 3: "delivered", 4: "read", 5: "failed"}
+_STATUS = value_names(common_pb2.DeliveryStatus)
 
 
 def _cell(text: str, width: int) -> str:
@@ -44,14 +46,14 @@ async def show_outbox(settings: NotifierSettings, limit: int) -> None:
     print("  ".join(name.ljust(width) for name, width in columns).rstrip())
     for d in rows:
         values = (
-            d["create_time"].strftime("%Y-%m-%d %H:%M:%S"),
-            str(d["id"]),
-            CHANNEL_NAMES.get(d["channel"], "?"),
-            _STATUS.get(d["status"], "?"),
-            "yes" if d["local_only"] else "no",
-            str(d["part_count"]),
-            d["recipient"],
-            d["subject"] + " | " + d["text_body"] if d["subject"] else d["text_body"],
+            d.create_time.strftime("%Y-%m-%d %H:%M:%S"),
+            str(d.id),
+            CHANNEL_NAMES.get(d.channel, "?"),
+            _STATUS.get(d.status, "?"),
+            "yes" if d.local_only else "no",
+            str(d.part_count),
+            d.recipient,
+            d.subject + " | " + d.text_body if d.subject else d.text_body,
         )
         print("  ".join(_cell(v, w).ljust(w) for v, (_, w) in zip(values, columns, strict=True)).rstrip())
     print(f"({len(rows)} deliveries)")
@@ -69,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         asyncio.run(serve(settings))
     elif args.command == "migrate":
-        applied = asyncio.run(migrate(settings))
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        print_applied(asyncio.run(migrate(settings)))
     else:
         asyncio.run(show_outbox(settings, args.limit))
     return 0

@@ -25,13 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fte.common.v1 import common_pb2
+from fte_runtime.backoff import delay_for
+from fte_runtime.context import correlation_id_var, new_correlation_id
 from prometheus_client import Counter, Histogram
 
 from fte_notifier.mime import build_email, gmail_raw
 from fte_notifier.providers import GmailSender, PermanentError, TransientError, WhatsAppSender
 from fte_notifier.settings import NotifierSettings
 from fte_notifier.splitting import split_message
-from fte_notifier.store import CHANNEL_NAMES, LeaseLost, Part, Store
+from fte_notifier.store import CHANNEL_NAMES, Delivery, LeaseLost, Part, Store
 
 log = logging.getLogger("fte.notifier.dispatcher")
 
@@ -48,7 +50,7 @@ PROVIDER_SECONDS = Histogram(
 
 def backoff_seconds(attempt: int, base: float, maximum: float) -> float:
     """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
-    delay = min(maximum, base * 2.0 ** max(attempt - 1, 0))
+    delay = delay_for(attempt, base=base, cap=maximum)
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -80,7 +82,7 @@ class Dispatcher:
         try:
             while True:
                 free = self.settings.dispatch_concurrency - len(self._inflight)
-                claimed: list[dict[str, Any]] = []
+                claimed: list[Delivery] = []
                 if free > 0:
                     try:
                         claimed = await self.store.claim(
@@ -122,7 +124,9 @@ class Dispatcher:
 
     # --- one delivery ---------------------------------------------------------------------------
 
-    async def _process(self, d: dict[str, Any]) -> None:
+    async def _process(self, d: Delivery) -> None:
+        # Each delivery runs in its own task: its logs and outcome carry its SendMessage's id.
+        correlation_id_var.set(d.correlation_id or new_correlation_id())
         try:
             await self._attempt(d)
         except asyncio.CancelledError:
@@ -130,25 +134,25 @@ class Dispatcher:
         except Exception:
             # Even the bookkeeping failed (database down): the lease runs out and the delivery
             # is claimed again; a part left `sending` is looked up before it is resent.
-            log.exception("delivery attempt could not be recorded", extra={"delivery": str(d["id"])})
+            log.exception("delivery attempt could not be recorded", extra={"delivery": str(d.id)})
 
-    async def _attempt(self, d: dict[str, Any]) -> None:
-        channel = CHANNEL_NAMES.get(d["channel"], "unknown")
+    async def _attempt(self, d: Delivery) -> None:
+        channel = CHANNEL_NAMES.get(d.channel, "unknown")
         try:
-            if d["attempts"] > self.settings.max_attempts:
+            if d.attempts > self.settings.max_attempts:
                 # Claimed again after crashes or lost leases more often than retries allow.
                 await self.store.fail(
                     d,
                     self.owner,
-                    f"gave up after {d['attempts'] - 1} attempts: {d['last_error']}".strip(": "),
-                    d["last_error_code"],
+                    f"gave up after {d.attempts - 1} attempts: {d.last_error}".strip(": "),
+                    d.last_error_code,
                     permanent=False,
                 )
                 DISPATCHED.labels(channel, "gave_up").inc()
                 return
-            parts: list[Part] = d["parts"]
-            if d["local_only"]:
-                ids = [f"local-{d['id']}-{p.part_no}" for p in parts]
+            parts = d.parts
+            if d.local_only:
+                ids = [f"local-{d.id}-{p.part_no}" for p in parts]
                 last: int | None = None  # every part recorded by complete()
             else:
                 payloads = self._payloads(d)
@@ -156,7 +160,7 @@ class Dispatcher:
                 for part, payload in zip(parts[:-1], payloads[:-1], strict=True):
                     pid = await self._deliver_part(d, part, payload)
                     if part.state != "sent":
-                        await self.store.part_sent(d["id"], part.part_no, pid)
+                        await self.store.part_sent(d.id, part.part_no, pid)
                     ids.append(pid)
                 # The last part's id is recorded together with the delivery's completion.
                 ids.append(await self._deliver_part(d, parts[-1], payloads[-1]))
@@ -166,31 +170,31 @@ class Dispatcher:
         except PermanentError as exc:
             await self.store.fail(d, self.owner, exc.reason, exc.code, permanent=True)
             DISPATCHED.labels(channel, "failed").inc()
-            log.info("delivery failed permanently", extra={"delivery": str(d["id"]), "code": exc.code})
+            log.info("delivery failed permanently", extra={"delivery": str(d.id), "code": exc.code})
         except TransientError as exc:
             await self._retry_or_give_up(d, exc.reason, exc.code, channel)
         except LeaseLost:
             DISPATCHED.labels(channel, "lease_lost").inc()
-            log.warning("lease lost; another dispatcher has the delivery", extra={"delivery": str(d["id"])})
+            log.warning("lease lost; another dispatcher has the delivery", extra={"delivery": str(d.id)})
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery attempt crashed", extra={"delivery": str(d["id"])})
+            log.exception("delivery attempt crashed", extra={"delivery": str(d.id)})
             await self._retry_or_give_up(d, "internal error", "", channel)
 
-    async def _retry_or_give_up(self, d: dict[str, Any], reason: str, code: str, channel: str) -> None:
-        if d["attempts"] >= self.settings.max_attempts:
+    async def _retry_or_give_up(self, d: Delivery, reason: str, code: str, channel: str) -> None:
+        if d.attempts >= self.settings.max_attempts:
             await self.store.fail(
-                d, self.owner, f"gave up after {d['attempts']} attempts: {reason}", code, permanent=False
+                d, self.owner, f"gave up after {d.attempts} attempts: {reason}", code, permanent=False
             )
             DISPATCHED.labels(channel, "gave_up").inc()
             return
-        delay = backoff_seconds(d["attempts"], self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-        await self.store.retry_later(d["id"], self.owner, reason, code, delay)
+        delay = backoff_seconds(d.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+        await self.store.retry_later(d.id, self.owner, reason, code, delay)
         DISPATCHED.labels(channel, "retry").inc()
-        log.info("delivery will be retried", extra={"delivery": str(d["id"]), "code": code, "in_s": round(delay, 2)})
+        log.info("delivery will be retried", extra={"delivery": str(d.id), "code": code, "in_s": round(delay, 2)})
 
-    async def _deliver_part(self, d: dict[str, Any], part: Part, payload: dict[str, Any]) -> str:
+    async def _deliver_part(self, d: Delivery, part: Part, payload: dict[str, Any]) -> str:
         """The provider's id for the part: recorded earlier, found at the provider, or sent now."""
         if part.state == "sent" and part.provider_message_id:
             return part.provider_message_id
@@ -198,50 +202,50 @@ class Dispatcher:
             # An earlier attempt's outcome is unknown: ask the provider before sending again.
             found = await self._find(d, part, payload)
             if found is not None:
-                log.info("in-flight part found at the provider", extra={"delivery": str(d["id"]), "part": part.part_no})
+                log.info("in-flight part found at the provider", extra={"delivery": str(d.id), "part": part.part_no})
                 return found
-        await self.store.begin_part(d["id"], part.part_no, self.owner, self.settings.lease_seconds)
+        await self.store.begin_part(d.id, part.part_no, self.owner, self.settings.lease_seconds)
         try:
             return await self._send(d, payload)
         except TransientError as exc:
             if not exc.uncertain:
-                await self.store.part_not_sent(d["id"], part.part_no)
+                await self.store.part_not_sent(d.id, part.part_no)
             raise
         except PermanentError:
-            await self.store.part_not_sent(d["id"], part.part_no)
+            await self.store.part_not_sent(d.id, part.part_no)
             raise
 
-    def _payloads(self, d: dict[str, Any]) -> list[dict[str, Any]]:
-        if d["channel"] == common_pb2.CHANNEL_WHATSAPP:
-            if d["template"]:
-                return [{"body": None, "template": d["template"]}]
-            return [{"body": text, "template": None} for text in split_message(d["text_body"])]
+    def _payloads(self, d: Delivery) -> list[dict[str, Any]]:
+        if d.channel == common_pb2.CHANNEL_WHATSAPP:
+            if d.template:
+                return [{"body": None, "template": d.template}]
+            return [{"body": text, "template": None} for text in split_message(d.text_body)]
         # Email, and the web form's copy to the submitter: one message, threaded when replying.
-        message_id = f"{d['id']}@{self.settings.message_id_domain}"
+        message_id = f"{d.id}@{self.settings.message_id_domain}"
         msg = build_email(
             sender=self.settings.gmail_sender,
-            recipient=d["recipient"],
-            subject=d["subject"],
-            text=d["text_body"],
+            recipient=d.recipient,
+            subject=d.subject,
+            text=d.text_body,
             message_id=message_id,
-            reply_to=d["reply_to"],
+            reply_to=d.reply_to,
         )
         return [
             {
                 "raw": gmail_raw(msg),
                 "message_id": message_id,
-                "thread_id": (d["reply_to"] or {}).get("gmail_thread_id", ""),
+                "thread_id": (d.reply_to or {}).get("gmail_thread_id", ""),
             }
         ]
 
-    async def _send(self, d: dict[str, Any], payload: dict[str, Any]) -> str:
-        if d["channel"] == common_pb2.CHANNEL_WHATSAPP:
+    async def _send(self, d: Delivery, payload: dict[str, Any]) -> str:
+        if d.channel == common_pb2.CHANNEL_WHATSAPP:
             assert self.whatsapp is not None
             template = payload["template"] or {}
             return await self._call(
                 "twilio",
                 self.whatsapp.send,
-                d["recipient"],
+                d.recipient,
                 payload["body"],
                 template.get("content_sid"),
                 template.get("variables"),
@@ -249,11 +253,11 @@ class Dispatcher:
         assert self.gmail is not None
         return await self._call("gmail", self.gmail.send, payload["raw"], payload["thread_id"])
 
-    async def _find(self, d: dict[str, Any], part: Part, payload: dict[str, Any]) -> str | None:
-        if d["channel"] == common_pb2.CHANNEL_WHATSAPP:
+    async def _find(self, d: Delivery, part: Part, payload: dict[str, Any]) -> str | None:
+        if d.channel == common_pb2.CHANNEL_WHATSAPP:
             assert self.whatsapp is not None
             since = part.attempt_started_at
             assert since is not None
-            return await self._call("twilio", self.whatsapp.find, d["recipient"], payload["body"], since)
+            return await self._call("twilio", self.whatsapp.find, d.recipient, payload["body"], since)
         assert self.gmail is not None
         return await self._call("gmail", self.gmail.find, payload["message_id"])

@@ -9,35 +9,35 @@ from typing import Any
 from fte.notifier.v1 import notifier_pb2, notifier_service_pb2, notifier_service_pb2_grpc
 from fte_runtime.errors import AlreadyExists, NotFound
 from fte_runtime.names import make_name, parse_name
-from fte_runtime.pagination import decode_token, encode_token, page_size
+from fte_runtime.pagination import Page, page_size
 
 from fte_notifier.settings import NotifierSettings
-from fte_notifier.store import Store
+from fte_notifier.store import Delivery, Store
 from fte_notifier.validation import validate
 
 COLLECTION = "deliveries"
 
 
-def to_proto(d: dict[str, Any]) -> notifier_pb2.Delivery:
+def to_proto(d: Delivery) -> notifier_pb2.Delivery:
     out = notifier_pb2.Delivery(
-        name=make_name(COLLECTION, d["id"]),
-        request_id=d["request_id"],
-        channel=d["channel"],
-        recipient=d["recipient"],
-        subject=d["subject"],
-        text_body=d["text_body"],
-        ticket_id=d["ticket_id"],
-        status=d["status"],
-        provider_message_ids=list(d["provider_message_ids"] or []),
-        attempts=d["attempts"],
-        last_error=d["last_error"],
-        local_only=d["local_only"],
-        part_count=d["part_count"],
+        name=make_name(COLLECTION, d.id),
+        request_id=d.request_id,
+        channel=d.channel,
+        recipient=d.recipient,
+        subject=d.subject,
+        text_body=d.text_body,
+        ticket_id=d.ticket_id,
+        status=d.status,
+        provider_message_ids=d.provider_message_ids,
+        attempts=d.attempts,
+        last_error=d.last_error,
+        local_only=d.local_only,
+        part_count=d.part_count,
     )
-    out.create_time.FromDatetime(d["create_time"])
-    out.update_time.FromDatetime(d["update_time"])
-    if d["sent_time"] is not None:
-        out.sent_time.FromDatetime(d["sent_time"])
+    out.create_time.FromDatetime(d.create_time)
+    out.update_time.FromDatetime(d.update_time)
+    if d.sent_time is not None:
+        out.sent_time.FromDatetime(d.sent_time)
     return out
 
 
@@ -52,7 +52,7 @@ class NotifierServicer(notifier_service_pb2_grpc.NotifierServiceServicer):
     ) -> notifier_service_pb2.SendMessageResponse:
         new = validate(request, self.settings)
         delivery, duplicate = await self.store.insert(new)
-        if duplicate and delivery["fingerprint"] != new.fingerprint:
+        if duplicate and delivery.fingerprint != new.fingerprint:
             raise AlreadyExists("request_id was already used for a different message", reason="REQUEST_ID_REUSED")
         if not duplicate:
             self.on_queued()
@@ -74,18 +74,16 @@ class NotifierServicer(notifier_service_pb2_grpc.NotifierServiceServicer):
     async def ListDeliveries(
         self, request: notifier_service_pb2.ListDeliveriesRequest, context: Any
     ) -> notifier_service_pb2.ListDeliveriesResponse:
-        size = page_size(request.page_size)
         filters = {"ticket_id": request.ticket_id, "channel": request.channel, "status": request.status}
-        position = decode_token(request.page_token, filters)
+        page = Page(page_size(request.page_size), request.page_token, filters)
         rows = await self.store.list_deliveries(
-            limit=size + 1,
-            before_seq=None if position is None else int(position),
+            limit=page.limit,
+            before_seq=None if page.position is None else int(page.position),
             ticket_id=request.ticket_id,
             channel=request.channel,
             status=request.status,
         )
-        page = rows[:size]
-        token = encode_token(page[-1]["seq"], filters) if len(rows) > size else ""
+        deliveries, token = page.cut(rows, lambda d: d.seq)
         return notifier_service_pb2.ListDeliveriesResponse(
-            deliveries=[to_proto(d) for d in page], next_page_token=token
+            deliveries=[to_proto(d) for d in deliveries], next_page_token=token
         )

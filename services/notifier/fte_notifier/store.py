@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +12,15 @@ from typing import Any
 import asyncpg
 from fte.common.v1 import common_pb2
 from fte.events.v1 import delivery_events_pb2
-from fte_runtime import topics
+from fte_runtime import outbox, topics
+from fte_runtime.context import current_correlation_id
+from fte_runtime.enums import value_names
 from google.protobuf.message import Message
 
 from fte_notifier.statuses import FAILED, QUEUED, SENT, advances, combine
+
+# The outbox of outcome events, relayed by fte_notifier.outcomes.
+OUTCOMES_TABLE = outbox.OutboxTable("outcome_events", event_id="id", position="seq", published="published_time")
 
 
 class LeaseLost(Exception):
@@ -50,20 +56,59 @@ def _json(value: Any) -> Any:
     return json.loads(value)
 
 
-def row_dict(row: asyncpg.Record) -> dict[str, Any]:
-    out = dict(row)
-    out["reply_to"] = _json(out.get("reply_to"))
-    out["template"] = _json(out.get("template"))
-    return out
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery as the store reads it (`delivery_view`: the row plus its parts' provider ids;
+    `parts` only on claimed deliveries)."""
+
+    id: uuid.UUID
+    seq: int
+    request_id: str
+    fingerprint: str
+    channel: common_pb2.Channel.ValueType
+    recipient: str
+    subject: str
+    text_body: str
+    ticket_id: str
+    reply_to: dict[str, Any] | None
+    template: dict[str, Any] | None
+    status: common_pb2.DeliveryStatus.ValueType
+    local_only: bool
+    part_count: int
+    attempts: int
+    last_error: str
+    last_error_code: str
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_until: datetime | None
+    create_time: datetime
+    update_time: datetime
+    sent_time: datetime | None
+    correlation_id: str | None
+    provider_message_ids: list[str]
+    parts: tuple[Part, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record, parts: tuple[Part, ...] = ()) -> Delivery:
+        values = {name: row[name] for name in _DELIVERY_COLUMNS}
+        values["reply_to"] = _json(values["reply_to"])
+        values["template"] = _json(values["template"])
+        values["provider_message_ids"] = list(values["provider_message_ids"] or [])
+        return cls(**values, parts=parts)
+
+
+_DELIVERY_COLUMNS = tuple(name for name in Delivery.__dataclass_fields__ if name != "parts")
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, on_outcome: Callable[[], None] = lambda: None) -> None:
         self.pool = pool
+        # Called after a transaction that queued an outcome event commits (wakes the relay).
+        self._on_outcome = on_outcome
 
     # --- requests ---------------------------------------------------------------------------
 
-    async def insert(self, new: NewDelivery) -> tuple[dict[str, Any], bool]:
+    async def insert(self, new: NewDelivery) -> tuple[Delivery, bool]:
         """The delivery for `new.request_id` and whether it already existed.
 
         The unique constraint on request_id decides between concurrent duplicates: the loser's
@@ -73,8 +118,8 @@ class Store:
             row = await conn.fetchrow(
                 """WITH d AS (
                        INSERT INTO deliveries (id, request_id, fingerprint, channel, recipient, subject, text_body,
-                           ticket_id, reply_to, template, local_only, part_count)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)
+                           ticket_id, reply_to, template, local_only, part_count, correlation_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13)
                        ON CONFLICT (request_id) DO NOTHING
                        RETURNING *),
                    p AS (
@@ -93,20 +138,21 @@ class Store:
                 None if new.template is None else json.dumps(new.template),
                 new.local_only,
                 new.part_count,
+                current_correlation_id(),
             )
             if row is not None:
-                return row_dict(row), False
+                return Delivery.from_row(row), False
             row = await conn.fetchrow("SELECT * FROM delivery_view WHERE request_id = $1", new.request_id)
         assert row is not None
-        return row_dict(row), True
+        return Delivery.from_row(row), True
 
-    async def get(self, delivery_id: uuid.UUID) -> dict[str, Any] | None:
+    async def get(self, delivery_id: uuid.UUID) -> Delivery | None:
         row = await self.pool.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
-        return None if row is None else row_dict(row)
+        return None if row is None else Delivery.from_row(row)
 
     async def list_deliveries(
         self, *, limit: int, before_seq: int | None, ticket_id: str, channel: int, status: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Delivery]:
         rows = await self.pool.fetch(
             """SELECT * FROM delivery_view
                 WHERE ($1::bigint IS NULL OR seq < $1)
@@ -120,11 +166,11 @@ class Store:
             status,
             limit,
         )
-        return [row_dict(r) for r in rows]
+        return [Delivery.from_row(r) for r in rows]
 
     # --- dispatcher ---------------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:
         """Due queued deliveries, leased to `owner`. SKIP LOCKED lets dispatchers claim side by
         side; the lease (not the row lock) keeps the claim after this short transaction."""
         # Status 1 is QUEUED (fte.common.v1.DeliveryStatus).
@@ -160,12 +206,7 @@ class Store:
             parts.setdefault(r["delivery_id"], []).append(
                 Part(r["part_no"], r["state"], r["provider_message_id"], r["attempt_started_at"])
             )
-        out = []
-        for r in claimed:
-            d = row_dict(r)
-            d["parts"] = parts.get(d["id"], [])
-            out.append(d)
-        return out
+        return [Delivery.from_row(r, tuple(parts.get(r["id"], ()))) for r in claimed]
 
     async def begin_part(self, delivery_id: uuid.UUID, part_no: int, owner: str, lease_seconds: float) -> None:
         """Renew the lease (fenced: only while we still own it) and mark the part in flight, in
@@ -203,18 +244,16 @@ class Store:
             part_no,
         )
 
-    async def complete(
-        self, delivery: dict[str, Any], owner: str, provider_ids: list[str], last_part: int | None
-    ) -> bool:
+    async def complete(self, delivery: Delivery, owner: str, provider_ids: list[str], last_part: int | None) -> bool:
         """Every part is with the provider: record the last part's id (when given), mark the
         delivery SENT and queue ReplyDelivered, all in one statement. The part is recorded even
         if the lease was lost meanwhile: the provider has it either way."""
         sent_time = datetime.now(UTC)
         event = delivery_events_pb2.ReplyDelivered(
-            delivery=f"deliveries/{delivery['id']}",
-            request_id=delivery["request_id"],
-            ticket_id=delivery["ticket_id"],
-            channel=delivery["channel"],
+            delivery=f"deliveries/{delivery.id}",
+            request_id=delivery.request_id,
+            ticket_id=delivery.ticket_id,
+            channel=delivery.channel,
             provider_message_ids=provider_ids,
         )
         event.sent_time.FromDatetime(sent_time)
@@ -228,11 +267,11 @@ class Store:
                        lease_until = NULL, last_error = '', last_error_code = ''
                    WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING id),
                ev AS (
-                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
-                   SELECT $6, $7, $8, $9, $10 FROM d)
+                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload, correlation_id)
+                   SELECT $6, $7, $8, $9, $10, $11 FROM d)
                SELECT EXISTS (SELECT 1 FROM provider_statuses WHERE provider_message_id = ANY($3::text[])) AS early
                FROM d""",
-            delivery["id"],
+            delivery.id,
             owner,
             provider_ids,
             sent_time,
@@ -242,13 +281,15 @@ class Store:
             _outcome_key(delivery),
             event.DESCRIPTOR.full_name,
             event.SerializeToString(),
+            _correlation_id(delivery),
         )
         if row is None:
             return False
+        self._on_outcome()
         if row["early"]:
             # Statuses the provider reported before the ids were recorded.
             async with self.pool.acquire() as conn, conn.transaction():
-                await _apply_part_statuses(conn, delivery["id"])
+                await _apply_part_statuses(conn, delivery.id)
         return True
 
     async def retry_later(
@@ -265,24 +306,23 @@ class Store:
             code,
         )
 
-    async def fail(
-        self, delivery: dict[str, Any], owner: str | None, reason: str, code: str, *, permanent: bool
-    ) -> bool:
+    async def fail(self, delivery: Delivery, owner: str | None, reason: str, code: str, *, permanent: bool) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             failed_time = await conn.fetchval(
                 """UPDATE deliveries SET status = 5, last_error = $3, last_error_code = $4,
                         lease_owner = NULL, lease_until = NULL, update_time = now()
                     WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND status = 1
                     RETURNING update_time""",
-                delivery["id"],
+                delivery.id,
                 owner,
                 reason[:2000],
                 code,
             )
             if failed_time is None:
                 return False
-            attempts = await conn.fetchval("SELECT attempts FROM deliveries WHERE id = $1", delivery["id"])
+            attempts = await conn.fetchval("SELECT attempts FROM deliveries WHERE id = $1", delivery.id)
             await _add_outcome(conn, _failed_event(delivery, reason, code, attempts, permanent, failed_time), delivery)
+        self._on_outcome()
         return True
 
     # --- status events ------------------------------------------------------------------------
@@ -321,23 +361,26 @@ class Store:
             delivery_id = await conn.fetchval(
                 "SELECT delivery_id FROM delivery_parts WHERE provider_message_id = $1", provider_message_id
             )
-            if delivery_id is not None:
-                await _apply_part_statuses(conn, delivery_id)
+            if delivery_id is None:
+                return
+            added = await _apply_part_statuses(conn, delivery_id)
+        if added:
+            self._on_outcome()
 
     # --- outcome relay ------------------------------------------------------------------------
 
-    async def outbox_rows(self, limit: int) -> list[dict[str, Any]]:
+    async def outbox_rows(self, limit: int) -> list[Delivery]:
         return await self.list_deliveries(limit=limit, before_seq=None, ticket_id="", channel=0, status=0)
 
 
 def _failed_event(  # noqa: PLR0917 - the event's fields
-    delivery: dict[str, Any], reason: str, code: str, attempts: int, permanent: bool, when: datetime
+    delivery: Delivery, reason: str, code: str, attempts: int, permanent: bool, when: datetime
 ) -> delivery_events_pb2.DeliveryFailed:
     event = delivery_events_pb2.DeliveryFailed(
-        delivery=f"deliveries/{delivery['id']}",
-        request_id=delivery["request_id"],
-        ticket_id=delivery["ticket_id"],
-        channel=delivery["channel"],
+        delivery=f"deliveries/{delivery.id}",
+        request_id=delivery.request_id,
+        ticket_id=delivery.ticket_id,
+        channel=delivery.channel,
         reason=reason[:2000],
         provider_error_code=code,
         attempts=attempts,
@@ -347,29 +390,35 @@ def _failed_event(  # noqa: PLR0917 - the event's fields
     return event
 
 
-def _outcome_key(delivery: dict[str, Any]) -> str:
+def _outcome_key(delivery: Delivery) -> str:
     # Keyed by ticket so one ticket's outcomes stay in order.
-    return str(delivery["ticket_id"] or delivery["request_id"])
+    return str(delivery.ticket_id or delivery.request_id)
 
 
-async def _add_outcome(conn: asyncpg.Connection, event: Message, delivery: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO outcome_events (id, topic, record_key, event_type, payload)
-           VALUES ($1, $2, $3, $4, $5)""",
-        uuid.uuid4(),
+def _correlation_id(delivery: Delivery) -> str:
+    # The SendMessage's, for deliveries queued since outcomes carry it.
+    return str(delivery.correlation_id or current_correlation_id())
+
+
+async def _add_outcome(conn: asyncpg.Connection, event: Message, delivery: Delivery) -> None:
+    await outbox.enqueue(
+        conn,
+        OUTCOMES_TABLE,
         topics.DELIVERY_OUTCOMES,
         _outcome_key(delivery),
-        event.DESCRIPTOR.full_name,
-        event.SerializeToString(),
+        event,
+        correlation_id=_correlation_id(delivery),
     )
 
 
-async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
-    """Recompute a sent delivery's status from its parts' provider statuses; forward only."""
+async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> bool:
+    """Recompute a sent delivery's status from its parts' provider statuses; forward only. True
+    when that queued an outcome event."""
     await conn.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", delivery_id)
-    delivery = await conn.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
-    if delivery is None or delivery["status"] == QUEUED:
-        return  # the dispatcher folds statuses in when it completes the delivery
+    row = await conn.fetchrow("SELECT * FROM delivery_view WHERE id = $1", delivery_id)
+    delivery = None if row is None else Delivery.from_row(row)
+    if delivery is None or delivery.status == QUEUED:
+        return False  # the dispatcher folds statuses in when it completes the delivery
     parts = await conn.fetch(
         """SELECT p.state, COALESCE(s.status, $2) AS status, s.error_code, s.error_message
            FROM delivery_parts p LEFT JOIN provider_statuses s USING (provider_message_id)
@@ -378,10 +427,10 @@ async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID)
         SENT,
     )
     if not parts or any(p["state"] != "sent" for p in parts):
-        return
+        return False
     new = combine([p["status"] for p in parts])
-    if not advances(delivery["status"], new):
-        return
+    if not advances(delivery.status, new):
+        return False
     if new == FAILED:
         bad = next(p for p in parts if p["status"] == FAILED)
         reason = bad["error_message"] or "the provider reported the message as failed"
@@ -393,14 +442,11 @@ async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID)
             reason,
             bad["error_code"] or "",
         )
-        d = row_dict(delivery)
-        await _add_outcome(conn, _failed_event(d, reason, bad["error_code"] or "", d["attempts"], True, when), d)
-    else:
-        await conn.execute("UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1", delivery_id, new)
+        error_code = bad["error_code"] or ""
+        await _add_outcome(conn, _failed_event(delivery, reason, error_code, delivery.attempts, True, when), delivery)
+        return True
+    await conn.execute("UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1", delivery_id, new)
+    return False
 
 
-CHANNEL_NAMES = {
-    common_pb2.CHANNEL_EMAIL: "email",
-    common_pb2.CHANNEL_WHATSAPP: "whatsapp",
-    common_pb2.CHANNEL_WEB_FORM: "web_form",
-}
+CHANNEL_NAMES = value_names(common_pb2.Channel)

@@ -13,12 +13,12 @@ import phonenumbers
 from fte.common.v1 import common_pb2
 from fte.notifier.v1 import notifier_service_pb2
 from fte_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
+from fte_runtime.idempotency import check_request_id
 
 from fte_notifier.settings import NotifierSettings
 from fte_notifier.splitting import split_message
 from fte_notifier.store import NewDelivery
 
-MAX_REQUEST_ID = 200
 MAX_BODY = 20_000
 MAX_SUBJECT = 998  # RFC 5322 line limit
 WHATSAPP_WINDOW = timedelta(hours=24)
@@ -81,10 +81,7 @@ def validate(
     now = now or datetime.now(UTC)
     if req.channel not in _CHANNELS:
         raise _invalid("channel", f"unknown channel {req.channel}; use EMAIL, WHATSAPP or WEB_FORM", "UNKNOWN_CHANNEL")
-    if not req.request_id.strip():
-        raise _invalid("request_id", "is required", "REQUEST_ID_REQUIRED")
-    if len(req.request_id) > MAX_REQUEST_ID:
-        raise _invalid("request_id", f"must be at most {MAX_REQUEST_ID} characters", "REQUEST_ID_TOO_LONG")
+    check_request_id(req.request_id, required=True)
     if not req.text_body.strip():
         raise _invalid("text_body", "must not be empty", "EMPTY_BODY")
     if len(req.text_body) > MAX_BODY:

@@ -92,20 +92,20 @@ async def test_status_reported_before_the_id_was_recorded_is_applied(
         _, duplicate = await store.insert(new)
         assert not duplicate
         [claimed] = await store.claim("me", 10, 30)
-        assert [p.state for p in claimed["parts"]] == ["pending"]
-        await store.begin_part(claimed["id"], 0, "me", 30)
+        assert [p.state for p in claimed.parts] == ["pending"]
+        await store.begin_part(claimed.id, 0, "me", 30)
         # The provider's callback beats the dispatcher's bookkeeping: kept, not applied yet.
         await store.apply_status("SMearly", DELIVERED, "", "", datetime.now(UTC))
-        assert (await store.get(claimed["id"]))["status"] == QUEUED  # type: ignore[index]
+        assert (await store.get(claimed.id)).status == QUEUED  # type: ignore[union-attr]
         assert await store.complete(claimed, "me", ["SMearly"], 0)
-        assert (await store.get(claimed["id"]))["provider_message_ids"] == ["SMearly"]  # type: ignore[index]
-        assert (await store.get(claimed["id"]))["status"] == DELIVERED  # type: ignore[index]
+        assert (await store.get(claimed.id)).provider_message_ids == ["SMearly"]  # type: ignore[union-attr]
+        assert (await store.get(claimed.id)).status == DELIVERED  # type: ignore[union-attr]
         # Repeats and stale statuses change nothing; a later one moves it on.
         await store.apply_status("SMearly", DELIVERED, "", "", datetime.now(UTC))
         await store.apply_status("SMearly", SENT, "", "", datetime.now(UTC))
-        assert (await store.get(claimed["id"]))["status"] == DELIVERED  # type: ignore[index]
+        assert (await store.get(claimed.id)).status == DELIVERED  # type: ignore[union-attr]
         await store.apply_status("SMearly", READ, "", "", datetime.now(UTC))
-        assert (await store.get(claimed["id"]))["status"] == READ  # type: ignore[index]
+        assert (await store.get(claimed.id)).status == READ  # type: ignore[union-attr]
         events = await pool.fetch("SELECT event_type FROM outcome_events")
         assert [e["event_type"] for e in events] == ["fte.events.v1.ReplyDelivered"]
     finally:

@@ -305,7 +305,9 @@ class ReplyToTicketRequest(_message.Message):
     text: _builtins.str
     """Required. The reply's text."""
     request_id: _builtins.str
-    """Optional. Idempotency key; a retry with the same key sends once."""
+    """Optional. Idempotency key (the request_id rule, README "Contracts"), here at most 150
+    characters; a retry with the same key sends once.
+    """
     def __init__(
         self,
         *,
@@ -350,22 +352,28 @@ class EscalateTicketRequest(_message.Message):
     TICKET_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     ticket: _builtins.str
     """Required. "tickets/{ticket}"."""
     reason: _common_pb2.EscalationReason.ValueType
     """Optional. Why; MANUAL when unset."""
     detail: _builtins.str
     """Optional. A note for the team."""
+    request_id: _builtins.str
+    """Optional. Idempotency key (the request_id rule, README "Contracts"): a retry with the same
+    key publishes the same TicketEscalated event (same CloudEvents id), which consumers drop.
+    """
     def __init__(
         self,
         *,
         ticket: _builtins.str = ...,
         reason: _common_pb2.EscalationReason.ValueType = ...,
         detail: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason", "request_id", b"request_id", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

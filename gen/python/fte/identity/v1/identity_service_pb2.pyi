@@ -372,7 +372,9 @@ class MergeCustomersRequest(_message.Message):
     reason: _builtins.str
     """Required. Why, for the audit record."""
     request_id: _builtins.str
-    """Optional. Idempotency key."""
+    """Optional. Idempotency key (the request_id rule, README "Contracts"): a retry with the same
+    key returns the first merge.
+    """
     def __init__(
         self,
         *,
@@ -423,19 +425,25 @@ class EraseCustomerRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. "customers/{customer}"."""
     reason: _builtins.str
     """Required. Why, for the audit record (e.g. a ticket reference of the erasure request)."""
+    request_id: _builtins.str
+    """Optional. Idempotency key (the request_id rule, README "Contracts"). Erasing is idempotent
+    by customer: a retry, with this key or without, erases and announces CustomerErased once.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

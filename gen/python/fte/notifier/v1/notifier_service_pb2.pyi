@@ -35,7 +35,7 @@ class SendMessageRequest(_message.Message):
     CUSTOMER_LAST_MESSAGE_TIME_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Required. Idempotency key, at most 200 characters."""
+    """Required. Idempotency key (the request_id rule, README "Contracts"), at most 200 characters."""
     channel: _common_pb2.Channel.ValueType
     """Required. The channel."""
     recipient: _builtins.str
