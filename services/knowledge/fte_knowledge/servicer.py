@@ -12,7 +12,7 @@ from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2, knowledge_ser
 from fte_runtime.errors import Aborted, InvalidArgument, Violations
 from fte_runtime.logs import redact
 from fte_runtime.names import make_name, parse_name
-from fte_runtime.pagination import Page, decode_token, encode_token, page_size
+from fte_runtime.pagination import Page, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_knowledge.articles import COLLECTION, LANGUAGE, UPDATABLE, check_fields, from_proto, merge, to_proto
@@ -279,15 +279,13 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
             f"must be between 1 and {MAX_GAPS_PER_GROUP}",
         )
         v.raise_if_any()
-        after = _gap_page_position(decode_token(request.page_token, "knowledgeGaps"))
-        groups, total = await self.kb.list_gap_groups(
-            after=after, limit=size + 1, gaps_per_group=request.max_gaps_per_group or DEFAULT_GAPS_PER_GROUP
+        page = Page(size, request.page_token, "knowledgeGaps")
+        rows, total = await self.kb.list_gap_groups(
+            after=_gap_page_position(page.position),
+            limit=page.limit,
+            gaps_per_group=request.max_gaps_per_group or DEFAULT_GAPS_PER_GROUP,
         )
-        more = len(groups) > size
-        groups = groups[:size]
-        token = ""
-        if more and groups:
-            token = encode_token([groups[-1].newest_time.isoformat(), groups[-1].id], "knowledgeGaps")
+        groups, token = page.cut(rows, lambda g: [g.newest_time.isoformat(), g.id])
         return knowledge_service_pb2.ListKnowledgeGapsResponse(
             knowledge_gap_groups=[
                 knowledge_pb2.KnowledgeGapGroup(
