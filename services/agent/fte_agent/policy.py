@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fte.common.v1 import common_pb2
+from fte_runtime.embeddings import Vector
 
 from fte_agent import reader, reasons, text
 from fte_agent.language import LanguageDetection
@@ -51,6 +52,8 @@ class Assessment:
     # The text as read: the customer's own words, planted instructions removed.
     text: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    # Embeddings of `text` by model name (see `reader.Reading.vectors`).
+    vectors: dict[str, Vector] = field(default_factory=dict)
 
     @property
     def must_escalate(self) -> bool:
@@ -123,6 +126,7 @@ class Policy:
             escalation_detail=reason.detail if reason is not None else "",
             text=clean,
             evidence=evidence,
+            vectors=reading.vectors,
         )
 
     def _rule(self, clean: str, language: str) -> tuple[reasons.Reason, str] | None:

@@ -288,7 +288,7 @@ class MessageProcessor:
             ]
 
         assessment = await self.reasoner.assess(msg.text_body, msg.subject)
-        tools = Toolbox(request, self.searcher, history, assessment.language)
+        tools = Toolbox(request, self.searcher, history, assessment.language, (assessment.text, assessment.vectors))
         waiting = inbound.ticket_status == store.STATUS_ESCALATED and not inbound.new_ticket
         return await self.reasoner.decide(tools, assessment, waiting_for_person=waiting)
 

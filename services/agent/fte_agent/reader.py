@@ -19,7 +19,7 @@ import importlib.resources
 import json
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class Reading:
     sentiment: float
     tone: str
     stage: str
+    # The embeddings of the text computed on the way, by model name: the search reuses them.
+    vectors: dict[str, Vector] = field(default_factory=dict)
 
 
 def corpus_text() -> str:
@@ -134,11 +136,14 @@ class Reader:
         self.deep = deep
 
     async def read(self, text: str, language: str) -> Reading:
+        vectors: dict[str, Vector] = {}
         if language == "en":
-            reading = self.fast.read(text, (await self.fast_embedder.embed([text]))[0])
+            (vectors[self.fast_embedder.model],) = await self.fast_embedder.embed([text])
+            reading = self.fast.read(text, vectors[self.fast_embedder.model])
             if reading.score >= FAST_CONFIDENCE:
-                return reading
-        return self.deep.read(text, (await self.deep_embedder.query([text]))[0])
+                return replace(reading, vectors=vectors)
+        (vectors[self.deep_embedder.model],) = await self.deep_embedder.query([text])
+        return replace(self.deep.read(text, vectors[self.deep_embedder.model]), vectors=vectors)
 
 
 def _cached_vectors(

@@ -8,13 +8,14 @@ stores it and sends the reply itself, idempotently, so no engine can send twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
 from fte.common.v1 import common_pb2
 from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2, knowledge_service_pb2_grpc
+from fte_runtime.embeddings import Vector
 
 from fte_agent import reasons
 from fte_agent.compose import Passage
@@ -60,7 +61,9 @@ class Outcome:
 
 
 class Searcher(Protocol):
-    async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]: ...
+    async def __call__(
+        self, query: str, top_k: int, language: str, vectors: Mapping[str, Vector] | None = None
+    ) -> list[Passage]: ...
 
 
 HistoryFn = Callable[[int], Awaitable[list[dict[str, Any]]]]
@@ -78,10 +81,24 @@ class KnowledgeSearcher:
         self.stub = stub
         self._bodies: dict[str, tuple[float, str]] = {}
 
-    async def __call__(self, query: str, top_k: int, language: str) -> list[Passage]:
+    async def __call__(
+        self, query: str, top_k: int, language: str, vectors: Mapping[str, Vector] | None = None
+    ) -> list[Passage]:
+        """`vectors`: embeddings of `query` by model name, already computed by the reader; the
+        knowledge service uses those of its models instead of computing them again."""
         reply = await self.stub.SearchKnowledge(
             knowledge_service_pb2.SearchKnowledgeRequest(
-                query=query[:2000], top_k=top_k, query_language=language, max_chunks_per_article=2
+                query=query[:2000],
+                top_k=top_k,
+                query_language=language,
+                max_chunks_per_article=2,
+                # A longer query is cut, and the vectors are of the whole of it.
+                query_embeddings=[
+                    knowledge_pb2.TextEmbedding(model=model, values=vector.tolist())
+                    for model, vector in (vectors or {}).items()
+                ]
+                if len(query) <= 2000
+                else [],
             )
         )
         return [
@@ -171,15 +188,25 @@ PRIORITIES = {"low": C.PRIORITY_LOW, "medium": C.PRIORITY_MEDIUM, "high": C.PRIO
 class Toolbox:
     """One message's tools. Engines call these and nothing else."""
 
-    def __init__(self, request: Request, searcher: Searcher, history: HistoryFn, language: str) -> None:
+    def __init__(
+        self,
+        request: Request,
+        searcher: Searcher,
+        history: HistoryFn,
+        language: str,
+        read: tuple[str, Mapping[str, Vector]] = ("", {}),
+    ) -> None:
+        """`read`: the text the reader read, with its embeddings by model name."""
         self.request = request
         self._searcher = searcher
         self._history = history
         self.language = language
+        self._read = read
         self.outcome = Outcome()
 
     async def search_knowledge_base(self, query: str, top_k: int = 5) -> list[Passage]:
-        results = await self._searcher(query, top_k, self.language)
+        vectors = self._read[1] if query == self._read[0] else None
+        results = await self._searcher(query, top_k, self.language, vectors)
         self.outcome.searches.append(
             Search(
                 query=query,

@@ -65,7 +65,7 @@ async def test_offline_engine_scores_on_the_dev_set(knowledge_target: str, token
             async def no_history(limit: int) -> list[dict[str, Any]]:
                 return []
 
-            tools = Toolbox(request, searcher, no_history, assessment.language)
+            tools = Toolbox(request, searcher, no_history, assessment.language, (assessment.text, assessment.vectors))
             decision = await reasoner.decide(tools, assessment, waiting_for_person=False)
             expect = row["expect"]
             got_reason = name_of(decision.escalation_reason) if decision.action == "escalate" else ""

@@ -43,7 +43,9 @@ class Harness:
 
         assessment = await self.reasoner.assess(text, "")
         return await self.reasoner.decide(
-            Toolbox(request, self.searcher, history, assessment.language), assessment, waiting_for_person=False
+            Toolbox(request, self.searcher, history, assessment.language, (assessment.text, assessment.vectors)),
+            assessment,
+            waiting_for_person=False,
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fte_runtime.embeddings import MultilingualE5, Vector
+from fte_runtime.embeddings import MULTILINGUAL_MODEL, MultilingualE5, Vector
 
 MODEL = "multilingual-e5-small-q4-lead"
 # Words of a chunk (its heading path first) the multilingual model reads: about 90 tokens, where
@@ -36,6 +36,11 @@ class CrossLingual:
     @property
     def model(self) -> str:
         return MODEL
+
+    @property
+    def query_model(self) -> str:
+        """The name of its question vectors: e5's own, the same whoever computes them."""
+        return MULTILINGUAL_MODEL
 
     @property
     def dimension(self) -> int:

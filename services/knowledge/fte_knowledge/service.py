@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -212,11 +212,13 @@ class KnowledgeBase:
         filters: Filters,
         per_article: int,
         query_language: str = "",
+        given: Mapping[str, Vector] | None = None,
     ) -> SearchOutcome:
         """Query understanding, then the hybrid statement (vector and full-text candidates fused
         by reciprocal rank, see `Store.hybrid_sql`) for up to `rerank_candidates` articles, then
         the second stage (see `rerank`): the articles re-ranked on question-vs-section
-        similarity, each with the section that answers."""
+        similarity, each with the section that answers. `given` holds the caller's unit vectors
+        of `query` by model name (see `query_models`); one of ours is used, not computed again."""
         if time.monotonic() >= self._common_refresh_at:
             self._common_refresh_at = time.monotonic() + _COMMON_REFRESH_SECONDS
             await self.store.refresh_common_lexemes(self.settings.search_common_word_fraction)
@@ -224,13 +226,17 @@ class KnowledgeBase:
         understood = understand(query, language=query_language, kb_words=self.vocabulary)
         second_stage = self.settings.rerank
         parts = list(understood.parts) if second_stage and len(understood.parts) > 1 else []
-        cross_question = None
-        if second_stage and self.cross is not None and understood.language != "en":
-            vectors, cross_question = await asyncio.gather(
-                self.embedder.embed([understood.text, *parts]), self.cross.query(understood.text)
-            )
+        given = given or {}
+        question = given.get(self.model.name)
+        to_embed = [understood.text] if question is None else []
+        cross = self.cross if second_stage and understood.language != "en" else None
+        cross_question = given.get(cross.query_model) if cross is not None else None
+        if cross is not None and cross_question is None:
+            vectors, cross_question = await asyncio.gather(self._embed(to_embed, parts), cross.query(understood.text))
         else:
-            vectors = await self.embedder.embed([understood.text, *parts])
+            vectors = await self._embed(to_embed, parts)
+        if question is not None:
+            vectors.insert(0, question)
         if not second_stage:
             first = await self.store.search_hybrid(
                 understood.text,
@@ -291,6 +297,17 @@ class KnowledgeBase:
                 out.append(SearchHit(hit, r.score, r.section, r.similarity, r.coverage, r.cross_lingual))
         SEARCHES.inc()
         return SearchOutcome(out, understood)
+
+    def query_models(self) -> dict[str, int]:
+        """The models whose query vectors `search` uses, with their dimensions."""
+        models = {self.model.name: self.model.dimension}
+        if self.cross is not None:
+            models[self.cross.query_model] = self.cross.dimension
+        return models
+
+    async def _embed(self, *groups: Sequence[str]) -> list[Vector]:
+        texts = [t for group in groups for t in group]
+        return await self.embedder.embed(texts) if texts else []
 
     async def _candidates(self, by_article: dict[str, list[tuple[Hit, float]]], *, with_cross: bool) -> list[Candidate]:
         rows = await self.store.candidate_material(

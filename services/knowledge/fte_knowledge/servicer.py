@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from fte.common.v1 import common_pb2
 from fte.knowledge.v1 import knowledge_pb2, knowledge_service_pb2, knowledge_service_pb2_grpc
+from fte_runtime.embeddings import Vector
 from fte_runtime.errors import Aborted, InvalidArgument, Violations
 from fte_runtime.logs import redact
 from fte_runtime.names import make_name, parse_name
@@ -27,6 +30,7 @@ MAX_CHUNKS_PER_ARTICLE = 5
 MAX_BATCH = 500
 MAX_FILTER_VALUES = 20
 MAX_REQUEST_ID = 200
+MAX_QUERY_EMBEDDINGS = 4
 GAP_COLLECTION = "knowledgeGaps"
 DEFAULT_GAPS_PER_GROUP = 10
 MAX_GAPS_PER_GROUP = 100
@@ -163,6 +167,7 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
         v.check(len(request.tags) <= MAX_FILTER_VALUES, "tags", f"at most {MAX_FILTER_VALUES}")
         language = request.language.strip()
         v.check(not language or bool(LANGUAGE.match(language)), "language", "must be a BCP 47 code such as 'en'")
+        given = _given_vectors(request.query_embeddings, self.kb.query_models(), v)
         v.raise_if_any()
         query_language = request.query_language.strip()
         if query_language and not LANGUAGE.match(query_language):
@@ -179,6 +184,7 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
             ),
             per_article=request.max_chunks_per_article or 1,
             query_language=query_language,
+            given=given,
         )
         return knowledge_service_pb2.SearchKnowledgeResponse(
             results=[
@@ -335,3 +341,31 @@ def _gap_proto(gap: StoredGap) -> knowledge_pb2.KnowledgeGap:
         candidates=[_candidate_proto(c) for c in gap.candidates],
         create_time=_timestamp(gap.create_time),
     )
+
+
+def _given_vectors(
+    embeddings: Iterable[knowledge_pb2.TextEmbedding], models: dict[str, int], v: Violations
+) -> dict[str, Vector]:
+    """The caller's query vectors for the models the search uses (by name, normalised); the
+    problems of those it sent are added to `v`. Vectors of other models are ignored."""
+    given: dict[str, Vector] = {}
+    for i, embedding in enumerate(embeddings):
+        field = f"query_embeddings[{i}]"
+        if i >= MAX_QUERY_EMBEDDINGS:
+            v.add("query_embeddings", f"at most {MAX_QUERY_EMBEDDINGS}")
+            break
+        if embedding.model in given:
+            v.add(f"{field}.model", "appears twice")
+            continue
+        dimension = models.get(embedding.model)
+        if dimension is None:
+            continue
+        values = np.asarray(embedding.values, dtype=np.float32)
+        norm = float(np.linalg.norm(values)) if values.size else 0.0
+        if values.size != dimension:
+            v.add(f"{field}.values", f"must hold {dimension} values for {embedding.model}")
+        elif not math.isfinite(norm) or norm == 0.0:
+            v.add(f"{field}.values", "must be finite and not all zero")
+        else:
+            given[embedding.model] = values / norm
+    return given

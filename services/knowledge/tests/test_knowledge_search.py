@@ -3,11 +3,16 @@ min_score and bad input."""
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import grpc
 import pytest
+from fte.knowledge.v1 import knowledge_pb2
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte_knowledge.server import Knowledge
 from fte_knowledge.store import Filters, query_words
+from fte_runtime.embeddings import MULTILINGUAL_MODEL
+from fte_runtime.errors import field_violations
 from knowledge_helpers import Stub, article, failure, violations  # type: ignore[import-not-found]
 
 # A small help centre where one article mentions the code QX-5518 in passing, and another,
@@ -188,6 +193,60 @@ async def test_bad_search_input(staff: Stub, request_fields: dict[str, object], 
     assert reason == "INVALID_ARGUMENT"
     assert field in message
     assert field in violations(err.value)
+
+
+async def test_a_query_vector_the_caller_computed_is_used_instead_of_embedding_again(
+    corpus: None, staff: Stub, knowledge: Knowledge
+) -> None:
+    model = knowledge.kb.model.name
+    (own,) = await knowledge.kb.embedder.embed(["I forgot my password"])
+    (other,) = await knowledge.kb.embedder.embed(["an error code from the export API"])
+
+    def given(vector: object, name: str = model) -> ks.SearchKnowledgeRequest:
+        return ks.SearchKnowledgeRequest(
+            query="I forgot my password",
+            top_k=3,
+            query_embeddings=[knowledge_pb2.TextEmbedding(model=name, values=list(vector))],  # type: ignore[call-overload]
+        )
+
+    plain = await staff.SearchKnowledge(ks.SearchKnowledgeRequest(query="I forgot my password", top_k=3))
+    same = await staff.SearchKnowledge(given(own * 3.0))  # normalised by the service
+    assert [r.article for r in same.results] == [r.article for r in plain.results]
+    assert [round(r.vector_similarity, 4) for r in same.results] == [
+        round(r.vector_similarity, 4) for r in plain.results
+    ]
+    # Proof that it is used: the vector of another question moves the passages' similarities.
+    moved = await staff.SearchKnowledge(given(other))
+    assert {r.article: round(r.vector_similarity, 3) for r in moved.results} != {
+        r.article: round(r.vector_similarity, 3) for r in plain.results
+    }
+    # Another model's vector is ignored.
+    ignored = await staff.SearchKnowledge(given([1.0, 0.0], "some-other-model"))
+    assert [r.article for r in ignored.results] == [r.article for r in plain.results]
+
+
+@pytest.mark.parametrize(
+    ("values", "model", "problem"),
+    [
+        ([0.5] * 3, "", "must hold 384 values"),
+        ([0.0] * 384, "", "must be finite and not all zero"),
+        ([float("nan")] * 384, "", "must be finite and not all zero"),
+        ([0.5] * 10, MULTILINGUAL_MODEL, "must hold 384 values"),
+    ],
+)
+async def test_bad_query_vectors_are_named(
+    staff: Stub, knowledge: Knowledge, values: list[float], model: str, problem: str
+) -> None:
+    request = ks.SearchKnowledgeRequest(
+        query="password",
+        query_embeddings=[knowledge_pb2.TextEmbedding(model=model or knowledge.kb.model.name, values=values)],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.SearchKnowledge(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [(path, text) for path, text in field_violations(err.value) if text.startswith(problem)] == [
+        ("query_embeddings[0].values", ANY)
+    ]
 
 
 async def test_search_on_an_empty_knowledge_base_returns_nothing(staff: Stub) -> None:

@@ -331,3 +331,33 @@ class KnowledgeGapGroup(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KnowledgeGapGroup: _TypeAlias = KnowledgeGapGroup  # noqa: Y015
+
+@_typing.final
+class TextEmbedding(_message.Message):
+    """A text's embedding as the caller already computed it, so the service need not compute it again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Required. The model that computed it, spelled as `SearchKnowledgeResponse.embedding_model`
+    names it (or the service's multilingual model, "multilingual-e5-small-q4").
+    """
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Required. The vector, as many values as the model's dimension. The service normalises it."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextEmbedding: _TypeAlias = TextEmbedding  # noqa: Y015

@@ -371,6 +371,7 @@ class SearchKnowledgeRequest(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     MAX_CHUNKS_PER_ARTICLE_FIELD_NUMBER: _builtins.int
     QUERY_LANGUAGE_FIELD_NUMBER: _builtins.int
+    QUERY_EMBEDDINGS_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """Required. The customer's question or search terms, 1 to 2000 characters."""
     top_k: _builtins.int
@@ -393,6 +394,14 @@ class SearchKnowledgeRequest(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Only articles carrying all these tags."""
 
+    @_builtins.property
+    def query_embeddings(self) -> _containers.RepeatedCompositeFieldContainer[_knowledge_pb2.TextEmbedding]:
+        """Optional. Embeddings of `query` the caller already computed, at most one per model. One made
+        with the index's model or the service's multilingual model is used as the query's vector
+        instead of embedding `query` again (the whole query, greetings and all); others are ignored.
+        A vector with the wrong number of values, or a value that is not finite, is INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
@@ -404,10 +413,11 @@ class SearchKnowledgeRequest(_message.Message):
         language: _builtins.str = ...,
         max_chunks_per_article: _builtins.int = ...,
         query_language: _builtins.str = ...,
+        query_embeddings: _abc.Iterable[_knowledge_pb2.TextEmbedding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "language", b"language", "max_chunks_per_article", b"max_chunks_per_article", "min_score", b"min_score", "query", b"query", "query_language", b"query_language", "tags", b"tags", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "language", b"language", "max_chunks_per_article", b"max_chunks_per_article", "min_score", b"min_score", "query", b"query", "query_embeddings", b"query_embeddings", "query_language", b"query_language", "tags", b"tags", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
