@@ -61,3 +61,17 @@ def test_the_corpus_is_broad_and_separate_from_the_test_sets() -> None:
     # Boilerplate ("Sent from Mail for Windows") may occur in both; real messages may not.
     overlap = [e.text for e in examples if len(e.text) > 30 and e.text.strip().lower() in held_out]
     assert not overlap, overlap[:5]
+
+
+def test_a_stage_reads_with_exactly_the_probabilities_of_its_classifiers(policy: Policy) -> None:
+    cases = evaluation.load_cases(DATA / "dev_set.jsonl")[:25]
+    for stage, embed in (
+        (policy.model.fast, reader.shared_minilm().embed_sync),
+        (policy.model.deep, reader.shared_e5().query_sync),
+    ):
+        vectors = embed([c.text for c in cases])
+        x = stage.features([c.text for c in cases], vectors)
+        for i, case in enumerate(cases):
+            intent, tone = stage.probabilities(case.text, vectors[i])
+            assert intent == pytest.approx(stage.intent.predict_proba(x[i])[0], abs=1e-9)
+            assert tone == pytest.approx(stage.tone.predict_proba(x[i])[0], abs=1e-9)
