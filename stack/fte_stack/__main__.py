@@ -27,6 +27,10 @@ async def run(state_dir: Path) -> None:
         print("\nThe fte stack is running. Ctrl-C stops it; the data stays in", state_dir)
         print(f"  web support form   http://127.0.0.1:{p['gateway']}/support")
         print(f"  gateway API docs   http://127.0.0.1:{p['gateway']}/openapi.json")
+        print(
+            f"  staff console      http://127.0.0.1:{p['console']}/   "
+            f"(user admin, password in {state_dir / 'console-admin-password'})"
+        )
         print(f"  gateway metrics    http://127.0.0.1:{p['gateway-metrics']}/metrics")
         print(f"  gRPC (via Envoy)   127.0.0.1:{p['envoy']}   (Envoy admin http://127.0.0.1:{p['envoy-admin']})")
         for spec in stack.specs:

@@ -32,6 +32,8 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
         "tickets.read",
         "tickets.write",
     ),
+    # The staff console: reads and works tickets (its staff members are its own accounts).
+    "console": ("tickets.read", "tickets.write"),
     # An internal team that only searches the knowledge base.
     "kb-reader": ("kb.read",),
 }
@@ -161,11 +163,32 @@ def _gateway_env(info: StackInfo) -> dict[str, str]:
     return env
 
 
-# Start order: dependencies first. The gateway is last: it is the edge.
+def _console_env(info: StackInfo) -> dict[str, str]:
+    return {
+        "FTE_CONSOLE_HTTP_HOST": "127.0.0.1",
+        "FTE_CONSOLE_HTTP_PORT": str(info.ports["console"]),
+        "FTE_CONSOLE_AGENT_TARGET": info.envoy_target,
+        "FTE_CONSOLE_SERVICE_TOKEN": info.tokens["console"],
+        "FTE_CONSOLE_DATABASE_URL": info.database_url,
+        # Plain http on 127.0.0.1: a Secure cookie would never be sent back.
+        "FTE_CONSOLE_COOKIE_SECURE": "false",
+    }
+
+
+def _console_first_admin(info: StackInfo) -> list[list[str]]:
+    """The first admin account; its password is written once to the state folder (and printed)."""
+    return [
+        [sys.executable, "-m", "fte_console", "users", "first-admin", "--password-file",
+         str(info.state_dir / "console-admin-password")],
+    ]  # fmt: skip
+
+
+# Start order: dependencies first. The edges are last: the gateway and the staff console.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("identity", "fte_identity", "grpc", _identity_env),
     ServiceSpec("knowledge", "fte_knowledge", "grpc", _knowledge_env, after_start=_knowledge_sample_kb),
     ServiceSpec("notifier", "fte_notifier", "grpc", _notifier_env),
     ServiceSpec("agent", "fte_agent", "grpc", _agent_env),
     ServiceSpec("gateway", "fte_gateway", "http", _gateway_env),
+    ServiceSpec("console", "fte_console", "http", _console_env, after_start=_console_first_admin),
 )

@@ -48,6 +48,7 @@ DEFAULT_PORTS = {
     "notifier-metrics": 9183,
     "agent-metrics": 9184,
     "gateway-metrics": 9185,
+    "console": 8090,
     # Local stand-ins for Gmail and Google's certs endpoint (fte_stack.providers).
     "fake-gmail": 8081,
     "fake-google-certs": 8082,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fte_agent.settings import AgentSettings
+from fte_console.settings import ConsoleSettings
 from fte_gateway.settings import GatewaySettings
 from fte_identity.settings import IdentitySettings
 from fte_knowledge.settings import KnowledgeSettings
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES: dict[str, type[BaseSettings]] = {
     "agent": AgentSettings,
+    "console": ConsoleSettings,
     "gateway": GatewaySettings,
     "identity": IdentitySettings,
     "knowledge": KnowledgeSettings,

@@ -22,6 +22,7 @@ from fte_runtime import topics
 from fte_runtime.context import current_correlation_id
 from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_client import connect
+from fte_runtime.ratelimit import RateLimiter
 from fte_runtime.tasks import cancel_all
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -40,7 +41,6 @@ from fte_gateway.oidc import PushAuthError, PushVerifier
 from fte_gateway.openapi import OPENAPI
 from fte_gateway.proxies import client_ip, parse_networks, public_url
 from fte_gateway.publisher import KafkaUnavailable, Publisher
-from fte_gateway.ratelimit import RateLimiter
 from fte_gateway.settings import GatewaySettings
 from fte_gateway.signing import FormParams, parse_urlencoded, signed
 from fte_gateway.store import SCHEMA, GatewayStore

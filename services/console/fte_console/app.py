@@ -1,0 +1,417 @@
+"""The console's pages and actions (Starlette, Jinja2 with autoescaping).
+
+Every page but the sign-in page needs a session; every POST carries the session's CSRF token
+(the sign-in form a double-submit cookie). Tickets are read and changed only through
+AgentService, with the console's own token; what each staff member did is in the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import grpc
+import jinja2
+from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from fte.common.v1 import common_pb2
+from fte_runtime.db import create_pool, migrate
+from fte_runtime.enums import value_names
+from fte_runtime.grpc_client import connect
+from fte_runtime.ratelimit import RateLimiter
+from google.protobuf.field_mask_pb2 import FieldMask
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fte_console.accounts import SCHEMA, Accounts, Session, SignIn
+from fte_console.settings import ConsoleSettings
+
+SESSION_COOKIE = "fte_console_session"
+LOGIN_CSRF_COOKIE = "fte_console_login"
+_TICKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+MAX_REPLY = 5000
+MAX_FORM_BYTES = 64 * 1024
+HEADERS = {
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+STATUSES = value_names(agent_pb2.TicketStatus)
+REASONS = value_names(common_pb2.EscalationReason)
+CHANNELS = value_names(common_pb2.Channel)
+PRIORITIES = value_names(common_pb2.Priority)
+AUTHORS = value_names(agent_pb2.Author)
+DELIVERY = value_names(common_pb2.DeliveryStatus)
+# The queue: what needs a person first, then what is still open.
+QUEUE_STATUSES = (agent_pb2.TICKET_STATUS_ESCALATED, agent_pb2.TICKET_STATUS_OPEN, agent_pb2.TICKET_STATUS_IN_PROGRESS)
+
+
+@dataclass
+class Deps:
+    settings: ConsoleSettings
+    accounts: Accounts
+    agent: agent_service_pb2_grpc.AgentServiceAsyncStub
+    limiter: RateLimiter
+    templates: jinja2.Environment
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def _render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = _deps(request).templates.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+async def _session(request: Request) -> Session | None:
+    return await _deps(request).accounts.session(request.cookies.get(SESSION_COOKIE, ""))
+
+
+async def _form(request: Request) -> FormData:
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        raise HTTPException(413, "the form is too large")
+    return await request.form(max_files=0, max_fields=20)
+
+
+def _same(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
+
+
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+def staff_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A page for signed-in staff: without a session, the sign-in page."""
+
+    async def endpoint(request: Request) -> Response:
+        session = await _session(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303, headers=HEADERS)
+        return await handler(request, session)
+
+    return endpoint
+
+
+def staff_action(
+    handler: Callable[[Request, Session, FormData], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A form POST of signed-in staff: 401 without a session, 403 without its CSRF token."""
+
+    async def endpoint(request: Request) -> Response:
+        session = await _session(request)
+        if session is None:
+            return PlainTextResponse("sign in first", status_code=401, headers=HEADERS)
+        form = await _form(request)
+        if not _same(str(form.get("csrf_token", "")), session.csrf_token):
+            return PlainTextResponse("the form's CSRF token is missing or wrong; reload the page", 403, headers=HEADERS)
+        return await handler(request, session, form)
+
+    return endpoint
+
+
+# -- sign-in ---------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    return _login_form(request)
+
+
+def _login_form(request: Request, status: int = 200, error: str = "") -> Response:
+    token = secrets.token_urlsafe(24)
+    response = _render(request, "login.html", status, csrf_token=token, error=error)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
+        secure=_deps(request).settings.cookie_secure,
+    )  # fmt: skip
+    return response
+
+
+async def login(request: Request) -> Response:
+    deps = _deps(request)
+    client = request.client.host if request.client else ""
+    wait = deps.limiter.acquire(client)
+    if wait > 0:
+        response = _login_form(request, 429, "Too many sign-in attempts. Wait a minute and try again.")
+        response.headers["retry-after"] = str(int(wait) + 1)
+        return response
+    form = await _form(request)
+    if not _same(str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
+        return PlainTextResponse("the form's CSRF token is missing or wrong; reload the page", 403, headers=HEADERS)
+    username = str(form.get("username", ""))[:100]
+    outcome, user = await deps.accounts.sign_in(username, str(form.get("password", ""))[:1000])
+    if outcome is SignIn.LOCKED:
+        await deps.accounts.audit(username, "sign_in_refused_locked")
+        return _login_form(request, 403, "This account is locked after too many wrong passwords. Try again later.")
+    if user is None:
+        await deps.accounts.audit(username, "sign_in_failed")
+        return _login_form(request, 401, "Wrong username or password.")
+    token, _ = await deps.accounts.open_session(user)
+    await deps.accounts.audit(user.username, "sign_in")
+    response = RedirectResponse("/", status_code=303, headers=HEADERS)
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=int(deps.settings.session_hours * 3600), httponly=True, samesite="strict",
+        secure=deps.settings.cookie_secure, path="/",
+    )  # fmt: skip
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+@staff_action
+async def logout(request: Request, session: Session, form: FormData) -> Response:
+    deps = _deps(request)
+    await deps.accounts.close_session(request.cookies.get(SESSION_COOKIE, ""))
+    await deps.accounts.audit(session.user.username, "sign_out")
+    response = RedirectResponse("/login", status_code=303, headers=HEADERS)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# -- queue and ticket ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    ticket: str
+    subject: str
+    status: str
+    reason: str
+    channel: str
+    priority: str
+    assignee: str
+    waiting: str
+    sentiment: float
+
+
+def _ago(ts: datetime, now: datetime) -> str:
+    minutes = max(0, int((now - ts).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days"
+
+
+def _row(t: agent_pb2.Ticket, now: datetime) -> QueueRow:
+    return QueueRow(
+        ticket=t.name.removeprefix("tickets/"),
+        subject=t.subject or "(no subject)",
+        status=STATUSES.get(t.status, ""),
+        reason=REASONS.get(t.escalation_reason, ""),
+        channel=CHANNELS.get(t.channel, ""),
+        priority=PRIORITIES.get(t.priority, ""),
+        assignee=t.assignee,
+        waiting=_ago(t.create_time.ToDatetime(UTC), now),
+        sentiment=round(t.sentiment, 2),
+    )
+
+
+@staff_page
+async def queue(request: Request, session: Session) -> Response:
+    deps = _deps(request)
+    mine = request.query_params.get("mine") == "1"
+    now = datetime.now(UTC)
+    tickets: list[agent_pb2.Ticket] = []
+    for status in QUEUE_STATUSES:
+        reply = await deps.agent.ListTickets(
+            agent_service_pb2.ListTicketsRequest(status=status, page_size=deps.settings.queue_page_size)
+        )
+        tickets.extend(t for t in reply.tickets if not mine or t.assignee == session.user.username)
+    # Escalations first, then by priority (high first), then the longest waiting.
+    tickets.sort(key=lambda t: (t.status != agent_pb2.TICKET_STATUS_ESCALATED, -t.priority, t.create_time.ToDatetime()))
+    return _render(request, "queue.html", session=session, rows=[_row(t, now) for t in tickets], mine=mine)
+
+
+def _ticket_name(request: Request) -> str:
+    ticket = request.path_params["ticket"]
+    if not _TICKET.match(ticket):
+        raise HTTPException(404, "no such ticket")
+    return f"tickets/{ticket}"
+
+
+async def _call(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise HTTPException(404, "no such ticket") from exc
+        if exc.code() in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.ABORTED,
+        ):
+            raise HTTPException(409, exc.details() or "the ticket changed; reload it") from exc
+        raise HTTPException(502, "the ticket service did not answer; try again") from exc
+
+
+@dataclass(frozen=True)
+class Entry:
+    author: str
+    text: str
+    time: str
+    delivery: str
+
+
+@staff_page
+async def ticket_page(request: Request, session: Session) -> Response:
+    deps = _deps(request)
+    name = _ticket_name(request)
+    ticket = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
+    entries: list[Entry] = []
+    token = ""
+    for _ in range(10):  # at most 1,000 messages on one page
+        reply = await _call(
+            deps.agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=name, page_size=100, page_token=token))
+        )
+        entries += [
+            Entry(
+                author=AUTHORS.get(m.author, ""),
+                text=m.text,
+                time=m.create_time.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                delivery=DELIVERY.get(m.delivery_status, ""),
+            )
+            for m in reply.messages
+        ]
+        token = reply.next_page_token
+        if not token:
+            break
+    return _render(
+        request,
+        "ticket.html",
+        session=session,
+        ticket=_row(ticket, datetime.now(UTC)),
+        detail=ticket.escalation_detail,
+        customer=ticket.customer,
+        entries=entries,
+        trail=await deps.accounts.audit_trail(name),
+        request_id=str(uuid.uuid4()),
+        resolved=ticket.status == agent_pb2.TICKET_STATUS_RESOLVED,
+    )
+
+
+@staff_action
+async def reply(request: Request, session: Session, form: FormData) -> Response:
+    deps = _deps(request)
+    name = _ticket_name(request)
+    text = str(form.get("text", "")).strip()
+    if not text or len(text) > MAX_REPLY:
+        return PlainTextResponse(f"a reply is 1 to {MAX_REPLY} characters", 400, headers=HEADERS)
+    request_id = str(form.get("request_id", ""))
+    try:
+        request_id = f"console-{uuid.UUID(request_id)}"
+    except ValueError:
+        return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
+    await _call(
+        deps.agent.ReplyToTicket(agent_service_pb2.ReplyToTicketRequest(ticket=name, text=text, request_id=request_id))
+    )
+    await deps.accounts.audit(session.user.username, "reply", name, request_id=request_id, characters=len(text))
+    return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+@staff_action
+async def resolve(request: Request, session: Session, form: FormData) -> Response:
+    deps = _deps(request)
+    name = _ticket_name(request)
+    note = str(form.get("note", "")).strip()[:1000]
+    await _call(deps.agent.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=name, note=note)))
+    await deps.accounts.audit(session.user.username, "resolve", name)
+    return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+@staff_action
+async def assign(request: Request, session: Session, form: FormData) -> Response:
+    deps = _deps(request)
+    name = _ticket_name(request)
+    current = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
+    change = agent_pb2.Ticket(name=name, etag=current.etag, assignee=session.user.username)
+    await _call(
+        deps.agent.UpdateTicket(
+            agent_service_pb2.UpdateTicketRequest(ticket=change, update_mask=FieldMask(paths=["assignee"]))
+        )
+    )
+    await deps.accounts.audit(session.user.username, "assign", name, assignee=session.user.username)
+    return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when its own database answers (the mesh's readiness is each service's own)."""
+    try:
+        await _deps(request).accounts.pool.fetchval("SELECT 1")
+    except Exception:  # any failure means not ready
+        return PlainTextResponse("database unavailable", status_code=503)
+    return PlainTextResponse("ready")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=HEADERS)
+
+
+def templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("fte_console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def create_app(settings: ConsoleSettings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await migrate(settings, SCHEMA, "fte_console")
+        pool = await create_pool(settings, SCHEMA, application_name="fte-console")
+        channel = connect(
+            settings.agent_target,
+            token=settings.service_token.get_secret_value() or None,
+            default_timeout=settings.agent_timeout_seconds,
+        )
+        try:
+            app.state.deps = Deps(
+                settings=settings,
+                accounts=Accounts(
+                    pool,
+                    max_failures=settings.login_max_failures,
+                    lockout=timedelta(minutes=settings.lockout_minutes),
+                    session_ttl=timedelta(hours=settings.session_hours),
+                ),
+                agent=agent_service_pb2_grpc.AgentServiceStub(channel),
+                limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
+                templates=templates(),
+            )
+            yield
+        finally:
+            await channel.close()
+            await pool.close()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", queue, methods=["GET"]),
+        Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
+        Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
+        Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),
+        Route("/tickets/{ticket}/assign", assign, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(resources.files("fte_console") / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

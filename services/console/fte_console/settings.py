@@ -1,0 +1,29 @@
+"""The console's settings, all from `FTE_CONSOLE_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fte_runtime.settings import DatabaseSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class ConsoleSettings(DatabaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTE_CONSOLE_", extra="ignore", frozen=True)
+
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 8090
+    # AgentService (through Envoy), with the console's own token (tickets.read, tickets.write).
+    agent_target: str = "127.0.0.1:9000"
+    service_token: SecretStr = SecretStr("")
+    agent_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Cookies are sent over HTTPS only; off only for a local run on plain http://127.0.0.1.
+    cookie_secure: bool = True
+    session_hours: Annotated[float, Field(gt=0, le=24 * 7)] = 12.0
+    # Wrong passwords in a row before an account is locked, and for how long.
+    login_max_failures: Annotated[int, Field(ge=1, le=100)] = 10
+    lockout_minutes: Annotated[float, Field(gt=0)] = 15.0
+    # Sign-in attempts per client address per minute (the lockout protects each account).
+    login_rate_per_minute: Annotated[int, Field(ge=1)] = 30
+    queue_page_size: Annotated[int, Field(ge=1, le=100)] = 50

@@ -1,0 +1,166 @@
+"""The staff console as its own process in the stack: sign-in, sessions and CSRF, lockout, then a
+WhatsApp refund demand worked from the queue to a sent reply and a resolved ticket, every step
+through the real gateway, agent, notifier and Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
+from fte_runtime.grpc_client import connect
+from fte_stack.stack import Stack
+from twilio.request_validator import RequestValidator
+
+pytestmark = pytest.mark.kafka
+PASSWORD = "correct horse battery staple"
+
+
+async def add_user(stack: Stack, username: str, role: str = "agent") -> None:
+    assert stack.info is not None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fte_console", "users", "add", username, "--role", role,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**stack.children["console"].env},
+    )  # fmt: skip
+    out, err = await proc.communicate((PASSWORD + "\n").encode())
+    assert proc.returncode == 0, err.decode()
+    assert f"created {username}" in out.decode()
+
+
+def csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, page[:500]
+    return match.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> httpx.Response:
+    form = await client.get("/login")
+    return await client.post("/login", data={"csrf_token": csrf(form.text), "username": username, "password": password})
+
+
+@pytest.fixture
+async def console(full_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{full_stack.ports['console']}", timeout=15) as client:
+        yield client
+
+
+async def test_no_page_or_action_without_a_session_and_a_csrf_token(
+    full_stack: Stack, console: httpx.AsyncClient
+) -> None:
+    assert (await console.get("/")).status_code == 303
+    assert (await console.get("/tickets/abc123")).headers["location"] == "/login"
+    assert (await console.post("/tickets/abc123/reply", data={"text": "hi"})).status_code == 401
+    # The sign-in form itself needs its CSRF cookie and token.
+    assert (await console.post("/login", data={"username": "x", "password": "y"})).status_code == 403
+    name = f"csrf-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    signed = await sign_in(console, name)
+    assert signed.status_code == 303
+    cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("fte_console_session="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/" in cookie
+    page = await console.get("/")
+    assert page.status_code == 200
+    assert name in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    for token in ("", "not-the-token"):
+        refused = await console.post("/logout", data={"csrf_token": token})
+        assert refused.status_code == 403
+    out = await console.post("/logout", data={"csrf_token": csrf(page.text)})
+    assert out.status_code == 303
+    console.cookies.clear()
+    console.cookies.set("fte_console_session", cookie.split(";")[0].split("=", 1)[1])
+    assert (await console.get("/")).status_code == 303  # the signed-out session is gone
+
+
+async def test_ten_wrong_passwords_lock_the_account(full_stack: Stack, console: httpx.AsyncClient) -> None:
+    name = f"lock-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    statuses = [(await sign_in(console, name, "wrong password!")).status_code for _ in range(10)]
+    assert statuses == [401] * 9 + [403]
+    locked = await sign_in(console, name)  # the right password no longer helps
+    assert locked.status_code == 403
+    assert "locked" in locked.text
+    unknown = await sign_in(console, f"nobody-{uuid.uuid4().hex[:6]}")
+    assert unknown.status_code == 401
+    assert "Wrong username or password" in unknown.text
+
+
+async def whatsapp(gateway: str, phone: str, body: str) -> None:
+    sid = "SM" + uuid.uuid4().hex
+    params = {
+        "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32, "From": f"whatsapp:{phone}",
+        "To": "whatsapp:+14155238886", "Body": body, "NumMedia": "0", "ProfileName": "Rosa",
+        "WaId": phone.lstrip("+"),
+    }  # fmt: skip
+    signature = RequestValidator(DEV_TWILIO_AUTH_TOKEN).compute_signature(f"{gateway}/webhooks/whatsapp", params)
+    async with httpx.AsyncClient(timeout=10) as http:
+        resp = await http.post(f"{gateway}/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": signature})
+    assert resp.status_code in (200, 204), resp.text
+
+
+async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
+    full_stack: Stack, console: httpx.AsyncClient
+) -> None:
+    name = f"rosa-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    assert (await sign_in(console, name)).status_code == 303
+    marker = uuid.uuid4().hex[:8]
+    text = f"<script>alert('{marker}')</script> I was charged twice, I want my money back now"
+    await whatsapp(f"http://127.0.0.1:{full_stack.ports['gateway']}", f"+1415{uuid.uuid4().int % 10**7:07d}", text)
+
+    ticket = ""
+    async with asyncio.timeout(60):
+        while not ticket:
+            for row in re.findall(r'<tr data-ticket="([^"]+)">', (await console.get("/")).text):
+                page = (await console.get(f"/tickets/{row}")).text
+                if marker in page:
+                    ticket = row
+                    break
+            else:
+                await asyncio.sleep(0.5)
+    page = (await console.get(f"/tickets/{ticket}")).text
+    assert html.escape(text, quote=True).replace("&#x27;", "&#39;") in page  # shown as text
+    assert "<script>alert" not in page
+    assert 'id="ticket-status">escalated' in page
+    assert 'id="ticket-reason">refund' in page
+
+    assigned = await console.post(f"/tickets/{ticket}/assign", data={"csrf_token": csrf(page)})
+    assert assigned.status_code == 303
+    page = (await console.get(f"/tickets/{ticket}")).text
+    assert f'id="ticket-assignee">{name}' in page
+    assert f'<tr data-ticket="{ticket}">' in (await console.get("/?mine=1")).text
+
+    request_id = re.search(r'name="request_id" value="([^"]+)"', page)
+    assert request_id
+    reply = "I am sorry about the double charge. I have refunded the second payment today."
+    form = {"csrf_token": csrf(page), "request_id": request_id.group(1), "text": reply}
+    assert (await console.post(f"/tickets/{ticket}/reply", data={**form, "csrf_token": "forged"})).status_code == 403
+    for _ in range(2):  # a resubmitted form sends once
+        assert (await console.post(f"/tickets/{ticket}/reply", data=form)).status_code == 303
+    resolved = await console.post(f"/tickets/{ticket}/resolve", data={"csrf_token": csrf(page), "note": "refunded"})
+    assert resolved.status_code == 303
+
+    async with connect(f"127.0.0.1:{full_stack.ports['envoy']}", token=full_stack.tokens["staff"]) as channel:
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        found = await agent.GetTicket(agent_service_pb2.GetTicketRequest(name=f"tickets/{ticket}"))
+        messages = await agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=f"tickets/{ticket}"))
+    assert found.ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
+    assert found.ticket.assignee == name
+    human = [m for m in messages.messages if m.author == agent_pb2.AUTHOR_HUMAN]
+    assert [m.text for m in human] == [reply]
+    assert human[0].delivery
+    page = (await console.get(f"/tickets/{ticket}")).text
+    trail = re.findall(r"UTC (\S+): (\w+)</li>", page)
+    # Newest first; the resubmitted reply is recorded as submitted, and sent once (above).
+    assert trail[:4] == [(name, "resolve"), (name, "reply"), (name, "reply"), (name, "assign")]
+    assert 'id="reply-form"' not in page  # a resolved ticket takes no reply
