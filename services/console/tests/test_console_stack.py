@@ -10,6 +10,7 @@ import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
 from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime.grpc_client import connect
 from fte_stack.stack import Stack
+from playwright.async_api import Page, async_playwright, expect
 from twilio.request_validator import RequestValidator
 
 pytestmark = pytest.mark.kafka
@@ -164,3 +166,59 @@ async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
     # Newest first; the resubmitted reply is recorded as submitted, and sent once (above).
     assert trail[:4] == [(name, "resolve"), (name, "reply"), (name, "reply"), (name, "assign")]
     assert 'id="reply-form"' not in page  # a resolved ticket takes no reply
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+OUTPUT = Path(__file__).resolve().parents[3] / "test-output"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/install-browser.sh)")
+async def test_a_ticket_is_worked_in_a_browser_and_a_planted_script_never_runs(full_stack: Stack) -> None:
+    name = f"lin-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    marker = uuid.uuid4().hex[:8]
+    text = f'<img src=x onerror="alert(1)"><script>alert(2)</script> {marker} please cancel and refund my order'
+    await whatsapp(f"http://127.0.0.1:{full_stack.ports['gateway']}", f"+1415{uuid.uuid4().int % 10**7:07d}", text)
+    OUTPUT.mkdir(exist_ok=True)
+    base = f"http://127.0.0.1:{full_stack.ports['console']}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 1200})
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: dialogs.append(d.message))
+            await page.goto(base + "/")
+            await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            await page.get_by_label("Username").fill(name)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#signed-in-as")).to_contain_text(name)
+            # The message reaches the queue once the agent has escalated it.
+            async with asyncio.timeout(60):
+                while True:
+                    links = await page.locator("#queue a").all_inner_texts()
+                    found = ""
+                    for ticket in links:
+                        async with httpx.AsyncClient(base_url=base, cookies=await _cookies(page)) as http:
+                            if marker in (await http.get(f"/tickets/{ticket}")).text:
+                                found = ticket
+                                break
+                    if found:
+                        break
+                    await asyncio.sleep(0.5)
+                    await page.reload()
+            await page.get_by_role("link", name=found).click()
+            await expect(page.locator("#conversation")).to_contain_text(f"<script>alert(2)</script> {marker}")
+            await page.locator("#reply-text").fill(f"Your order {marker} is cancelled and refunded.")
+            await page.locator("#send-reply").click()
+            await expect(page.locator("#conversation")).to_contain_text(f"Your order {marker} is cancelled")
+            await page.screenshot(path=str(OUTPUT / "console-ticket.png"), full_page=True)
+            assert dialogs == []  # neither the <img onerror> nor the <script> ran
+        finally:
+            await browser.close()
+
+
+async def _cookies(page: Page) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in await page.context.cookies() if "name" in c and "value" in c}
