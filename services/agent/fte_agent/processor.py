@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from fte.agent.v1 import agent_pb2
 from fte.common.v1 import common_pb2
 from fte.events.v1 import message_events_pb2, ticket_events_pb2
 from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
@@ -279,10 +280,10 @@ class MessageProcessor:
             rows = await store.customer_messages(self.pool, customer, inbound.message_id, limit, allowed)
             return [
                 {
-                    "channel": channels.name(r["channel"]),
-                    "author": "customer" if r["author"] == 1 else "support",
-                    "text": r["text"][:500],
-                    "time": r["create_time"].isoformat(),
+                    "channel": channels.name(r.channel),
+                    "author": "customer" if r.author == agent_pb2.AUTHOR_CUSTOMER else "support",
+                    "text": r.text[:500],
+                    "time": r.create_time.isoformat(),
                 }
                 for r in rows
             ]

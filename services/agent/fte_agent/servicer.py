@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,44 +46,44 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def etag(row: asyncpg.Record) -> str:
-    return hashlib.sha256(f"{row['id']}:{row['version']}".encode()).hexdigest()[:16]
+def etag(row: store.TicketRow) -> str:
+    return hashlib.sha256(f"{row.id}:{row.version}".encode()).hexdigest()[:16]
 
 
-def ticket_proto(row: asyncpg.Record) -> agent_pb2.Ticket:
+def ticket_proto(row: store.TicketRow) -> agent_pb2.Ticket:
     t = agent_pb2.Ticket(
-        name=make_name("tickets", row["id"]),
-        customer=row["customer"],
-        conversation=make_name("conversations", row["conversation_id"]),
-        channel=row["channel"],
-        subject=row["subject"],
-        category=row["category"],
-        priority=row["priority"],
-        status=row["status"],
-        escalation_reason=row["escalation_reason"],
-        escalation_detail=row["escalation_detail"],
-        sentiment=row["sentiment"],
-        assignee=row["assignee"],
+        name=make_name("tickets", row.id),
+        customer=row.customer,
+        conversation=make_name("conversations", row.conversation_id),
+        channel=row.channel,
+        subject=row.subject,
+        category=row.category,
+        priority=row.priority,
+        status=row.status,
+        escalation_reason=row.escalation_reason,
+        escalation_detail=row.escalation_detail,
+        sentiment=row.sentiment,
+        assignee=row.assignee,
         etag=etag(row),
     )
     for field in ("create_time", "update_time", "first_response_time", "resolve_time"):
-        ts = _ts(row[field])
+        ts = _ts(getattr(row, field))
         if ts is not None:
             getattr(t, field).CopyFrom(ts)
     return t
 
 
-def message_proto(row: asyncpg.Record) -> agent_pb2.Message:
+def message_proto(row: store.MessageRow) -> agent_pb2.Message:
     m = agent_pb2.Message(
-        name=f"conversations/{row['conversation_id']}/messages/{row['id']}",
-        ticket=make_name("tickets", row["ticket_id"]),
-        author=row["author"],
-        channel=row["channel"],
-        text=row["text"],
-        delivery=row["delivery"],
-        delivery_status=row["delivery_status"],
+        name=f"conversations/{row.conversation_id}/messages/{row.id}",
+        ticket=make_name("tickets", row.ticket_id),
+        author=row.author,
+        channel=row.channel,
+        text=row.text,
+        delivery=row.delivery,
+        delivery_status=row.delivery_status,
     )
-    m.create_time.FromDatetime(row["create_time"])
+    m.create_time.FromDatetime(row.create_time)
     return m
 
 
@@ -101,7 +100,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         self.publisher = publisher
         self.follow_up_hours = follow_up_hours
 
-    async def _ticket(self, name: str, field: str = "name") -> asyncpg.Record:
+    async def _ticket(self, name: str, field: str = "name") -> store.TicketRow:
         ticket_id = parse_name(name, "tickets", field)
         row = await store.get_ticket(self.pool, ticket_id)
         if row is None:
@@ -130,7 +129,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             after=tuple(page.position) if page.position else None,
             limit=page.limit,
         )
-        rows, token = page.cut(rows, lambda r: [r["create_time"].isoformat(), r["id"]])
+        rows, token = page.cut(rows, lambda r: [r.create_time.isoformat(), r.id])
         return agent_service_pb2.ListTicketsResponse(tickets=[ticket_proto(r) for r in rows], next_page_token=token)
 
     async def UpdateTicket(
@@ -167,9 +166,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.ListMessagesResponse:
         size = page_size(request.page_size, default=50)
         ticket = await self._ticket(request.ticket, "ticket")
-        page = Page(size, request.page_token, ticket["id"])
-        rows = await store.list_messages(self.pool, ticket["id"], int(page.position or 0), page.limit)
-        rows, token = page.cut(rows, lambda r: r["id"])
+        page = Page(size, request.page_token, ticket.id)
+        rows = await store.list_messages(self.pool, ticket.id, int(page.position or 0), page.limit)
+        rows, token = page.cut(rows, lambda r: r.id)
         return agent_service_pb2.ListMessagesResponse(messages=[message_proto(r) for r in rows], next_page_token=token)
 
     async def GetCustomerHistory(
@@ -178,7 +177,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         parse_name(request.customer, "customers", "customer")
         page = Page(page_size(request.page_size, default=50), request.page_token, request.customer)
         rows = await store.customer_messages(self.pool, request.customer, page.position, page.limit)
-        rows, token = page.cut(rows, lambda r: r["id"])
+        rows, token = page.cut(rows, lambda r: r.id)
         tickets = await store.customer_tickets(self.pool, request.customer)
         return agent_service_pb2.GetCustomerHistoryResponse(
             tickets=[ticket_proto(t) for t in tickets],
@@ -196,33 +195,29 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         # Prefixed with the ticket into the notifier's key, which must stay within the rule's 200.
         check_request_id(request.request_id, max_length=150)
         ticket = await self._ticket(request.ticket, "ticket")
-        inbound = await store.latest_inbound_of_ticket(self.pool, ticket["id"])
-        ctx: dict[str, Any] = json.loads(inbound["reply_context"]) if inbound is not None else {}
+        inbound = await store.latest_inbound_of_ticket(self.pool, ticket.id)
+        ctx: dict[str, Any] = inbound.reply_context if inbound is not None else {}
         if not ctx.get("recipient"):
             raise FailedPrecondition("the ticket has no customer address to reply to", reason="NO_RECIPIENT")
         principal = principal_var.get()
-        key = (
-            request.request_id
-            or hashlib.sha256(
-                f"{ticket['id']}:{principal.name if principal else ''}:{request.text}".encode()
-            ).hexdigest()[:32]
-        )
-        request_id = f"staff-reply-{ticket['id']}-{key}"
+        author = principal.name if principal else ""
+        key = request.request_id or hashlib.sha256(f"{ticket.id}:{author}:{request.text}".encode()).hexdigest()[:32]
+        request_id = f"staff-reply-{ticket.id}-{key}"
         async with self.pool.acquire() as conn, conn.transaction():
             row, _ = await store.insert_staff_reply(conn, ticket, request.text, request_id)
-            if ticket["status"] in (store.STATUS_OPEN, store.STATUS_ESCALATED):
-                await store.update_ticket_fields(conn, ticket["id"], {"status": store.STATUS_IN_PROGRESS})
+            if ticket.status in (store.STATUS_OPEN, store.STATUS_ESCALATED):
+                await store.update_ticket_fields(conn, ticket.id, {"status": store.STATUS_IN_PROGRESS})
         try:
             reply = await self.notifier.SendMessage(
-                send_request_from_context(request_id, ticket["channel"], ctx, request.text, ticket["id"])
+                send_request_from_context(request_id, ticket.channel, ctx, request.text, ticket.id)
             )
         except grpc.aio.AioRpcError as exc:
             # Stored, not sent: the same request_id retried sends it exactly once.
             raise Unavailable(
                 f"the notifier did not accept the reply: {exc.code().name}", reason="NOTIFIER_UNAVAILABLE"
             ) from exc
-        row = await store.set_message_delivery(self.pool, row["id"], reply.delivery.name, reply.delivery.status)
-        await store.mark_first_response(self.pool, ticket["id"])
+        row = await store.set_message_delivery(self.pool, row.id, reply.delivery.name, reply.delivery.status)
+        await store.mark_first_response(self.pool, ticket.id)
         return agent_service_pb2.ReplyToTicketResponse(message=message_proto(row))
 
     async def EscalateTicket(
@@ -238,26 +233,26 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(
                 conn,
-                ticket["id"],
+                ticket.id,
                 {"status": store.STATUS_ESCALATED, "escalation_reason": reason, "escalation_detail": request.detail},
             )
         metrics.ESCALATIONS.labels(reasons.name_of(reason) or "manual").inc()
         if self.publisher is not None:
             now = datetime.now(UTC)
             event = ticket_events_pb2.TicketEscalated(
-                ticket=make_name("tickets", row["id"]),
-                customer=row["customer"],
-                channel=row["channel"],
+                ticket=make_name("tickets", row.id),
+                customer=row.customer,
+                channel=row.channel,
                 reason=reason,
                 reason_detail=request.detail,
-                summary=f"Escalated by staff: {row['subject'][:200]}",
-                priority=row["priority"],
+                summary=f"Escalated by staff: {row.subject[:200]}",
+                priority=row.priority,
             )
             event.escalated_time.FromDatetime(now)
             event.follow_up_by_time.FromDatetime(now + timedelta(hours=self.follow_up_hours))
             # A retry with the same request id publishes the same event id; consumers drop the copy.
-            event_id = derived_id("escalation", row["id"], request_id) if request_id else None
-            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row["id"], event_id=event_id)
+            event_id = derived_id("escalation", row.id, request_id) if request_id else None
+            await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row.id, event_id=event_id)
         return agent_service_pb2.EscalateTicketResponse(ticket=ticket_proto(row))
 
     async def ResolveTicket(
@@ -270,5 +265,5 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if request.note:
             fields["resolution_note"] = request.note
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await store.update_ticket_fields(conn, ticket["id"], fields)
+            row = await store.update_ticket_fields(conn, ticket.id, fields)
         return agent_service_pb2.ResolveTicketResponse(ticket=ticket_proto(row))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -287,15 +287,94 @@ async def merge_customers(pool: asyncpg.Pool, source: str, target: str) -> None:
 # --- staff side -------------------------------------------------------------------------------
 
 
-async def get_ticket(pool: asyncpg.Pool | asyncpg.Connection, ticket_id: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await pool.fetchrow("SELECT * FROM tickets WHERE id = $1", ticket_id)
-    return row
+def _columns(cls: type[Any], row: asyncpg.Record) -> dict[str, Any]:
+    """The record's columns named like the fields of the dataclass `cls` (a query may select more)."""
+    return {f.name: row[f.name] for f in fields(cls)}
 
 
-async def lock_ticket(conn: asyncpg.Connection, ticket_id: str) -> asyncpg.Record | None:
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    """A row of `tickets`."""
+
+    id: str
+    customer: str
+    conversation_id: str
+    channel: common_pb2.Channel.ValueType
+    subject: str
+    category: common_pb2.Category.ValueType
+    priority: common_pb2.Priority.ValueType
+    status: agent_pb2.TicketStatus.ValueType
+    escalation_reason: common_pb2.EscalationReason.ValueType
+    escalation_detail: str
+    sentiment: float
+    assignee: str
+    resolution_note: str
+    version: int
+    create_time: datetime
+    update_time: datetime
+    first_response_time: datetime | None
+    resolve_time: datetime | None
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> TicketRow:
+        return cls(**_columns(cls, row))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A row of `messages`: a customer's message or a reply (`request_id` and delivery on replies only)."""
+
+    id: int
+    conversation_id: str
+    ticket_id: str
+    customer: str
+    author: agent_pb2.Author.ValueType
+    channel: common_pb2.Channel.ValueType
+    text: str
+    request_id: str | None
+    delivery: str
+    delivery_status: common_pb2.DeliveryStatus.ValueType
+    create_time: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> MessageRow:
+        return cls(**_columns(cls, row))
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRow:
+    """A row of `inbound`, its JSON columns decoded."""
+
+    channel: common_pb2.Channel.ValueType
+    channel_message_id: str
+    ticket_id: str
+    message_id: int
+    reply_message_id: int | None
+    state: str
+    decision: dict[str, Any] | None
+    reply_context: dict[str, Any]
+    received_time: datetime
+    create_time: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> InboundRow:
+        values = _columns(cls, row)
+        values["decision"] = json.loads(row["decision"]) if row["decision"] else None
+        values["reply_context"] = json.loads(row["reply_context"])
+        return cls(**values)
+
+
+def _ticket(row: asyncpg.Record | None) -> TicketRow | None:
+    return None if row is None else TicketRow.from_record(row)
+
+
+async def get_ticket(pool: asyncpg.Pool | asyncpg.Connection, ticket_id: str) -> TicketRow | None:
+    return _ticket(await pool.fetchrow("SELECT * FROM tickets WHERE id = $1", ticket_id))
+
+
+async def lock_ticket(conn: asyncpg.Connection, ticket_id: str) -> TicketRow | None:
     """The ticket, locked until the transaction ends (read, compare, update)."""
-    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM tickets WHERE id = $1 FOR UPDATE", ticket_id)
-    return row
+    return _ticket(await conn.fetchrow("SELECT * FROM tickets WHERE id = $1 FOR UPDATE", ticket_id))
 
 
 async def mark_first_response(pool: asyncpg.Pool, ticket_id: str) -> None:
@@ -314,7 +393,7 @@ async def list_tickets(
     escalation_reason: int,
     after: tuple[str, str] | None,
     limit: int,
-) -> list[asyncpg.Record]:
+) -> list[TicketRow]:
     clauses = ["TRUE"]
     args: list[Any] = []
 
@@ -335,92 +414,89 @@ async def list_tickets(
         clauses.append(f"(create_time, id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit)
     sql = f"SELECT * FROM tickets WHERE {' AND '.join(clauses)} ORDER BY create_time DESC, id DESC LIMIT ${len(args)}"  # noqa: S608
-    return list(await pool.fetch(sql, *args))
+    return [TicketRow.from_record(r) for r in await pool.fetch(sql, *args)]
 
 
-async def list_messages(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[asyncpg.Record]:
-    return list(
-        await pool.fetch(
-            "SELECT * FROM messages WHERE ticket_id = $1 AND id > $2 ORDER BY id LIMIT $3", ticket_id, after_id, limit
-        )
+async def list_messages(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[MessageRow]:
+    rows = await pool.fetch(
+        "SELECT * FROM messages WHERE ticket_id = $1 AND id > $2 ORDER BY id LIMIT $3", ticket_id, after_id, limit
     )
+    return [MessageRow.from_record(r) for r in rows]
 
 
 async def customer_messages(
     pool: asyncpg.Pool, customer: str, before_id: int | None, limit: int, channels: list[int] | None = None
-) -> list[asyncpg.Record]:
+) -> list[MessageRow]:
     """The customer's messages, newest first; `channels` restricts to those channels."""
-    return list(
-        await pool.fetch(
-            """SELECT * FROM messages WHERE customer = $1 AND ($2::bigint IS NULL OR id < $2)
-                   AND ($4::smallint[] IS NULL OR channel = ANY($4))
-               ORDER BY id DESC LIMIT $3""",
-            customer,
-            before_id,
-            limit,
-            channels,
-        )
+    rows = await pool.fetch(
+        """SELECT * FROM messages WHERE customer = $1 AND ($2::bigint IS NULL OR id < $2)
+               AND ($4::smallint[] IS NULL OR channel = ANY($4))
+           ORDER BY id DESC LIMIT $3""",
+        customer,
+        before_id,
+        limit,
+        channels,
     )
+    return [MessageRow.from_record(r) for r in rows]
 
 
-async def customer_tickets(pool: asyncpg.Pool, customer: str, limit: int = 100) -> list[asyncpg.Record]:
-    return list(
-        await pool.fetch(
-            "SELECT * FROM tickets WHERE customer = $1 ORDER BY create_time DESC, id DESC LIMIT $2", customer, limit
-        )
+async def customer_tickets(pool: asyncpg.Pool, customer: str, limit: int = 100) -> list[TicketRow]:
+    rows = await pool.fetch(
+        "SELECT * FROM tickets WHERE customer = $1 ORDER BY create_time DESC, id DESC LIMIT $2", customer, limit
     )
+    return [TicketRow.from_record(r) for r in rows]
 
 
-async def update_ticket_fields(conn: asyncpg.Connection, ticket_id: str, fields: dict[str, Any]) -> asyncpg.Record:
-    sets = [f"{name} = ${i + 2}" for i, name in enumerate(fields)]
+async def update_ticket_fields(conn: asyncpg.Connection, ticket_id: str, changes: dict[str, Any]) -> TicketRow:
+    sets = [f"{name} = ${i + 2}" for i, name in enumerate(changes)]
     sets += ["update_time = now()", "version = version + 1"]
-    if fields.get("status") == STATUS_RESOLVED:
+    if changes.get("status") == STATUS_RESOLVED:
         sets.append("resolve_time = COALESCE(resolve_time, now())")
-    elif "status" in fields:
+    elif "status" in changes:
         sets.append("resolve_time = NULL")
-    row: asyncpg.Record = await conn.fetchrow(
+    row = await conn.fetchrow(
         f"UPDATE tickets SET {', '.join(sets)} WHERE id = $1 RETURNING *",  # noqa: S608 - names from a fixed list
         ticket_id,
-        *fields.values(),
+        *changes.values(),
     )
-    return row
+    return TicketRow.from_record(row)
 
 
 async def insert_staff_reply(
-    conn: asyncpg.Connection, ticket: asyncpg.Record, text: str, request_id: str
-) -> tuple[asyncpg.Record, bool]:
+    conn: asyncpg.Connection, ticket: TicketRow, text: str, request_id: str
+) -> tuple[MessageRow, bool]:
     """The stored staff reply for `request_id`, and whether it was stored by this call."""
     existing = await conn.fetchrow("SELECT * FROM messages WHERE request_id = $1", request_id)
     if existing is not None:
-        return existing, False
+        return MessageRow.from_record(existing), False
     row = await conn.fetchrow(
         """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
-        ticket["conversation_id"],
-        ticket["id"],
-        ticket["customer"],
+        ticket.conversation_id,
+        ticket.id,
+        ticket.customer,
         agent_pb2.AUTHOR_HUMAN,
-        ticket["channel"],
+        ticket.channel,
         text,
         request_id,
     )
-    return row, True
+    return MessageRow.from_record(row), True
 
 
-async def latest_inbound_of_ticket(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
+async def latest_inbound_of_ticket(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: str) -> InboundRow | None:
+    row = await conn.fetchrow(
         """SELECT i.*, m.channel AS msg_channel FROM inbound i JOIN messages m ON m.id = i.message_id
            WHERE i.ticket_id = $1 ORDER BY i.create_time DESC LIMIT 1""",
         ticket_id,
     )
-    return row
+    return None if row is None else InboundRow.from_record(row)
 
 
-async def set_message_delivery(pool: asyncpg.Pool, message_id: int, delivery: str, status: int) -> asyncpg.Record:
-    row: asyncpg.Record = await pool.fetchrow(
+async def set_message_delivery(pool: asyncpg.Pool, message_id: int, delivery: str, status: int) -> MessageRow:
+    row = await pool.fetchrow(
         "UPDATE messages SET delivery = $2, delivery_status = GREATEST(delivery_status, $3) WHERE id = $1 RETURNING *",
         message_id,
         delivery,
         status,
     )
-    return row
+    return MessageRow.from_record(row)

@@ -137,6 +137,15 @@ class KnowledgeBase:
             raise NotFound(f"article {slug!r} does not exist", reason="ARTICLE_NOT_FOUND")
         return article
 
+    async def list_articles(
+        self, *, after_slug: str | None, limit: int, category: str, language: str, tag: str
+    ) -> tuple[list[StoredArticle], int]:
+        """Up to `limit` articles after `after_slug` in slug order, and how many match the filters
+        (an empty filter matches every article)."""
+        return await self.store.list_articles(
+            after_slug=after_slug, limit=limit, category=category, language=language, tag=tag
+        )
+
     async def update(self, current: StoredArticle, new: ArticleFields) -> StoredArticle:
         """Writes `new` over `current` if nobody changed the article since `current` was read."""
         if new.content_hash() == current.content_hash:

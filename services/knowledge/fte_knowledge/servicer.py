@@ -77,7 +77,7 @@ class KnowledgeServicer(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
         page = Page(page_size(request.page_size), request.page_token, filters)
         if page.position is not None and not isinstance(page.position, str):
             raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
-        rows, total = await self.kb.store.list_articles(
+        rows, total = await self.kb.list_articles(
             after_slug=page.position,
             limit=page.limit,
             category=request.category.strip().lower(),
