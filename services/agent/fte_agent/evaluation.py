@@ -127,8 +127,8 @@ def cross_validate(corpus: str, cache_dir: Path | None, folds: int = 5) -> Score
     """k-fold cross-validation of both reader stages, as the reader combines them, on the corpus."""
     examples = reader.parse_corpus(corpus)
     texts = [e.text for e in examples]
-    fast = reader._cached_vectors(cache_dir, reader.shared_minilm().model, texts, reader.shared_minilm().embed_sync)
-    deep = reader._cached_vectors(cache_dir, reader.shared_e5().model, texts, reader.shared_e5().query_sync)
+    fast = reader.cached_vectors(cache_dir, reader.shared_minilm().model, texts, reader.shared_minilm().embed_sync)
+    deep = reader.cached_vectors(cache_dir, reader.shared_e5().model, texts, reader.shared_e5().query_sync)
     labels = np.array([e.label for e in examples])
     result = Score(f"corpus {folds}-fold cross-validation")
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=7).split(labels, labels):

@@ -1,8 +1,9 @@
 """Language packs (data/languages/<code>.toml) and the playbook (the deployment's voice).
 
-A pack holds every customer-facing sentence of one language, its safety-net rules and its
-prompt-injection markers. Every supported language must have a complete pack: the agent refuses to
-start otherwise, so no customer ever gets a reply with a missing sentence.
+A pack holds every customer-facing sentence of one language, its safety-net rules, its
+prompt-injection markers and the words that file a ticket under a category. Every supported
+language must have a complete pack: the agent refuses to start otherwise, so no customer ever gets
+a reply with a missing sentence.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from fte.common.v1 import common_pb2
+from fte_runtime.enums import value_names
 
 from fte_agent import reasons
 
@@ -33,6 +37,8 @@ class Pack:
     escalation: dict[str, str]
     rules: dict[str, tuple[re.Pattern[str], ...]]
     injection: tuple[re.Pattern[str], ...]
+    # Ticket category name -> the words that file a message under it, in the pack's order.
+    categories: dict[str, tuple[re.Pattern[str], ...]]
 
     def phrase(self, key: str, **values: object) -> str:
         return self.phrases[key].format(**values)
@@ -71,6 +77,10 @@ def load(code: str) -> Pack:
     unknown = set(rules) - set(reasons.learned())
     if unknown:
         raise PackError(f"{code}: rules for unknown reasons {sorted(unknown)}")
+    categories = {name: _compile(list(p), f"{code} categories.{name}") for name, p in raw.get("categories", {}).items()}
+    unknown = set(categories) - set(value_names(common_pb2.Category).values())
+    if unknown:
+        raise PackError(f"{code}: unknown ticket categories {sorted(unknown)}")
     return Pack(
         code=code,
         name=str(raw.get("name", code)),
@@ -79,6 +89,7 @@ def load(code: str) -> Pack:
         escalation=dict(raw.get("escalation", {})),
         rules=rules,
         injection=_compile(list(raw.get("injection", {}).get("patterns", [])), f"{code} injection"),
+        categories=categories,
     )
 
 
@@ -91,6 +102,7 @@ def require(languages: tuple[str, ...]) -> dict[str, Pack]:
         missing = [f"phrases.{k}" for k in reference.phrases if not pack.phrases.get(k, "").strip()]
         missing += [f"escalation.{r.name}" for r in reasons.registry() if not pack.escalation.get(r.name, "").strip()]
         missing += [f"rules.{k}" for k in reference.rules if k not in pack.rules]
+        missing += [f"categories.{k}" for k in reference.categories if k not in pack.categories]
         if not pack.injection:
             missing.append("injection.patterns")
         if missing:

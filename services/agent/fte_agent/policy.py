@@ -7,12 +7,12 @@ engines run it first, and its escalation verdict always wins. Every verdict carr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from fte.common.v1 import common_pb2
 from fte_runtime.embeddings import Vector
+from fte_runtime.enums import value_names
 
 from fte_agent import reader, reasons, text
 from fte_agent.language import LanguageDetection
@@ -20,21 +20,8 @@ from fte_agent.packs import Pack
 
 R = common_pb2
 
-_CATEGORY_RULES: tuple[tuple[int, re.Pattern[str]], ...] = (
-    (
-        R.CATEGORY_BILLING,
-        re.compile(r"\b(invoice|billing|bill|charge[ds]?|payment|card|subscription|plan|receipt|vat|tax)\b", re.I),
-    ),
-    (
-        R.CATEGORY_BUG_REPORT,
-        re.compile(r"\b(bug|crash(?:es|ed)?|error|broken|not working|doesn't work|fails?)\b", re.I),
-    ),
-    (R.CATEGORY_FEEDBACK, re.compile(r"\b(feedback|suggest(?:ion)?|feature request|would be nice|wish)\b", re.I)),
-    (
-        R.CATEGORY_TECHNICAL,
-        re.compile(r"\b(api|webhook|integration|sso|saml|token|export|import|sync|slack|github|2fa)\b", re.I),
-    ),
-)
+# Ticket category name ("billing") -> its enum value: what a pack's `[categories]` table names.
+CATEGORIES = {name: number for number, name in value_names(R.Category).items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +59,7 @@ class Policy:
         clean, injected = text.readable(body, subject, self.markers)
         if not any(c.isalnum() for c in clean):
             return Assessment(
-                language="en", sentiment=0.0, category=R.CATEGORY_GENERAL, priority=R.PRIORITY_LOW,
+                language=self.languages.default, sentiment=0.0, category=R.CATEGORY_GENERAL, priority=R.PRIORITY_LOW,
                 injection=injected, intent="empty", text=clean,
                 evidence={"intent": "empty", "score": 1.0, "rule": "no text", "injection": injected},
             )  # fmt: skip
@@ -109,11 +96,7 @@ class Policy:
         intent = reason.name if reason is not None and reason.learned else reading.intent
         if reason is not None and reason.learned and intent != reading.intent:
             evidence["intent"] = intent
-        category: int = R.CATEGORY_GENERAL
-        for cat, pattern in _CATEGORY_RULES:
-            if pattern.search(clean):
-                category = cat
-                break
+        category = self._category(clean, language)
         priority = reason.priority if reason is not None else R.PRIORITY_LOW
         return Assessment(
             language=language,
@@ -129,10 +112,22 @@ class Policy:
             vectors=reading.vectors,
         )
 
+    def _packs(self, language: str) -> list[Pack]:
+        """The message's language pack, then English (customers mix English words in)."""
+        return [self.packs[code] for code in dict.fromkeys((language, "en")) if code in self.packs]
+
+    def _category(self, clean: str, language: str) -> int:
+        """The first category, in the pack's order, whose words the message uses; else general."""
+        for pack in self._packs(language):
+            for name, patterns in pack.categories.items():
+                if any(p.search(clean) for p in patterns):
+                    return CATEGORIES[name]
+        return R.CATEGORY_GENERAL
+
     def _rule(self, clean: str, language: str) -> tuple[reasons.Reason, str] | None:
         """The first safety-net rule that matches, in registry order, in the message's language
         and in English (customers mix English words into other languages)."""
-        packs = [self.packs[code] for code in dict.fromkeys((language, "en")) if code in self.packs]
+        packs = self._packs(language)
         for reason in reasons.registry():
             for pack in packs:
                 for i, pattern in enumerate(pack.rules.get(reason.name, ())):

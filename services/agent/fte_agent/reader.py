@@ -167,7 +167,7 @@ class Reader:
         return replace(self.deep.read(text, vectors[self.deep_embedder.model]), vectors=vectors)
 
 
-def _cached_vectors(
+def cached_vectors(
     cache_dir: Path | None, name: str, texts: Sequence[str], embed: Callable[[Sequence[str]], list[Vector]]
 ) -> list[Vector]:
     """The vectors of `texts` by one model, from the cache folder when it holds them."""
@@ -227,8 +227,8 @@ def fit(examples: Sequence[Example], cache_dir: Path | None = None) -> Reader:
     texts = [e.text for e in examples]
     intents = [e.label for e in examples]
     tones = [e.tone for e in examples]
-    fast_vectors = _cached_vectors(cache_dir, fast_embedder.model, texts, fast_embedder.embed_sync)
-    deep_vectors = _cached_vectors(cache_dir, deep_embedder.model, texts, deep_embedder.query_sync)
+    fast_vectors = cached_vectors(cache_dir, fast_embedder.model, texts, fast_embedder.embed_sync)
+    deep_vectors = cached_vectors(cache_dir, deep_embedder.model, texts, deep_embedder.query_sync)
     return Reader(
         fast_embedder,
         deep_embedder,

@@ -194,7 +194,7 @@ class Toolbox:
         searcher: Searcher,
         history: HistoryFn,
         language: str,
-        read: tuple[str, Mapping[str, Vector]] = ("", {}),
+        read: tuple[str, Mapping[str, Vector]] | None = None,
     ) -> None:
         """`read`: the text the reader read, with its embeddings by model name."""
         self.request = request
@@ -205,7 +205,7 @@ class Toolbox:
         self.outcome = Outcome()
 
     async def search_knowledge_base(self, query: str, top_k: int = 5) -> list[Passage]:
-        vectors = self._read[1] if query == self._read[0] else None
+        vectors = self._read[1] if self._read is not None and query == self._read[0] else None
         results = await self._searcher(query, top_k, self.language, vectors)
         self.outcome.searches.append(
             Search(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fte.common.v1 import common_pb2
 from fte_agent import evaluation, packs, reader
 from fte_agent.policy import Policy
 from fte_agent.settings import AgentSettings
@@ -75,3 +76,19 @@ def test_a_stage_reads_with_exactly_the_probabilities_of_its_classifiers(policy:
             intent, tone = stage.probabilities(case.text, vectors[i])
             assert intent == pytest.approx(stage.intent.predict_proba(x[i])[0], abs=1e-9)
             assert tone == pytest.approx(stage.tone.predict_proba(x[i])[0], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("message", "category"),
+    [
+        ("How do I connect the API to our webhook?", common_pb2.CATEGORY_TECHNICAL),
+        ("¿Dónde descargo la factura de este mes?", common_pb2.CATEGORY_BILLING),
+        ("Die App stürzt ab, wenn ich ein Projekt öffne", common_pb2.CATEGORY_BUG_REPORT),
+        ("Sería genial poder cambiar el color de las etiquetas, es una sugerencia", common_pb2.CATEGORY_FEEDBACK),
+        ("¿Cómo cambio mi foto de perfil?", common_pb2.CATEGORY_GENERAL),
+    ],
+)
+async def test_a_ticket_is_filed_under_a_category_in_the_message_language(
+    policy: Policy, message: str, category: int
+) -> None:
+    assert (await policy.assess(message)).category == category

@@ -111,6 +111,7 @@ def test_every_supported_language_pack_is_complete() -> None:
     assert set(loaded) == {"en", "es", "de"}
     for pack in loaded.values():
         assert set(pack.phrases) == set(loaded["en"].phrases)
+        assert list(pack.categories) == ["billing", "bug_report", "feedback", "technical"]
 
 
 def test_an_incomplete_language_pack_stops_the_start() -> None:

@@ -125,14 +125,17 @@ class Accounts:
     async def open_session(self, user: User) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        expire = await self.pool.fetchval(
-            """INSERT INTO staff_sessions (token_digest, user_id, csrf_token, expire_time)
-               VALUES ($1, $2, $3, now() + $4) RETURNING expire_time""",
-            _digest(token),
-            user.id,
-            csrf,
-            self.session_ttl,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Expired sessions go when a new one opens: the table holds only live ones.
+            await conn.execute("DELETE FROM staff_sessions WHERE expire_time <= now()")
+            expire = await conn.fetchval(
+                """INSERT INTO staff_sessions (token_digest, user_id, csrf_token, expire_time)
+                   VALUES ($1, $2, $3, now() + $4) RETURNING expire_time""",
+                _digest(token),
+                user.id,
+                csrf,
+                self.session_ttl,
+            )
         return token, Session(user, csrf, expire)
 
     async def session(self, token: str) -> Session | None:
