@@ -201,9 +201,7 @@ class MessageProcessor:
                 reply_request_id=request_id,
             )
         decision_json = inbound.decision or {}
-        # Again on a redelivery of a decided message (a crash may have come first): recorded once.
-        await self._record_knowledge_gap(msg, inbound, decision_json)
-        if decision_json.get("action") == "escalate":
+        if decision_json.get("action") == Action.ESCALATE:
             await self._publish_escalation(msg, inbound, decision_json, request_id)
         reply = await self.notifier.SendMessage(
             send_request_from_context(
@@ -216,11 +214,14 @@ class MessageProcessor:
         metrics.MESSAGES.labels(ch, "replied").inc()
         if action in (Action.ANSWER, Action.CLOSE):
             metrics.RESOLVED.labels(ch).inc()
-        elif action == "escalate":
+        elif action == Action.ESCALATE:
             metrics.ESCALATIONS.labels(decision_json.get("escalation_reason_name", "unknown")).inc()
         if first is not None:
             started = msg.received_time.ToDatetime(tzinfo=UTC)
             metrics.FIRST_RESPONSE.labels(ch).observe(max(0.0, (first - started).total_seconds()))
+        # Best effort, after the reply so it never delays it. A redelivery of a decided message
+        # comes here again and the gap's request id records it once.
+        await self._record_knowledge_gap(msg, inbound, decision_json)
         return "replied"
 
     async def _record_knowledge_gap(
@@ -228,13 +229,12 @@ class MessageProcessor:
     ) -> None:
         """Best effort: a failure is logged and counted, and never fails or retries the message."""
         gap = knowledge_gap(decision, self.gap_below)
-        record = getattr(self.searcher, "record_gap", None)
-        if gap is None or record is None:
+        if gap is None:
             return
         outcome, candidates = gap
         kind = "no_answer_found" if outcome == knowledge_pb2.KnowledgeGap.OUTCOME_NO_ANSWER_FOUND else "low_confidence"
         try:
-            await record(
+            await self.searcher.record_gap(
                 question=" ".join(f"{msg.subject}\n{msg.text_body}".split()),
                 language=decision.get("language", ""),
                 channel=msg.channel,

@@ -61,9 +61,26 @@ class Outcome:
 
 
 class Searcher(Protocol):
+    """The knowledge base as the agent uses it (KnowledgeSearcher)."""
+
     async def __call__(
         self, query: str, top_k: int, language: str, vectors: Mapping[str, Vector] | None = None
     ) -> list[Passage]: ...
+
+    async def article_body(self, article: str) -> str: ...
+
+    async def record_gap(
+        self,
+        *,
+        question: str,
+        language: str,
+        channel: int,
+        ticket: str,
+        outcome: int,
+        candidates: list[tuple[str, float]],
+        request_id: str,
+        timeout: float = 2.0,
+    ) -> str: ...
 
 
 HistoryFn = Callable[[int], Awaitable[list[dict[str, Any]]]]
@@ -219,8 +236,7 @@ class Toolbox:
 
     async def read_article(self, article: str) -> str:
         """The whole body of a retrieved article (for the section that answers best)."""
-        body = getattr(self._searcher, "article_body", None)
-        return str(await body(article)) if body is not None else ""
+        return await self._searcher.article_body(article)
 
     async def get_customer_history(self, limit: int = 10) -> list[dict[str, Any]]:
         return await self._history(max(1, min(limit, 50)))
