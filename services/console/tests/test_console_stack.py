@@ -97,6 +97,11 @@ async def test_ten_wrong_passwords_lock_the_account(full_stack: Stack, console: 
     assert "Wrong username or password" in unknown.text
 
 
+def new_phone() -> str:
+    """A new valid North American number: its exchange (the 3 digits after 415) is 200-999."""
+    return f"+1415{2_000_000 + uuid.uuid4().int % 8_000_000:07d}"
+
+
 async def whatsapp(gateway: str, phone: str, body: str) -> None:
     sid = "SM" + uuid.uuid4().hex
     params = {
@@ -118,7 +123,7 @@ async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
     assert (await sign_in(console, name)).status_code == 303
     marker = uuid.uuid4().hex[:8]
     text = f"<script>alert('{marker}')</script> I was charged twice, I want my money back now"
-    await whatsapp(f"http://127.0.0.1:{full_stack.ports['gateway']}", f"+1415{uuid.uuid4().int % 10**7:07d}", text)
+    await whatsapp(f"http://127.0.0.1:{full_stack.ports['gateway']}", new_phone(), text)
 
     ticket = ""
     async with asyncio.timeout(60):
@@ -180,7 +185,7 @@ async def test_a_ticket_is_worked_in_a_browser_and_a_planted_script_never_runs(f
     await add_user(full_stack, name)
     marker = uuid.uuid4().hex[:8]
     text = f'<img src=x onerror="alert(1)"><script>alert(2)</script> {marker} please cancel and refund my order'
-    await whatsapp(f"http://127.0.0.1:{full_stack.ports['gateway']}", f"+1415{uuid.uuid4().int % 10**7:07d}", text)
+    await whatsapp(f"http://127.0.0.1:{full_stack.ports['gateway']}", new_phone(), text)
     OUTPUT.mkdir(exist_ok=True)
     base = f"http://127.0.0.1:{full_stack.ports['console']}"
     async with async_playwright() as pw:
