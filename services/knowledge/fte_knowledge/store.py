@@ -107,6 +107,9 @@ class Hit:
     text: str
     similarity: float
     text_rank: float = 0.0
+    # The article's content hash when the hit was read: what cached re-ranking material is
+    # checked against (see `material`).
+    content_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +338,7 @@ class Store:
         return f"""
             WITH near AS MATERIALIZED (
                 SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
-                       {model.column} <=> $1::public.vector({model.dimension}) AS distance
+                       a.content_hash, {model.column} <=> $1::public.vector({model.dimension}) AS distance
                 FROM chunk_embeddings e
                 JOIN chunks c ON c.id = e.chunk_id
                 JOIN articles a ON a.slug = c.article_slug
@@ -401,7 +404,7 @@ class Store:
                 JOIN chunk_embeddings e ON e.chunk_id = f.id AND e.model = {model.literal}
                 WHERE f.score >= $9)
             SELECT c.id, a.slug, a.title, a.url, a.category, a.language, c.chunk_index, c.heading, c.text,
-                   r.similarity, r.text_rank, r.score
+                   a.content_hash, r.similarity, r.text_rank, r.score
             FROM ranked r
             JOIN chunks c ON c.id = r.id
             JOIN articles a ON a.slug = c.article_slug
@@ -465,7 +468,7 @@ class Store:
         )
         cross_column = "x.embedding" if cross_model else "NULL::public.vector"
         rows: list[asyncpg.Record] = await self.pool.fetch(
-            f"""SELECT a.slug, a.title, a.language, c.chunk_index, c.heading,
+            f"""SELECT a.slug, a.title, a.language, a.content_hash, c.chunk_index, c.heading,
                        CASE WHEN c.chunk_index = 0 THEN a.body END AS body,
                        e.embedding AS vector, {cross_column} AS cross_vector
                 FROM articles a
@@ -517,4 +520,5 @@ def _hit(row: asyncpg.Record) -> Hit:
         text=row["text"],
         similarity=float(row["similarity"]),
         text_rank=float(row.get("text_rank", 0.0)),
+        content_hash=row.get("content_hash", ""),
     )

@@ -13,6 +13,7 @@ from fte_knowledge.server import Knowledge
 from fte_knowledge.store import Filters, query_words
 from fte_runtime.embeddings import MULTILINGUAL_MODEL
 from fte_runtime.errors import field_violations
+from google.protobuf.field_mask_pb2 import FieldMask
 from knowledge_helpers import Stub, article, failure, violations  # type: ignore[import-not-found]
 
 # A small help centre where one article mentions the code QX-5518 in passing, and another,
@@ -270,3 +271,27 @@ async def test_words_in_most_chunks_are_left_out_of_the_full_text_ranker(corpus:
     assert await store.ranked_terms(["export", "exports"], "english") == "export | exports"
     await store.refresh_common_lexemes(0.0)
     assert store.common_lexemes == frozenset()
+
+
+async def test_re_ranking_reads_an_article_again_only_once_it_changed(
+    corpus: None, staff: Stub, knowledge: Knowledge
+) -> None:
+    material = knowledge.kb.material
+    request = ks.SearchKnowledgeRequest(query="the password reset email never arrives", top_k=1)
+    first = (await staff.SearchKnowledge(request)).results[0]
+    assert (first.article, first.section_heading) == ("articles/reset-password", "When the email does not arrive")
+    reads = material.reads
+    again = (await staff.SearchKnowledge(request)).results[0]
+    assert material.reads == reads  # every candidate's sections and vectors came from memory
+    assert (again.section_text, again.score) == (first.section_text, first.score)
+
+    current = (await staff.GetArticle(ks.GetArticleRequest(name="articles/reset-password"))).article
+    change = knowledge_pb2.Article(
+        name=current.name, etag=current.etag, body=current.body.replace("Check spam", "Look in your spam folder")
+    )
+    await staff.UpdateArticle(ks.UpdateArticleRequest(article=change, update_mask=FieldMask(paths=["body"])))
+    after = (await staff.SearchKnowledge(request)).results[0]
+    assert material.reads == reads + 1  # the changed article alone
+    assert after.article == "articles/reset-password"
+    assert "Look in your spam folder" in after.section_text
+    assert "Check spam" not in after.section_text
