@@ -111,6 +111,8 @@ class Agent(service.Service[AgentSettings]):
             lambda record: self.processor.handle_record(record.value, record.headers),
             self.stopping,
             max_in_flight=s.max_in_flight,
+            max_buffered=s.max_buffered,
+            max_per_key=s.max_per_customer,
             pace=TokenBucket(s.rate_burst, s.rate_per_minute),
             max_attempts=s.max_attempts,
         )

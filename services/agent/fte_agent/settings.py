@@ -28,8 +28,12 @@ class AgentSettings(GrpcServerSettings, DatabaseSettings, KafkaSettings):
     incoming_topic: str = topics.TICKETS_INCOMING
     outcomes_topic: str = topics.DELIVERY_OUTCOMES
     customers_topic: str = topics.CUSTOMERS_CHANGED
-    # Records being worked on at once, across customers; fetching pauses above it.
+    # Records handled at once, across customers (one waiting for its customer's earlier record
+    # or pace takes no slot); records fetched and not done, fetching waits above it; one
+    # customer's records fetched and not done, above which their partition is paused.
     max_in_flight: Annotated[int, Field(ge=1)] = 256
+    max_buffered: Annotated[int, Field(ge=1)] = 4096
+    max_per_customer: Annotated[int, Field(ge=1)] = 64
     # Per-customer pace: a burst of `rate_burst` messages, then `rate_per_minute` a minute.
     rate_burst: Annotated[int, Field(ge=1)] = 5
     rate_per_minute: Annotated[float, Field(gt=0)] = 5.0

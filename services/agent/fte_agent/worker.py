@@ -5,6 +5,12 @@ Each fetched record joins the chain of its key (the customer's channel identity)
 key run one after another, keys run concurrently. Per partition the loop tracks which offsets
 are done and commits up to the first one that is not. A customer sending faster than the
 allowed pace is slowed down by a token bucket, never dropped.
+
+Limits: `max_in_flight` records are handled at once; a record waiting for its customer's earlier
+one, or for its pace, holds no such slot, so a customer flooding the inbox slows only
+themselves. `max_buffered` records may be fetched and not yet done (memory), and one customer
+with more than `max_per_key` of them pauses fetching from their partition until half of those
+are done: the other partitions keep flowing, and the flood stays in the broker, not in memory.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         stopping: asyncio.Event,
         *,
         max_in_flight: int = 256,
+        max_buffered: int = 4096,
+        max_per_key: int = 64,
         pace: TokenBucket | None = None,
         max_attempts: int = 5,
     ) -> None:
@@ -86,14 +94,19 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.producer = producer
         self.handler = handler
         self.stopping = stopping
-        self.max_in_flight = max_in_flight
+        self.max_buffered = max(max_buffered, max_in_flight)
+        self.max_per_key = max_per_key
         self.pace = pace
         self.retry = RetryPolicy(max_attempts=max_attempts)
         self._offsets: dict[TopicPartition, _Offsets] = {}
         self._tails: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active = asyncio.Semaphore(max_in_flight)
         self._room = asyncio.Event()
         self._room.set()
+        # Records fetched and not done, per key; and the keys over `max_per_key` per paused partition.
+        self._backlog: dict[bytes, int] = {}
+        self._flooding: dict[TopicPartition, set[bytes]] = {}
 
     # -- rebalance: finish what was started for revoked partitions, commit, forget them ----------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -102,6 +115,8 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._commit()
         for tp in revoked:
             self._offsets.pop(tp, None)
+            # A paused partition comes back unpaused when it is assigned again.
+            self._flooding.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         return None
@@ -109,13 +124,14 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self) -> None:
         try:
             while not self.stopping.is_set():
-                if len(self._tasks) >= self.max_in_flight:
+                if len(self._tasks) >= self.max_buffered:
                     self._room.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), timeout=0.5)
                     await self._commit()
                     continue
-                batches = await self.consumer.getmany(timeout_ms=100, max_records=self.max_in_flight)
+                room = self.max_buffered - len(self._tasks)
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=room)
                 for tp, records in batches.items():
                     offsets = self._offsets.setdefault(tp, _Offsets())
                     for record in records:
@@ -139,12 +155,28 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         task = asyncio.create_task(self._after(previous, key, tp, record))
         self._tails[key] = task
         self._tasks.add(task)
+        backlog = self._backlog[key] = self._backlog.get(key, 0) + 1
+        if backlog > self.max_per_key and key not in self._flooding.get(tp, ()):
+            if not self._flooding.get(tp):
+                self.consumer.pause(tp)
+                log.warning("one customer has a backlog; pausing their partition", extra={"partition": tp.partition})
+            self._flooding.setdefault(tp, set()).add(key)
 
         def finished(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
             if self._tails.get(key) is t:
                 del self._tails[key]
-            if len(self._tasks) < self.max_in_flight:
+            left = self._backlog[key] = self._backlog[key] - 1
+            if left == 0:
+                del self._backlog[key]
+            flooding = self._flooding.get(tp)
+            if flooding and key in flooding and left <= self.max_per_key // 2:
+                flooding.discard(key)
+                if not flooding:
+                    del self._flooding[tp]
+                    if tp in self.consumer.assignment():
+                        self.consumer.resume(tp)
+            if len(self._tasks) < self.max_buffered:
                 self._room.set()
 
         task.add_done_callback(finished)
@@ -161,7 +193,8 @@ class KeyedWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.info("customer is writing fast; slowing down", extra={"delay_seconds": round(wait, 1)})
                 await self._sleep(wait)
         try:
-            await self._handle(record)
+            async with self._active:
+                await self._handle(record)
         except Stopping:
             return
         offsets = self._offsets.get(tp)

@@ -347,3 +347,34 @@ async def test_a_nul_byte_does_not_stop_the_answer(running: Any) -> None:
     texts = [m.text for m in await clients.messages(ticket)]
     assert texts[0] == "Which browsers are supported?"
     assert "supported-browsers" in texts[1]
+
+
+async def test_a_customer_flooding_the_inbox_slows_only_themselves(
+    start_agent: Any, mesh: Any, tokens: dict[str, str], producer: AIOKafkaProducer
+) -> None:
+    # Paced to one message every 10 s after the first. Records waiting for their pace once held
+    # every in-flight slot, so nobody else was fetched until the flood had drained.
+    agent = await start_agent(max_in_flight=4, max_per_customer=4, rate_burst=1, rate_per_minute=6)
+    clients = Clients(agent, mesh, tokens)
+    topic = agent.agent.settings.incoming_topic
+    flooder = f"flood-{uuid.uuid4().hex[:6]}"
+
+    async def send(msg: Any, key: str, partition: int) -> None:
+        value, headers = envelope.encode(msg, source="//gateway.test")
+        await producer.send_and_wait(topic, value=value, key=key.encode(), headers=headers, partition=partition)
+
+    async def answered(prefix: str) -> list[agent_pb2.Ticket]:
+        return [t for t in await clients.tickets() if t.subject.startswith(prefix) and t.first_response_time.seconds]
+
+    try:
+        for i in range(12):
+            msg, key = message("email", "How do I export a project to CSV?", who=flooder, subject=f"flood {i}")
+            await send(msg, key, 0)
+        await eventually(lambda: answered("flood"), timeout=30, what="the flood's first answer")
+        msg, key = message("email", "How do I connect Slack?", subject="someone else")
+        await send(msg, key, 1)
+        await eventually(lambda: answered("someone else"), timeout=15, what="the other customer's answer")
+        # ... while the flood is still being paced.
+        assert len(await answered("flood")) <= 3
+    finally:
+        await clients.close()
