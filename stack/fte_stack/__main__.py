@@ -1,4 +1,5 @@
-"""`python -m fte_stack run`: the whole system on this machine, no credentials, no Docker."""
+"""`python -m fte_stack run`: the whole system on this machine, no credentials, no Docker.
+`python -m fte_stack outbox`: what its provider fakes received (the replies customers got)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from fte_runtime.logs import configure_logging
 
-from fte_stack.stack import Stack, StackConfig
+from fte_stack.outbox import show
+from fte_stack.stack import DEFAULT_PORTS, Stack, StackConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +43,10 @@ async def run(state_dir: Path) -> None:
             f"  PostgreSQL         {stack.postgres.dsn().split('@')[1]}  (password in {stack.postgres.password_file})"
         )
         print(f"  Kafka              {stack.kafka_bootstrap}")
+        print(
+            "  replies sent       python -m fte_stack outbox   "
+            f"(fake Twilio :{p['fake-twilio']}, fake Gmail :{p['fake-gmail']})"
+        )
         print(f"  tokens             {state_dir / 'tokens.json'}")
         print(f"  logs               {state_dir}/*.log\n", flush=True)
         await stop.wait()
@@ -52,7 +58,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="start everything and wait for Ctrl-C")
     run_cmd.add_argument("--state-dir", type=Path, default=REPO / ".local" / "stack")
+    outbox_cmd = sub.add_parser("outbox", help="what the running stack's provider fakes received")
+    outbox_cmd.add_argument("--json", action="store_true", help="one JSON list instead of text")
     args = parser.parse_args()
+    if args.command == "outbox":
+        print(show(DEFAULT_PORTS["fake-twilio"], DEFAULT_PORTS["fake-gmail"], as_json=args.json))
+        return
     configure_logging("stack", "INFO", json_lines=False)
     logging.getLogger("fte.stack").setLevel(logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):

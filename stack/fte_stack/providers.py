@@ -1,7 +1,9 @@
 """Local stand-ins for the external providers in `make run` and the e2e stack: the fake Gmail API
-as the support mailbox and a local Google certs endpoint, plus the Pub/Sub push a real Gmail
+as the support mailbox, the fake Twilio Messages API for WhatsApp replies (its status callbacks
+go to the gateway, signed), and a local Google certs endpoint, plus the Pub/Sub push a real Gmail
 watch would send: every mail delivered to the fake mailbox (POST /_fake/inbox) is announced to
-the gateway's /webhooks/gmail with an OIDC token signed by the local key."""
+the gateway's /webhooks/gmail with an OIDC token signed by the local key. What the fakes
+received is listed by `python -m fte_stack outbox`."""
 
 from __future__ import annotations
 
@@ -16,17 +18,22 @@ from fte_runtime.backoff import delay_for
 
 from fte_stack.fakes.gmail import FakeGmail, StoredMessage
 from fte_stack.fakes.google_certs import FakeGoogleCerts
+from fte_stack.fakes.twilio import FakeTwilio
 
 log = logging.getLogger("fte.stack")
 
 MAILBOX = "support@example.com"
 PUSH_SERVICE_ACCOUNT = "gmail-push@fte-local.iam.gserviceaccount.com"
+TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+# The gateway's documented local default, so webhooks signed for a bare gateway verify here too.
+TWILIO_AUTH_TOKEN = "local-dev-twilio-auth-token"  # noqa: S105 - a local credential, never a real one
 
 
 class LocalProviders:
-    def __init__(self, *, gmail_port: int, certs_port: int, gateway_port: int) -> None:
+    def __init__(self, *, gmail_port: int, certs_port: int, twilio_port: int, gateway_port: int) -> None:
         self.gmail = FakeGmail(MAILBOX, gmail_port)
         self.certs = FakeGoogleCerts(certs_port)
+        self.twilio = FakeTwilio(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, callbacks=True, port=twilio_port)
         self.push_url = f"http://127.0.0.1:{gateway_port}/webhooks/gmail"
         self.push_audience = self.push_url
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -37,8 +44,12 @@ class LocalProviders:
         self._loop = asyncio.get_running_loop()
         await self.gmail.start()
         await self.certs.start()
+        await self.twilio.start()
         self.gmail.on_delivered.append(self._announce)
         return {
+            "twilio_api_url": self.twilio.url,
+            "twilio_account_sid": TWILIO_ACCOUNT_SID,
+            "twilio_auth_token": TWILIO_AUTH_TOKEN,
             "gmail_api_url": self.gmail.url,
             "gmail_address": MAILBOX,
             "google_certs_url": self.certs.certs_url,
@@ -51,6 +62,7 @@ class LocalProviders:
             push.cancel()
         await self.gmail.stop()
         await self.certs.stop()
+        await self.twilio.stop()
 
     def _announce(self, message: StoredMessage) -> None:
         """Called by the fake (any thread) after an inbound delivery: push like Pub/Sub would."""

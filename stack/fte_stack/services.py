@@ -112,11 +112,16 @@ def _notifier_env(info: StackInfo) -> dict[str, str]:
     env = _grpc_env("FTE_NOTIFIER_", "notifier", info)
     # Twilio status callbacks go to the gateway.
     env["FTE_NOTIFIER_GATEWAY_BASE_URL"] = f"http://127.0.0.1:{info.ports['gateway']}"
-    # With the local fake mailbox, email replies go to it (threaded with the mail the gateway
-    # read from it); without it, and for WhatsApp, deliveries stay in the local outbox.
+    # With the local fakes, email replies go to the fake mailbox (threaded with the mail the
+    # gateway read from it) and WhatsApp replies to the fake Twilio; without them deliveries stay
+    # in the notifier's local outbox.
     if "gmail_api_url" in info.extra:
         env["FTE_NOTIFIER_GMAIL_API_ENDPOINT"] = info.extra["gmail_api_url"]
         env["FTE_NOTIFIER_GMAIL_SENDER"] = info.extra.get("gmail_address", "support@example.com")
+    if "twilio_api_url" in info.extra:
+        env["FTE_NOTIFIER_TWILIO_API_BASE_URL"] = info.extra["twilio_api_url"]
+        env["FTE_NOTIFIER_TWILIO_ACCOUNT_SID"] = info.extra["twilio_account_sid"]
+        env["FTE_NOTIFIER_TWILIO_AUTH_TOKEN"] = info.extra["twilio_auth_token"]
     return env
 
 
@@ -158,6 +163,8 @@ def _gateway_env(info: StackInfo) -> dict[str, str]:
         "gmail_push_service_account": "FTE_GATEWAY_GMAIL_PUSH_SERVICE_ACCOUNT",
     }
     env.update({var: info.extra[key] for key, var in local.items() if key in info.extra})
+    if "twilio_auth_token" in info.extra:
+        env["FTE_GATEWAY_TWILIO_AUTH_TOKEN"] = info.extra["twilio_auth_token"]
     if "gmail_api_url" not in info.extra:
         env["FTE_GATEWAY_GMAIL_ENABLED"] = "false"
     return env

@@ -24,9 +24,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fte_stack.broker import TansuBroker
 from fte_stack.envoy import EnvoyProxy
 from fte_stack.postgres import PostgresServer
-from fte_stack.procs import Child, free_port
+from fte_stack.procs import Child, free_port, port_open
 from fte_stack.providers import LocalProviders
 from fte_stack.services import GRANTS, SERVICES, ServiceSpec, StackInfo
+from fte_stack.supervisor import Exited, Starter, Supervisor
 
 log = logging.getLogger("fte.stack")
 
@@ -49,9 +50,10 @@ DEFAULT_PORTS = {
     "agent-metrics": 9184,
     "gateway-metrics": 9185,
     "console": 8090,
-    # Local stand-ins for Gmail and Google's certs endpoint (fte_stack.providers).
+    # Local stand-ins for Gmail, Twilio and Google's certs endpoint (fte_stack.providers).
     "fake-gmail": 8081,
     "fake-google-certs": 8082,
+    "fake-twilio": 8083,
 }
 
 
@@ -64,8 +66,10 @@ class StackConfig:
     kafka_idempotence: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     run_after_start: bool = True
-    # Start the local provider fakes (Gmail mailbox, Google certs) and point the services at them.
+    # Start the local provider fakes (Gmail mailbox, Twilio, Google certs) and point the services at them.
     local_providers: bool = True
+    # Restart every process that dies (see `supervisor`), as Kubernetes would.
+    supervise: bool = True
 
     @classmethod
     def for_tests(cls, state_dir: Path, **kwargs: object) -> StackConfig:
@@ -93,6 +97,7 @@ class Stack:
         self.children: dict[str, Child] = {}
         self.info: StackInfo | None = None
         self.providers: LocalProviders | None = None
+        self.supervisor = Supervisor()
 
     def _load_tokens(self) -> dict[str, str]:
         path = self.state_dir / "tokens.json"
@@ -113,15 +118,18 @@ class Stack:
     async def start(self) -> StackInfo:
         started = time.monotonic()
         await self.postgres.start()
+        self._watch("postgres", self._postgres_exited, self.postgres.start)
         if not self.config.kafka_bootstrap:
-            self.broker = TansuBroker(self.ports["kafka"], self.state_dir / "tansu.log")
-            await self.broker.start()
+            broker = self.broker = TansuBroker(self.ports["kafka"], self.state_dir / "tansu.log")
+            await broker.start()
+            self._watch("tansu", lambda: _exited(broker.child), self._restart_broker)
         await ensure_topics(self.kafka_bootstrap, topics.ALL)
         provider_info: dict[str, str] = {}
         if self.config.local_providers:
             self.providers = LocalProviders(
                 gmail_port=self.ports["fake-gmail"],
                 certs_port=self.ports["fake-google-certs"],
+                twilio_port=self.ports["fake-twilio"],
                 gateway_port=self.ports["gateway"],
             )
             provider_info = await self.providers.start()
@@ -144,7 +152,9 @@ class Stack:
             {s.name: self.ports[s.name] for s in grpc_specs},
             self.state_dir,
         )
-        await self.envoy.start()
+        envoy = self.envoy
+        await envoy.start()
+        self._watch("envoy", lambda: _exited(envoy.child), envoy.start)
         for spec in self.specs:
             if spec.kind == "http":
                 await self.start_service(spec)
@@ -154,7 +164,28 @@ class Stack:
     def spec(self, name: str) -> ServiceSpec:
         return next(s for s in self.specs if s.name == name)
 
+    def _watch(self, name: str, exited: Exited, start: Starter) -> None:
+        if self.config.supervise:
+            self.supervisor.watch(name, exited, start)
+
+    async def _restart_broker(self) -> None:
+        # The embedded broker keeps its log in memory: it comes back empty, so topics are made again.
+        assert self.broker is not None
+        await self.broker.start()
+        await ensure_topics(self.kafka_bootstrap, topics.ALL)
+
+    async def _postgres_exited(self) -> int | None:
+        while True:
+            if not port_open(self.ports["postgres"]):
+                return None
+            await asyncio.sleep(1.0)
+
     async def start_service(self, spec: ServiceSpec) -> None:
+        """Starts a service, waits until it serves, and restarts it whenever it dies."""
+        await self._launch(spec)
+        self._watch(spec.name, lambda: _exited(self.children[spec.name]), lambda: self._launch(spec))
+
+    async def _launch(self, spec: ServiceSpec) -> None:
         assert self.info is not None
         env = {**spec.env(self.info), **self.config.extra_env}
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -182,6 +213,7 @@ class Stack:
 
     async def restart_service(self, name: str, *, kill: bool = False) -> None:
         """Stop (or SIGKILL) a service and start it again with the same settings."""
+        await self.supervisor.release(name)
         child = self.children[name]
         if kill:
             child.kill()
@@ -192,6 +224,7 @@ class Stack:
         await self.start_service(self.spec(name))
 
     async def stop(self) -> None:
+        await self.supervisor.close()
         # The edge first, so no new work comes in; then the gRPC services together.
         for spec in reversed(self.specs):
             if spec.kind == "http":
@@ -221,6 +254,11 @@ class Stack:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+async def _exited(child: Child) -> int | None:
+    assert child.proc is not None
+    return await child.proc.wait()
 
 
 async def wait_grpc_healthy(

@@ -7,7 +7,9 @@ import asyncio
 import base64
 import email
 import email.policy
+import json
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -23,6 +25,8 @@ from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime import topics
 from fte_runtime.grpc_client import connect
 from fte_stack.fakes.gmail import build_email
+from fte_stack.fakes.twilio import FakeTwilio
+from fte_stack.outbox import show
 from fte_stack.stack import Stack
 from twilio.request_validator import RequestValidator
 
@@ -45,6 +49,10 @@ class E2E:
     async def close(self) -> None:
         await self.http.aclose()
         await self.channel.close()
+
+    def twilio(self) -> FakeTwilio:
+        assert self.stack.providers is not None
+        return self.stack.providers.twilio
 
     async def whatsapp(self, phone: str, body: str, sid: str | None = None, name: str = "Rosa") -> str:
         """POST the inbound webhook exactly as Twilio would, signature included."""
@@ -128,14 +136,21 @@ def _phone() -> str:
 
 async def test_whatsapp_webhook_to_delivered_reply(e2e: E2E) -> None:
     text = f"how do i invite teammates to my workspace? ({uuid.uuid4().hex[:4]})"
-    await e2e.whatsapp(_phone(), text)
+    phone = _phone()
+    await e2e.whatsapp(phone, text)
     ticket, reply = await e2e.answered(text, common_pb2.CHANNEL_WHATSAPP)
     assert ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
     assert "invite-teammates" in reply.text
     assert len(reply.text) <= 300
     (delivery,) = await e2e.deliveries(ticket.name)
-    assert delivery.recipient.startswith("whatsapp:+1415")
+    assert delivery.recipient == f"whatsapp:{phone}"
     assert delivery.status >= common_pb2.DELIVERY_STATUS_SENT
+    # The reply reached the (fake) provider once, as the customer's phone gets it, and the
+    # stack's outbox command lists it.
+    assert [m.body for m in e2e.twilio().messages() if m.to == f"whatsapp:{phone}"] == [reply.text]
+    ports = e2e.stack.ports
+    listed = json.loads(await asyncio.to_thread(show, ports["fake-twilio"], ports["fake-gmail"], as_json=True))
+    assert [r["text"] for r in listed if r["to"] == f"whatsapp:{phone}"] == [reply.text]
     # The gateway process counts what it published on its own metrics port, not on the public edge.
     metrics = await e2e.http.get(f"http://127.0.0.1:{e2e.stack.ports['gateway-metrics']}/metrics")
     assert 'gateway_events_published_total{kind="whatsapp"}' in metrics.text
@@ -266,6 +281,7 @@ async def test_worker_killed_mid_stream_answers_every_message_exactly_once(e2e: 
     producer = AIOKafkaProducer(bootstrap_servers=e2e.stack.kafka_bootstrap, acks="all", linger_ms=5)
     await producer.start()
     wanted: set[str] = set()
+    recipients: set[str] = set()
     try:
         # 100 customers x 5 messages each, straight into the broker as the gateway publishes them.
         batch: list[tuple[Any, str]] = []
@@ -278,6 +294,7 @@ async def test_worker_killed_mid_stream_answers_every_message_exactly_once(e2e: 
                     key = batch[-1][1]
                 batch.append((msg, key))
                 wanted.add(reply_request_id(msg.channel, msg.channel_message_id))
+                recipients.add(msg.sender.whatsapp_address)
         for msg, key in batch:
             await publish(producer, topics.TICKETS_INCOMING, msg, key)
     finally:
@@ -302,8 +319,15 @@ async def test_worker_killed_mid_stream_answers_every_message_exactly_once(e2e: 
     async def some_done() -> bool:
         return len(await delivered()) >= 100
 
+    def at_provider() -> Counter[str]:
+        """Replies the fake Twilio accepted, per customer: what their phones got."""
+        return Counter(m.to for m in e2e.twilio().messages() if m.to in recipients)
+
     await eventually(some_done, timeout=120, what="the first 100 replies")
+    before_kill = sum(at_provider().values())
     await e2e.stack.restart_service("agent", kill=True)
+    # The kill landed mid-stream: replies had reached the provider, and most had not yet.
+    assert 0 < before_kill < len(wanted)
 
     async def all_done() -> dict[str, int] | None:
         counts = await delivered()
@@ -312,6 +336,15 @@ async def test_worker_killed_mid_stream_answers_every_message_exactly_once(e2e: 
     counts = await eventually(all_done, timeout=240, what="every one of 500 messages answered")
     assert set(counts) == wanted
     assert set(counts.values()) == {1}
+
+    async def all_at_provider() -> Counter[str] | None:
+        got = at_provider()
+        return got if sum(got.values()) >= len(wanted) else None
+
+    # Counted where a doubled reply would show: the provider. Each customer got exactly their five.
+    got = await eventually(all_at_provider, timeout=60, what="500 replies at the provider")
+    assert len(got) == len(recipients) == 100
+    assert set(got.values()) == {5}
 
 
 async def _reply_to(e2e: E2E, text: str, channel: int) -> tuple[agent_pb2.Ticket, agent_pb2.Message]:
