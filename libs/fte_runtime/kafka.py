@@ -131,15 +131,17 @@ async def dead_letter(producer: AIOKafkaProducer, record: ConsumerRecord, error:
     log.warning("record dead-lettered", extra={"topic": record.topic, "offset": record.offset, "error": error[:500]})
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3) -> None:
-    """Create topics (and their DLQs) that do not exist yet."""
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = 3, *, dead_letters: bool = True
+) -> None:
+    """Create topics (and their DLQs, unless `dead_letters` is false) that do not exist yet."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = []
         for topic in topics:
-            for name in (topic, dead_letter_topic(topic)):
+            for name in (topic, dead_letter_topic(topic)) if dead_letters else (topic,):
                 if name not in existing:
                     wanted.append(NewTopic(name, num_partitions=partitions, replication_factor=1))
         for new in wanted:

@@ -13,6 +13,9 @@ DELIVERY_OUTCOMES = "fte.deliveries.outcomes"
 # CustomerErased and CustomersMerged, identity -> every service holding customer data.
 CUSTOMERS_CHANGED = "fte.customers.changed"
 
+# The audit trail of dead letters replayed to their topics (`python -m fte_runtime.dlq`).
+DLQ_REPLAYS = "fte.dlq.replays"
+
 ALL = (TICKETS_INCOMING, TICKETS_ESCALATED, DELIVERY_STATUS, DELIVERY_OUTCOMES, CUSTOMERS_CHANGED)
 
 

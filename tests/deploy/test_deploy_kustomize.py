@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from fte_runtime import topics
+from fte_runtime.metrics import KAFKA_CONSUMED
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -37,7 +38,7 @@ GRPC_PORTS = {"knowledge": 50051, "identity": 50052, "notifier": 50053, "agent":
 K8S_VERSIONS = ("1.30", "1.37")
 # Their schemas do not ship with kubernetes-validate (they come with the operators' CRDs), so
 # schema validation skips them; the tests at the end check their structure instead.
-CUSTOM_GROUPS = ("kafka.strimzi.io", "postgresql.cnpg.io")
+CUSTOM_GROUPS = ("kafka.strimzi.io", "postgresql.cnpg.io", "monitoring.coreos.com")
 # Longest preStop plus margin a pod gets on top of its server's drain.
 MARGIN_SECONDS = 5
 
@@ -88,7 +89,7 @@ OVERLAY_TARGETS = [f"overlay:{o}" for o in OVERLAYS]
 
 
 def test_layout_has_what_the_deploy_needs() -> None:
-    assert set(COMPONENTS) == {"envoy", "kafka-strimzi", "network-policies", "postgres-cnpg"}
+    assert set(COMPONENTS) == {"envoy", "kafka-strimzi", "monitoring", "network-policies", "postgres-cnpg"}
     assert set(OVERLAYS) == {"dev", "prod"}
     assert len(TARGETS) == len(OVERLAYS) + 2 ** len(COMPONENTS)
 
@@ -299,7 +300,7 @@ def test_cli_pipeline_accepts_each_overlay(overlay: str) -> None:
     # The only schemas it lacks are the operators' custom resources.
     for line in lines:
         if line.startswith("WARN"):
-            assert re.search(r"api version (kafka\.strimzi\.io|postgresql\.cnpg\.io)/", line), line
+            assert re.search(r"api version (kafka\.strimzi\.io|postgresql\.cnpg\.io|monitoring\.coreos\.com)/", line), line
 
 
 def test_schema_validation_can_fail() -> None:
@@ -589,7 +590,7 @@ def test_kafka_is_kraft_with_every_topic_and_its_dead_letter_twin(target: str) -
     for svc in SERVICES:
         assert config_value(objs, f"{svc}-config", f"FTE_{svc.upper()}_KAFKA_BOOTSTRAP") == bootstrap
     kafka_topics = of_kind(objs, "KafkaTopic")
-    expected = set(topics.ALL) | {topics.dead_letter_topic(t) for t in topics.ALL}
+    expected = set(topics.ALL) | {topics.dead_letter_topic(t) for t in topics.ALL} | {topics.DLQ_REPLAYS}
     assert {t["spec"]["topicName"] for t in kafka_topics} == expected
     partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in kafka_topics}
     for topic in kafka_topics:
@@ -600,6 +601,27 @@ def test_kafka_is_kraft_with_every_topic_and_its_dead_letter_twin(target: str) -
         assert spec["partitions"] >= 1
     # More agents than partitions of the incoming stream would sit idle.
     assert named(objs, "HorizontalPodAutoscaler", "agent")["spec"]["maxReplicas"] <= partitions[topics.TICKETS_INCOMING]
+
+
+def test_alerts_watch_the_metrics_the_services_export() -> None:
+    objs = built("base+kafka-strimzi+monitoring")
+    [rule] = of_kind(objs, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"FteRecordsDeadLettered", "FteDeadLettersGrowing", "FteConsumerLag"}
+    # The counter (and its outcome label value) every consumer increments on a dead letter.
+    assert [family.name for family in KAFKA_CONSUMED.describe()] == ["kafka_consumed"]
+    assert '"dead_lettered"' in (REPO / "libs" / "fte_runtime" / "kafka.py").read_text()
+    for name in ("FteRecordsDeadLettered", "FteDeadLettersGrowing"):
+        assert 'kafka_consumed_total{outcome="dead_lettered"}' in alerts[name]["expr"]
+    # Lag comes from Strimzi's Kafka Exporter, which the Kafka resource turns on for our topics.
+    assert "kafka_consumergroup_lag" in alerts["FteConsumerLag"]["expr"]
+    [kafka] = of_kind(objs, "Kafka")
+    assert re.fullmatch(kafka["spec"]["kafkaExporter"]["topicRegex"], topics.TICKETS_INCOMING)
+    for alert in alerts.values():
+        assert alert["annotations"]["runbook"].startswith("docs/operations.md#")
+        anchor = alert["annotations"]["runbook"].split("#", 1)[1].split(":", 1)[0]
+        headings = re.findall(r"^## (.+)$", OPERATIONS_DOC.read_text(), re.MULTILINE)
+        assert anchor in {h.lower().replace(" ", "-") for h in headings}
 
 
 @pytest.mark.parametrize("target", OVERLAY_TARGETS)

@@ -4,20 +4,23 @@ services: replies per channel, de-duplication, poison events, order, escalations
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import uuid
 from typing import Any
 
 import pytest
 from agent_helpers import eventually, message, publish  # type: ignore[import-not-found]
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
 from fte.common.v1 import common_pb2
 from fte.events.v1 import ticket_events_pb2
 from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_agent.processor import reply_request_id
 from fte_agent.server import RunningAgent
-from fte_runtime import envelope, topics
+from fte_runtime import dlq, envelope, topics
 from fte_runtime.grpc_client import connect
+from fte_runtime.kafka import dead_letter
 from fte_runtime.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -378,3 +381,61 @@ async def test_a_customer_flooding_the_inbox_slows_only_themselves(
         assert len(await answered("flood")) <= 3
     finally:
         await clients.close()
+
+
+async def test_a_dead_letter_is_listed_shown_redacted_and_replayed_to_one_answer(
+    running: Any, producer: AIOKafkaProducer, kafka_settings: KafkaSettings
+) -> None:
+    agent, clients = running
+    topic = agent.agent.settings.incoming_topic
+    bootstrap = kafka_settings.kafka_bootstrap
+    # A message an earlier release could not handle, in the DLQ as the runtime leaves it.
+    text = f"How do I export a project to CSV? ({uuid.uuid4().hex[:6]})"
+    msg, key = message("email", text, subject="dead letter")
+    value, headers = envelope.encode(msg, source="//gateway.test")
+    failed = ConsumerRecord(topic, 0, 41, 0, 0, key.encode(), value, None, len(key), len(value), headers)
+    await dead_letter(producer, failed, "PoisonRecord: identity rejected the sender (since fixed)")
+
+    (letter,) = await dlq.read(bootstrap, topic)
+    assert (letter.error, letter.event_type) == (
+        "PoisonRecord: identity rejected the sender (since fixed)",
+        "fte.events.v1.MessageReceived",
+    )
+    shown = dlq.redacted(letter)
+    assert text not in json.dumps(shown)
+    assert msg.sender.email not in json.dumps(shown)
+    assert shown["event"]["channel_message_id"] == msg.channel_message_id  # ids stay, to find it
+
+    (first,) = await dlq.replay(bootstrap, [letter], actor="sre-on-call")
+    assert not first.skipped
+    assert first.to.startswith(f"{topic}/")
+    (second,) = await dlq.replay(bootstrap, [letter], actor="sre-on-call")
+    assert second.skipped  # replayed before
+    (forced,) = await dlq.replay(bootstrap, [letter], actor="sre-on-call", again=True)
+    assert not forced.skipped
+    # The same customer's next message is handled after both replayed copies (one key, in order).
+    later, _ = message("email", "How do I connect Slack?", subject="after the replay")
+    later.sender.CopyFrom(msg.sender)
+    await publish(producer, topic, later, key)
+
+    async def both_answered() -> list[agent_pb2.Ticket] | None:
+        tickets = [t for t in await clients.tickets() if t.first_response_time.seconds]
+        return tickets if {"dead letter", "after the replay"} <= {t.subject for t in tickets} else None
+
+    tickets = await eventually(both_answered, timeout=60, what="the replayed message and the next one answered")
+    (ticket,) = [t for t in tickets if t.subject == "dead letter"]
+    replies = [m for m in await clients.messages(ticket.name) if m.author == agent_pb2.AUTHOR_AGENT]
+    assert len(replies) == 1
+    assert len(await clients.deliveries(ticket.name)) == 1
+    audit = [e for e in await dlq.read_audit(bootstrap) if e["dead_letter"] == letter.ref]
+    assert [(e["actor"], e["replayed_to"]) for e in audit] == [("sre-on-call", first.to), ("sre-on-call", forced.to)]
+
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fte_runtime.dlq", "--bootstrap", bootstrap, "list", topic,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    listing = (await cli.communicate())[0].decode()
+    assert cli.returncode == 0
+    assert f"{topic}.dlq: 1 record(s)" in listing
+    assert "identity rejected the sender (since fixed)" in listing
+    assert "(replayed)" in listing
