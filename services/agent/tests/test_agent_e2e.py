@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from agent_helpers import eventually, message, phone_for, publish  # type: ignore[import-not-found]
@@ -423,3 +424,32 @@ async def test_an_html_comment_planted_in_an_email_leaves_the_decision_unchanged
     assert ticket.escalation_reason == common_pb2.ESCALATION_REASON_UNSPECIFIED
     assert ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
     assert "export-project-csv" in reply.text
+
+
+@pytest.mark.slow
+async def test_a_killed_agent_is_restarted_by_the_stack_and_the_message_sent_meanwhile_answered_once(
+    e2e: E2E,
+) -> None:
+    supervisor, before = e2e.stack.supervisor, e2e.stack.supervisor.restarts().get("agent", 0)
+    killed = e2e.stack.children["agent"]
+    assert killed.proc is not None
+    killed.kill()
+    await killed.proc.wait()
+    # Sent while no agent runs: the gateway accepts it, the broker keeps it.
+    phone, text = _phone(), f"how do i connect slack? ({uuid.uuid4().hex[:4]})"
+    await e2e.whatsapp(phone, text)
+
+    async def back() -> bool:
+        agent = e2e.stack.children["agent"]
+        if supervisor.restarts().get("agent", 0) != before + 1 or agent is killed or not agent.running:
+            return False
+        try:  # serving, and Envoy routes to it again
+            await e2e.agent.ListTickets(agent_service_pb2.ListTicketsRequest(page_size=1))
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    await eventually(back, timeout=90, what="the stack to start the agent again")
+    _, reply = await e2e.answered(text, common_pb2.CHANNEL_WHATSAPP)
+    assert "slack" in reply.text.lower()
+    assert [m.body for m in e2e.twilio().messages() if m.to == f"whatsapp:{phone}"] == [reply.text]
