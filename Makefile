@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := $(VENV)/bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test test-kafka lint typecheck contracts protos bench eval images clean
+.PHONY: setup run demo test test-kafka soak lint typecheck contracts protos bench eval images clean
 
 setup:
 	@scripts/setup.sh
@@ -52,6 +52,13 @@ test-kafka: setup
 # cross-validation of its training corpus (accuracy per label, confusions). No servers needed.
 eval: setup
 	$(PY) scripts/eval_reader.py
+
+# The 24-hour test compressed (scripts/soak.py): customers on every channel, provider retries,
+# random SIGKILLs and a PostgreSQL kill, replies counted at the provider fakes. The default is the
+# small size CI runs; the full one: make soak SOAK_ARGS="--web 100 --email 50 --whatsapp 50".
+SOAK_ARGS ?= --web 30 --email 15 --whatsapp 15 --people 5 --kills 6
+soak: setup
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -68,12 +68,13 @@ class LocalProviders:
         """Called by the fake (any thread) after an inbound delivery: push like Pub/Sub would."""
         if self._loop is None or "SENT" in message.label_ids:
             return
-        future = asyncio.run_coroutine_threadsafe(self._push(message.history_id), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.push(message.history_id), self._loop)
         wrapped = asyncio.wrap_future(future, loop=self._loop)
         self._loop.call_soon_threadsafe(self._pushes.add, wrapped)
         wrapped.add_done_callback(self._pushes.discard)
 
-    async def _push(self, history_id: int) -> None:
+    async def push(self, history_id: int) -> None:
+        """Announce mailbox history to the gateway as a Pub/Sub push (retried until accepted or given up)."""
         data = base64.b64encode(json.dumps({"emailAddress": MAILBOX, "historyId": history_id}).encode()).decode()
         body = json.dumps({"message": {"data": data, "messageId": str(history_id)}, "subscription": "local"}).encode()
         token = self.certs.sign_push_token(audience=self.push_audience, email=PUSH_SERVICE_ACCOUNT)
