@@ -170,6 +170,10 @@ def _console_env(info: StackInfo) -> dict[str, str]:
         "FTE_CONSOLE_AGENT_TARGET": info.envoy_target,
         "FTE_CONSOLE_SERVICE_TOKEN": info.tokens["console"],
         "FTE_CONSOLE_DATABASE_URL": info.database_url,
+        # The live queue's consumer joins its group within seconds.
+        "FTE_CONSOLE_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
+        "FTE_CONSOLE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "FTE_CONSOLE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         # Plain http on 127.0.0.1: a Secure cookie would never be sent back.
         "FTE_CONSOLE_COOKIE_SECURE": "false",
     }

@@ -7,6 +7,7 @@ AgentService, with the console's own token; what each staff member did is in the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import re
@@ -31,11 +32,12 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fte_console.accounts import SCHEMA, Accounts, Session, SignIn
+from fte_console.live import LiveFeed, run_feed
 from fte_console.settings import ConsoleSettings
 
 SESSION_COOKIE = "fte_console_session"
@@ -67,6 +69,7 @@ class Deps:
     agent: agent_service_pb2_grpc.AgentServiceAsyncStub
     limiter: RateLimiter
     templates: jinja2.Environment
+    live: LiveFeed
 
 
 def _deps(request: Request) -> Deps:
@@ -347,6 +350,24 @@ async def assign(request: Request, session: Session, form: FormData) -> Response
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
 
 
+async def queue_events(request: Request) -> Response:
+    """The live queue's stream (server-sent events): 401 without a session, so a signed-out page's
+    EventSource stops instead of retrying."""
+    session = await _session(request)
+    if session is None:
+        return PlainTextResponse("sign in first", status_code=401, headers=HEADERS)
+    deps = _deps(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+
+    async def still_signed_in() -> bool:
+        return await deps.accounts.session(token) is not None
+
+    stream = deps.live.stream(still_signed_in, deps.settings.live_heartbeat_seconds)
+    # no-transform and X-Accel-Buffering: a proxy must pass each event on at once.
+    headers = {**HEADERS, "cache-control": "no-store, no-transform", "x-accel-buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -383,6 +404,9 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             token=settings.service_token.get_secret_value() or None,
             default_timeout=settings.agent_timeout_seconds,
         )
+        live = LiveFeed()
+        stopping = asyncio.Event()
+        feed = asyncio.create_task(run_feed(settings, live, settings.live_group_prefix, stopping))
         try:
             app.state.deps = Deps(
                 settings=settings,
@@ -395,9 +419,13 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                 agent=agent_service_pb2_grpc.AgentServiceStub(channel),
                 limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
                 templates=templates(),
+                live=live,
             )
             yield
         finally:
+            stopping.set()
+            live.close()
+            await feed
             await channel.close()
             await pool.close()
 
@@ -408,6 +436,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/", queue, methods=["GET"]),
+        Route("/events/queue", queue_events, methods=["GET"]),
         Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),

@@ -225,5 +225,52 @@ async def test_a_ticket_is_worked_in_a_browser_and_a_planted_script_never_runs(f
             await browser.close()
 
 
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/install-browser.sh)")
+async def test_a_new_escalation_appears_in_the_open_queue_without_a_reload(
+    full_stack: Stack, console: httpx.AsyncClient
+) -> None:
+    name = f"ana-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    assert (await console.get("/events/queue")).status_code == 401  # the stream needs a session too
+    marker = uuid.uuid4().hex[:8]
+    OUTPUT.mkdir(exist_ok=True)
+    base = f"http://127.0.0.1:{full_stack.ports['console']}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []  # script exceptions and CSP refusals (not the browser's favicon probe)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+            loads: list[str] = []
+            page.on("load", lambda p: loads.append(p.url))
+            await page.goto(base + "/login")
+            await page.get_by_label("Username").fill(name)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#live-status")).to_have_text("live", timeout=30_000)
+            await expect(page.locator("#queue tr", has_text=marker)).to_have_count(0)
+            # Survives only while the page is the same document: any reload or navigation drops it.
+            await page.evaluate("window.sameDocument = true")
+            seen = len(loads)
+
+            gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
+            await whatsapp(gateway, new_phone(), f"I was charged twice, I want my money back now {marker}")
+            row = page.locator("#queue tr", has_text=marker)
+            await expect(row).to_have_count(1, timeout=60_000)
+            await expect(row).to_have_class(re.compile(r"\bnew\b"))
+            await expect(row.locator("td").nth(3)).to_have_text("refund")
+            await expect(row.locator("td").nth(4)).to_have_text("whatsapp")
+            ticket = await row.get_attribute("data-ticket")
+            assert ticket
+            await expect(page.locator("#live-notice")).to_contain_text(ticket)
+            assert await page.evaluate("window.sameDocument") is True
+            assert len(loads) == seen
+            assert errors == []  # the script ran under the page's CSP without a violation
+            await page.screenshot(path=str(OUTPUT / "console-live-queue.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
 async def _cookies(page: Page) -> dict[str, str]:
     return {c["name"]: c["value"] for c in await page.context.cookies() if "name" in c and "value" in c}
