@@ -190,6 +190,11 @@ class MessageProcessor:
                     reply_text=decision.reply_text,
                     request_id=request_id,
                     decision=decision.to_json(),
+                    follow_up_by=(
+                        datetime.fromisoformat(decision.follow_up_by)
+                        if decision.action == Action.ESCALATE and decision.follow_up_by
+                        else None
+                    ),
                 ),
             )
             metrics.SENTIMENT.labels(ch).observe(decision.sentiment)

@@ -22,6 +22,7 @@ from fte_runtime.pagination import Page, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import metrics, reasons, store
+from fte_agent.hours import ALWAYS_OPEN, SupportHours
 from fte_agent.replies import send_request_from_context
 
 C = common_pb2
@@ -50,7 +51,17 @@ def etag(row: store.TicketRow) -> str:
     return hashlib.sha256(f"{row.id}:{row.version}".encode()).hexdigest()[:16]
 
 
-def ticket_proto(row: store.TicketRow) -> agent_pb2.Ticket:
+def reply_due(row: store.TicketRow, hours: SupportHours, follow_up_hours: float) -> datetime | None:
+    """When a person's reply is due (none once resolved): the promise made on escalation, or for a
+    ticket never escalated its creation plus the follow-up hours, counted in support hours."""
+    if row.status == store.STATUS_RESOLVED:
+        return None
+    promise = row.follow_up_by_time or row.create_time + timedelta(hours=follow_up_hours)
+    since = promise - timedelta(hours=follow_up_hours) if row.follow_up_by_time else row.create_time
+    return hours.reply_due(since, promise)
+
+
+def ticket_proto(row: store.TicketRow, hours: SupportHours, follow_up_hours: float) -> agent_pb2.Ticket:
     t = agent_pb2.Ticket(
         name=make_name("tickets", row.id),
         customer=row.customer,
@@ -66,10 +77,13 @@ def ticket_proto(row: store.TicketRow) -> agent_pb2.Ticket:
         assignee=row.assignee,
         etag=etag(row),
     )
-    for field in ("create_time", "update_time", "first_response_time", "resolve_time"):
+    for field in ("create_time", "update_time", "first_response_time", "resolve_time", "follow_up_by_time"):
         ts = _ts(getattr(row, field))
         if ts is not None:
             getattr(t, field).CopyFrom(ts)
+    due = _ts(reply_due(row, hours, follow_up_hours))
+    if due is not None:
+        t.reply_due_time.CopyFrom(due)
     return t
 
 
@@ -94,11 +108,16 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         notifier: notifier_service_pb2_grpc.NotifierServiceAsyncStub,
         publisher: EventPublisher | None,
         follow_up_hours: float = 24.0,
+        hours: SupportHours = ALWAYS_OPEN,
     ) -> None:
         self.pool = pool
         self.notifier = notifier
         self.publisher = publisher
         self.follow_up_hours = follow_up_hours
+        self.hours = hours
+
+    def _proto(self, row: store.TicketRow) -> agent_pb2.Ticket:
+        return ticket_proto(row, self.hours, self.follow_up_hours)
 
     async def _ticket(self, name: str, field: str = "name") -> store.TicketRow:
         ticket_id = parse_name(name, "tickets", field)
@@ -110,7 +129,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     async def GetTicket(
         self, request: agent_service_pb2.GetTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.GetTicketResponse:
-        return agent_service_pb2.GetTicketResponse(ticket=ticket_proto(await self._ticket(request.name)))
+        return agent_service_pb2.GetTicketResponse(ticket=self._proto(await self._ticket(request.name)))
 
     async def ListTickets(
         self, request: agent_service_pb2.ListTicketsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -118,7 +137,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         size = page_size(request.page_size)
         if request.customer:
             parse_name(request.customer, "customers", "customer")
-        filters = [request.status, request.channel, request.customer, request.escalation_reason]
+        if request.unassigned and request.assignee:
+            raise InvalidArgument("set assignee or unassigned, not both", reason="CONFLICTING_FILTERS")
+        if len(request.assignee) > 200:
+            raise InvalidArgument("assignee must be at most 200 characters", reason="ASSIGNEE_TOO_LONG")
+        assignee = "" if request.unassigned else (request.assignee or None)
+        filters = [request.status, request.channel, request.customer, request.escalation_reason, assignee]
         page = Page(size, request.page_token, filters)
         rows = await store.list_tickets(
             self.pool,
@@ -126,11 +150,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             channel=request.channel,
             customer=request.customer,
             escalation_reason=request.escalation_reason,
+            assignee=assignee,
             after=tuple(page.position) if page.position else None,
             limit=page.limit,
         )
         rows, token = page.cut(rows, lambda r: [r.create_time.isoformat(), r.id])
-        return agent_service_pb2.ListTicketsResponse(tickets=[ticket_proto(r) for r in rows], next_page_token=token)
+        return agent_service_pb2.ListTicketsResponse(tickets=[self._proto(r) for r in rows], next_page_token=token)
 
     async def UpdateTicket(
         self, request: agent_service_pb2.UpdateTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -159,7 +184,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             if etag(row) != t.etag:
                 raise Aborted("the ticket changed since it was read; read it again", reason="STALE_ETAG")
             updated = await store.update_ticket_fields(conn, ticket_id, fields)
-        return agent_service_pb2.UpdateTicketResponse(ticket=ticket_proto(updated))
+        return agent_service_pb2.UpdateTicketResponse(ticket=self._proto(updated))
 
     async def ListMessages(
         self, request: agent_service_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -180,7 +205,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         rows, token = page.cut(rows, lambda r: r.id)
         tickets = await store.customer_tickets(self.pool, request.customer)
         return agent_service_pb2.GetCustomerHistoryResponse(
-            tickets=[ticket_proto(t) for t in tickets],
+            tickets=[self._proto(t) for t in tickets],
             messages=[message_proto(r) for r in rows],
             next_page_token=token,
         )
@@ -230,15 +255,21 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         reason = request.reason or C.ESCALATION_REASON_MANUAL
         if not reasons.name_of(reason):
             raise InvalidArgument("reason is not a known escalation reason", reason="INVALID_REASON")
+        now = datetime.now(UTC)
+        promise = (now + timedelta(hours=self.follow_up_hours)).replace(second=0, microsecond=0)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(
                 conn,
                 ticket.id,
-                {"status": store.STATUS_ESCALATED, "escalation_reason": reason, "escalation_detail": request.detail},
+                {
+                    "status": store.STATUS_ESCALATED,
+                    "escalation_reason": reason,
+                    "escalation_detail": request.detail,
+                    "follow_up_by_time": promise,
+                },
             )
         metrics.ESCALATIONS.labels(reasons.name_of(reason) or "manual").inc()
         if self.publisher is not None:
-            now = datetime.now(UTC)
             event = ticket_events_pb2.TicketEscalated(
                 ticket=make_name("tickets", row.id),
                 customer=row.customer,
@@ -249,11 +280,11 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 priority=row.priority,
             )
             event.escalated_time.FromDatetime(now)
-            event.follow_up_by_time.FromDatetime(now + timedelta(hours=self.follow_up_hours))
+            event.follow_up_by_time.FromDatetime(promise)
             # A retry with the same request id publishes the same event id; consumers drop the copy.
             event_id = derived_id("escalation", row.id, request_id) if request_id else None
             await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row.id, event_id=event_id)
-        return agent_service_pb2.EscalateTicketResponse(ticket=ticket_proto(row))
+        return agent_service_pb2.EscalateTicketResponse(ticket=self._proto(row))
 
     async def ResolveTicket(
         self, request: agent_service_pb2.ResolveTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -266,4 +297,4 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             fields["resolution_note"] = request.note
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(conn, ticket.id, fields)
-        return agent_service_pb2.ResolveTicketResponse(ticket=ticket_proto(row))
+        return agent_service_pb2.ResolveTicketResponse(ticket=self._proto(row))

@@ -170,6 +170,8 @@ class DecisionRecord:
     reply_text: str
     request_id: str
     decision: dict[str, Any]
+    # The follow-up promised to the customer, when escalated.
+    follow_up_by: datetime | None = None
 
 
 async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRecord) -> None:
@@ -187,6 +189,7 @@ async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRec
                    priority = GREATEST(priority, $11::smallint),
                    escalation_reason = CASE WHEN $12::smallint <> 0 THEN $12::smallint ELSE escalation_reason END,
                    escalation_detail = CASE WHEN $12::smallint <> 0 THEN $13::text ELSE escalation_detail END,
+                   follow_up_by_time = COALESCE($17::timestamptz, follow_up_by_time),
                    resolve_time = CASE WHEN $8::smallint = $14::smallint THEN now() ELSE NULL END,
                    update_time = now(), version = version + 1
                WHERE id = $2
@@ -210,6 +213,7 @@ async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRec
         STATUS_RESOLVED,
         json.dumps(rec.decision),
         inbound.channel_message_id,
+        rec.follow_up_by,
     )
 
 
@@ -314,6 +318,7 @@ class TicketRow:
     update_time: datetime
     first_response_time: datetime | None
     resolve_time: datetime | None
+    follow_up_by_time: datetime | None
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> TicketRow:
@@ -393,7 +398,9 @@ async def list_tickets(
     escalation_reason: int,
     after: tuple[str, str] | None,
     limit: int,
+    assignee: str | None = None,
 ) -> list[TicketRow]:
+    """Newest first; `assignee` "" means assigned to nobody, None any assignee."""
     clauses = ["TRUE"]
     args: list[Any] = []
 
@@ -409,6 +416,8 @@ async def list_tickets(
         add("customer = {}", customer)
     if escalation_reason:
         add("escalation_reason = {}", escalation_reason)
+    if assignee is not None:
+        add("assignee = {}", assignee)
     if after is not None:
         args.extend([datetime.fromisoformat(after[0]), after[1]])
         clauses.append(f"(create_time, id) < (${len(args) - 1}, ${len(args)})")

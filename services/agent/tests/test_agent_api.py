@@ -3,6 +3,7 @@ history, human replies through the notifier, escalate, resolve, and per-method s
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -73,8 +74,17 @@ async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> N
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason_of(err.value) == "INVALID_PAGE_TOKEN"
 
-    # Update with etags.
+    # Due times: the escalation's promise, brought into support hours; none once resolved.
     ticket = by_filter.tickets[0]
+    promise = ticket.follow_up_by_time.ToDatetime(UTC)
+    due = ticket.reply_due_time.ToDatetime(UTC)
+    created = ticket.create_time.ToDatetime(UTC)
+    assert timedelta(hours=23) < promise - created < timedelta(hours=25)  # the playbook's 24 hours
+    assert due == agent.agent.processor.reasoner.playbook.hours.reply_due(promise - timedelta(hours=24), promise)
+    assert created < due <= promise
+    assert all(not t.HasField("reply_due_time") for t in resolved.tickets)
+
+    # Update with etags.
     updated = await staff.UpdateTicket(
         agent_service_pb2.UpdateTicketRequest(
             ticket=agent_pb2.Ticket(
@@ -85,6 +95,15 @@ async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> N
     )
     assert updated.ticket.assignee == "dana"
     assert updated.ticket.etag != ticket.etag
+    mine = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(assignee="dana"))
+    assert [t.name for t in mine.tickets] == [ticket.name]
+    nobody = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(unassigned=True))
+    assert len(nobody.tickets) == 3
+    assert ticket.name not in [t.name for t in nobody.tickets]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.ListTickets(agent_service_pb2.ListTicketsRequest(assignee="dana", unassigned=True))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(err.value) == "CONFLICTING_FILTERS"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await staff.UpdateTicket(
             agent_service_pb2.UpdateTicketRequest(
@@ -124,6 +143,10 @@ async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> N
     esc = await staff.EscalateTicket(agent_service_pb2.EscalateTicketRequest(ticket=other.name, detail="VIP"))
     assert esc.ticket.status == agent_pb2.TICKET_STATUS_ESCALATED
     assert esc.ticket.escalation_reason == common_pb2.ESCALATION_REASON_MANUAL
+    staff_promise = esc.ticket.follow_up_by_time.ToDatetime(UTC)
+    assert timedelta(hours=23) < staff_promise - datetime.now(UTC) <= timedelta(hours=24)
+    assert esc.ticket.HasField("reply_due_time")
+    assert esc.ticket.reply_due_time.ToDatetime(UTC) <= staff_promise
     res = await staff.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=other.name, note="done"))
     assert res.ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
     assert res.ticket.resolve_time.seconds > 0

@@ -98,6 +98,8 @@ class Ticket(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FIRST_RESPONSE_TIME_FIELD_NUMBER: _builtins.int
     RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_BY_TIME_FIELD_NUMBER: _builtins.int
+    REPLY_DUE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. "tickets/{ticket}"; for the web form {ticket} is the reference shown to the customer."""
     customer: _builtins.str
@@ -140,6 +142,20 @@ class Ticket(_message.Message):
     def resolve_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it was resolved."""
 
+    @_builtins.property
+    def follow_up_by_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the customer was told a person would follow up by; set when the ticket is
+        escalated (by the agent or by staff).
+        """
+
+    @_builtins.property
+    def reply_due_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When a person's reply is due, for a ticket not resolved: the follow-up promise
+        (or, never escalated, its creation plus the playbook's follow-up hours), brought forward to
+        the last moment of the playbook's support hours at or before it; when no support hours fall
+        between escalation and promise, the first opening after escalation.
+        """
+
     def __init__(
         self,
         *,
@@ -160,10 +176,12 @@ class Ticket(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         first_response_time: _timestamp_pb2.Timestamp | None = ...,
         resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        follow_up_by_time: _timestamp_pb2.Timestamp | None = ...,
+        reply_due_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response_time", b"first_response_time", "resolve_time", b"resolve_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response_time", b"first_response_time", "follow_up_by_time", b"follow_up_by_time", "reply_due_time", b"reply_due_time", "resolve_time", b"resolve_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "category", b"category", "channel", b"channel", "conversation", b"conversation", "create_time", b"create_time", "customer", b"customer", "escalation_detail", b"escalation_detail", "escalation_reason", b"escalation_reason", "etag", b"etag", "first_response_time", b"first_response_time", "name", b"name", "priority", b"priority", "resolve_time", b"resolve_time", "sentiment", b"sentiment", "status", b"status", "subject", b"subject", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "category", b"category", "channel", b"channel", "conversation", b"conversation", "create_time", b"create_time", "customer", b"customer", "escalation_detail", b"escalation_detail", "escalation_reason", b"escalation_reason", "etag", b"etag", "first_response_time", b"first_response_time", "follow_up_by_time", b"follow_up_by_time", "name", b"name", "priority", b"priority", "reply_due_time", b"reply_due_time", "resolve_time", b"resolve_time", "sentiment", b"sentiment", "status", b"status", "subject", b"subject", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

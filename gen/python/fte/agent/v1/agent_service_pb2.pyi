@@ -73,6 +73,8 @@ class ListTicketsRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
     ESCALATION_REASON_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    UNASSIGNED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Optional. At most 100; default 20."""
     page_token: _builtins.str
@@ -85,6 +87,10 @@ class ListTicketsRequest(_message.Message):
     """Optional. Only this customer's tickets, "customers/{customer}"."""
     escalation_reason: _common_pb2.EscalationReason.ValueType
     """Optional. Only tickets escalated for this reason."""
+    assignee: _builtins.str
+    """Optional. Only tickets assigned to this staff member; see `unassigned`."""
+    unassigned: _builtins.bool
+    """Optional. Only tickets assigned to nobody (with `assignee` set: INVALID_ARGUMENT)."""
     def __init__(
         self,
         *,
@@ -94,10 +100,12 @@ class ListTicketsRequest(_message.Message):
         channel: _common_pb2.Channel.ValueType = ...,
         customer: _builtins.str = ...,
         escalation_reason: _common_pb2.EscalationReason.ValueType = ...,
+        assignee: _builtins.str = ...,
+        unassigned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "customer", b"customer", "escalation_reason", b"escalation_reason", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "channel", b"channel", "customer", b"customer", "escalation_reason", b"escalation_reason", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "unassigned", b"unassigned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
