@@ -36,8 +36,10 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from fte_console import queue
 from fte_console.accounts import SCHEMA, Accounts, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
+from fte_console.queue import BadFilter, Filters
 from fte_console.settings import ConsoleSettings
 
 SESSION_COOKIE = "fte_console_session"
@@ -52,14 +54,8 @@ HEADERS = {
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
-STATUSES = value_names(agent_pb2.TicketStatus)
-REASONS = value_names(common_pb2.EscalationReason)
-CHANNELS = value_names(common_pb2.Channel)
-PRIORITIES = value_names(common_pb2.Priority)
 AUTHORS = value_names(agent_pb2.Author)
 DELIVERY = value_names(common_pb2.DeliveryStatus)
-# The queue: what needs a person first, then what is still open.
-QUEUE_STATUSES = (agent_pb2.TICKET_STATUS_ESCALATED, agent_pb2.TICKET_STATUS_OPEN, agent_pb2.TICKET_STATUS_IN_PROGRESS)
 
 
 @dataclass
@@ -188,55 +184,28 @@ async def logout(request: Request, session: Session, form: FormData) -> Response
 # -- queue and ticket ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueueRow:
-    ticket: str
-    subject: str
-    status: str
-    reason: str
-    channel: str
-    priority: str
-    assignee: str
-    waiting: str
-    sentiment: float
-
-
-def _ago(ts: datetime, now: datetime) -> str:
-    minutes = max(0, int((now - ts).total_seconds() // 60))
-    if minutes < 60:
-        return f"{minutes} min"
-    hours = minutes // 60
-    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days"
-
-
-def _row(t: agent_pb2.Ticket, now: datetime) -> QueueRow:
-    return QueueRow(
-        ticket=t.name.removeprefix("tickets/"),
-        subject=t.subject or "(no subject)",
-        status=STATUSES.get(t.status, ""),
-        reason=REASONS.get(t.escalation_reason, ""),
-        channel=CHANNELS.get(t.channel, ""),
-        priority=PRIORITIES.get(t.priority, ""),
-        assignee=t.assignee,
-        waiting=_ago(t.create_time.ToDatetime(UTC), now),
-        sentiment=round(t.sentiment, 2),
-    )
-
-
 @staff_page
-async def queue(request: Request, session: Session) -> Response:
+async def queue_page(request: Request, session: Session) -> Response:
     deps = _deps(request)
-    mine = request.query_params.get("mine") == "1"
-    now = datetime.now(UTC)
+    try:
+        filters = Filters.parse(request.query_params)
+    except BadFilter as exc:
+        return PlainTextResponse(f"{exc}", status_code=400, headers=HEADERS)
     tickets: list[agent_pb2.Ticket] = []
-    for status in QUEUE_STATUSES:
-        reply = await deps.agent.ListTickets(
-            agent_service_pb2.ListTicketsRequest(status=status, page_size=deps.settings.queue_page_size)
-        )
-        tickets.extend(t for t in reply.tickets if not mine or t.assignee == session.user.username)
-    # Escalations first, then by priority (high first), then the longest waiting.
-    tickets.sort(key=lambda t: (t.status != agent_pb2.TICKET_STATUS_ESCALATED, -t.priority, t.create_time.ToDatetime()))
-    return _render(request, "queue.html", session=session, rows=[_row(t, now) for t in tickets], mine=mine)
+    for ask in filters.requests(session.user.username, deps.settings.queue_page_size):
+        tickets.extend((await _call(deps.agent.ListTickets(ask))).tickets)
+    now = datetime.now(UTC)
+    return _render(
+        request,
+        "queue.html",
+        session=session,
+        rows=[queue.row(t, now) for t in queue.order(tickets)],
+        mine=filters.mine,
+        selected=filters.selected(),
+        statuses=[queue.STATUSES[s] for s in queue.QUEUE_STATUSES],
+        reasons=list(queue.REASONS.values()),
+        channels=list(queue.CHANNELS.values()),
+    )
 
 
 def _ticket_name(request: Request) -> str:
@@ -296,7 +265,7 @@ async def ticket_page(request: Request, session: Session) -> Response:
         request,
         "ticket.html",
         session=session,
-        ticket=_row(ticket, datetime.now(UTC)),
+        ticket=queue.row(ticket, datetime.now(UTC)),
         detail=ticket.escalation_detail,
         customer=ticket.customer,
         entries=entries,
@@ -435,7 +404,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/", queue, methods=["GET"]),
+        Route("/", queue_page, methods=["GET"]),
         Route("/events/queue", queue_events, methods=["GET"]),
         Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),

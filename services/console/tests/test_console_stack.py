@@ -10,6 +10,7 @@ import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -141,11 +142,23 @@ async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
     assert 'id="ticket-status">escalated' in page
     assert 'id="ticket-reason">refund' in page
 
+    row = f'<tr data-ticket="{ticket}">'
+    assert row in (await console.get("/?reason=refund&channel=whatsapp&assignee=nobody")).text
+    assert row not in (await console.get("/?channel=email")).text
+    assert row not in (await console.get("/?status=open")).text
+    bad = await console.get("/?channel=fax")
+    assert bad.status_code == 400
+    assert "channel 'fax' is not one of: email, whatsapp, web_form" in bad.text
+
     assigned = await console.post(f"/tickets/{ticket}/assign", data={"csrf_token": csrf(page)})
     assert assigned.status_code == 303
     page = (await console.get(f"/tickets/{ticket}")).text
     assert f'id="ticket-assignee">{name}' in page
-    assert f'<tr data-ticket="{ticket}">' in (await console.get("/?mine=1")).text
+    assert row in (await console.get("/?mine=1")).text
+    assert row in (await console.get(f"/?assignee={name}&status=escalated")).text
+    assert row not in (await console.get("/?assignee=nobody")).text
+    due = re.search(r'id="ticket-due">(\d{4}-\d\d-\d\d \d\d:\d\d UTC) \((in|overdue) ', page)
+    assert due, "the ticket page shows when a reply is due"
 
     request_id = re.search(r'name="request_id" value="([^"]+)"', page)
     assert request_id
@@ -162,6 +175,10 @@ async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
         found = await agent.GetTicket(agent_service_pb2.GetTicketRequest(name=f"tickets/{ticket}"))
         messages = await agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=f"tickets/{ticket}"))
     assert found.ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
+    # The page showed the agent's due time (the promise brought into support hours).
+    promised = found.ticket.follow_up_by_time.ToDatetime(UTC)
+    assert datetime.strptime(due.group(1), "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC) <= promised
+    assert not found.ticket.HasField("reply_due_time")  # resolved: nothing is due
     assert found.ticket.assignee == name
     human = [m for m in messages.messages if m.author == agent_pb2.AUTHOR_HUMAN]
     assert [m.text for m in human] == [reply]
