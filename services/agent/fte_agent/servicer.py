@@ -35,7 +35,11 @@ SCOPES = {
     "ReplyToTicket": "tickets.write",
     "EscalateTicket": "tickets.write",
     "ResolveTicket": "tickets.write",
+    "AddNote": "tickets.write",
+    "ListNotes": "tickets.read",
 }
+MAX_ACTOR = 200
+MAX_NOTE = 5000
 _UPDATABLE = {"subject", "category", "priority", "status", "assignee"}
 
 
@@ -96,9 +100,35 @@ def message_proto(row: store.MessageRow) -> agent_pb2.Message:
         text=row.text,
         delivery=row.delivery,
         delivery_status=row.delivery_status,
+        actor=row.actor,
     )
     m.create_time.FromDatetime(row.create_time)
     return m
+
+
+def note_proto(row: store.NoteRow) -> agent_pb2.Note:
+    n = agent_pb2.Note(
+        name=f"tickets/{row.ticket_id}/notes/{row.id}", text=row.text, actor=row.actor, principal=row.principal
+    )
+    n.create_time.FromDatetime(row.create_time)
+    return n
+
+
+def _actor(actor: str) -> str:
+    """The named staff member, checked (the request's `actor`)."""
+    if len(actor) > MAX_ACTOR or any(ch < " " for ch in actor):
+        raise InvalidArgument(f"actor must be at most {MAX_ACTOR} printable characters", reason="INVALID_ACTOR")
+    return actor.strip()
+
+
+def _json_safe(fields: dict[str, Any]) -> dict[str, Any]:
+    """Updated fields for the action record: enums are numbers, text stays text."""
+    return {k: v if isinstance(v, str | int | float | bool) else str(v) for k, v in fields.items()}
+
+
+def _principal() -> str:
+    principal = principal_var.get()
+    return principal.name if principal else ""
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
@@ -175,6 +205,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if "assignee" in paths:
             v.check(len(t.assignee) <= 200, "ticket.assignee", "must be at most 200 characters")
         v.raise_if_any()
+        actor = _actor(request.actor)
         ticket_id = parse_name(t.name, "tickets", "ticket.name")
         fields: dict[str, Any] = {p: getattr(t, p) for p in paths}
         async with self.pool.acquire() as conn, conn.transaction():
@@ -184,6 +215,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             if etag(row) != t.etag:
                 raise Aborted("the ticket changed since it was read; read it again", reason="STALE_ETAG")
             updated = await store.update_ticket_fields(conn, ticket_id, fields)
+            await store.record_staff_action(
+                conn, ticket_id, "update", actor=actor, principal=_principal(), detail=_json_safe(fields)
+            )
         return agent_service_pb2.UpdateTicketResponse(ticket=self._proto(updated))
 
     async def ListMessages(
@@ -219,17 +253,20 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         v.raise_if_any()
         # Prefixed with the ticket into the notifier's key, which must stay within the rule's 200.
         check_request_id(request.request_id, max_length=150)
+        actor = _actor(request.actor)
         ticket = await self._ticket(request.ticket, "ticket")
         inbound = await store.latest_inbound_of_ticket(self.pool, ticket.id)
         ctx: dict[str, Any] = inbound.reply_context if inbound is not None else {}
         if not ctx.get("recipient"):
             raise FailedPrecondition("the ticket has no customer address to reply to", reason="NO_RECIPIENT")
-        principal = principal_var.get()
-        author = principal.name if principal else ""
+        author = _principal()
         key = request.request_id or hashlib.sha256(f"{ticket.id}:{author}:{request.text}".encode()).hexdigest()[:32]
         request_id = f"staff-reply-{ticket.id}-{key}"
         async with self.pool.acquire() as conn, conn.transaction():
-            row, _ = await store.insert_staff_reply(conn, ticket, request.text, request_id)
+            row, new = await store.insert_staff_reply(conn, ticket, request.text, request_id, actor)
+            if new:
+                detail = {"message": row.id, "characters": len(request.text)}
+                await store.record_staff_action(conn, ticket.id, "reply", actor=actor, principal=author, detail=detail)
             if ticket.status in (store.STATUS_OPEN, store.STATUS_ESCALATED):
                 await store.update_ticket_fields(conn, ticket.id, {"status": store.STATUS_IN_PROGRESS})
         try:
@@ -251,6 +288,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if len(request.detail) > 2000:
             raise InvalidArgument("detail must be at most 2000 characters", reason="DETAIL_TOO_LONG")
         request_id = check_request_id(request.request_id)
+        actor = _actor(request.actor)
         ticket = await self._ticket(request.ticket, "ticket")
         reason = request.reason or C.ESCALATION_REASON_MANUAL
         if not reasons.name_of(reason):
@@ -267,6 +305,10 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                     "escalation_detail": request.detail,
                     "follow_up_by_time": promise,
                 },
+            )
+            detail = {"reason": reasons.name_of(reason) or "manual"}
+            await store.record_staff_action(
+                conn, ticket.id, "escalate", actor=actor, principal=_principal(), detail=detail
             )
         metrics.ESCALATIONS.labels(reasons.name_of(reason) or "manual").inc()
         if self.publisher is not None:
@@ -291,10 +333,44 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.ResolveTicketResponse:
         if len(request.note) > 5000:
             raise InvalidArgument("note must be at most 5000 characters", reason="NOTE_TOO_LONG")
+        actor = _actor(request.actor)
         ticket = await self._ticket(request.ticket, "ticket")
         fields: dict[str, Any] = {"status": store.STATUS_RESOLVED}
         if request.note:
             fields["resolution_note"] = request.note
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(conn, ticket.id, fields)
+            await store.record_staff_action(conn, ticket.id, "resolve", actor=actor, principal=_principal(), detail={})
         return agent_service_pb2.ResolveTicketResponse(ticket=self._proto(row))
+
+    async def AddNote(
+        self, request: agent_service_pb2.AddNoteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.AddNoteResponse:
+        v = Violations()
+        v.require(request.ticket, "ticket")
+        v.check(
+            len(request.text.strip()) > 0 and len(request.text) <= MAX_NOTE,
+            "text",
+            f"must be 1 to {MAX_NOTE} characters",
+        )
+        v.raise_if_any()
+        request_id = check_request_id(request.request_id, max_length=150)
+        actor = _actor(request.actor)
+        ticket = await self._ticket(request.ticket, "ticket")
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Keyed by ticket too: the same key on another ticket is another note.
+            key = f"{ticket.id}-{request_id}" if request_id else None
+            row = await store.add_note(
+                conn, ticket.id, request.text, actor=actor, principal=_principal(), request_id=key
+            )
+        return agent_service_pb2.AddNoteResponse(note=note_proto(row))
+
+    async def ListNotes(
+        self, request: agent_service_pb2.ListNotesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ListNotesResponse:
+        size = page_size(request.page_size, default=50)
+        ticket = await self._ticket(request.ticket, "ticket")
+        page = Page(size, request.page_token, ticket.id)
+        rows = await store.list_notes(self.pool, ticket.id, int(page.position or 0), page.limit)
+        rows, token = page.cut(rows, lambda r: r.id)
+        return agent_service_pb2.ListNotesResponse(notes=[note_proto(r) for r in rows], next_page_token=token)

@@ -262,7 +262,8 @@ async def apply_delivery_outcome(pool: asyncpg.Pool, request_id: str, delivery: 
 
 
 async def erase_customer(pool: asyncpg.Pool, customer: str) -> int:
-    """Right to erasure: message texts and ticket subjects of the customer are blanked out."""
+    """Right to erasure: message texts, ticket subjects and the notes on the customer's tickets
+    are blanked out."""
     async with pool.acquire() as conn, conn.transaction():
         result = await conn.execute(
             "UPDATE messages SET text = $2 WHERE customer = $1 AND text <> $2", customer, ERASED_TEXT
@@ -277,6 +278,12 @@ async def erase_customer(pool: asyncpg.Pool, customer: str) -> int:
         await conn.execute(
             "UPDATE inbound SET decision = NULL WHERE ticket_id IN (SELECT id FROM tickets WHERE customer = $1)",
             customer,
+        )
+        # Staff notes about the customer may quote them.
+        await conn.execute(
+            "UPDATE notes SET text = $2 WHERE ticket_id IN (SELECT id FROM tickets WHERE customer = $1)",
+            customer,
+            ERASED_TEXT,
         )
         return int(result.split()[-1])
 
@@ -340,6 +347,7 @@ class MessageRow:
     delivery: str
     delivery_status: common_pb2.DeliveryStatus.ValueType
     create_time: datetime
+    actor: str
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> MessageRow:
@@ -472,15 +480,15 @@ async def update_ticket_fields(conn: asyncpg.Connection, ticket_id: str, changes
 
 
 async def insert_staff_reply(
-    conn: asyncpg.Connection, ticket: TicketRow, text: str, request_id: str
+    conn: asyncpg.Connection, ticket: TicketRow, text: str, request_id: str, actor: str = ""
 ) -> tuple[MessageRow, bool]:
     """The stored staff reply for `request_id`, and whether it was stored by this call."""
     existing = await conn.fetchrow("SELECT * FROM messages WHERE request_id = $1", request_id)
     if existing is not None:
         return MessageRow.from_record(existing), False
     row = await conn.fetchrow(
-        """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id, actor)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
         ticket.conversation_id,
         ticket.id,
         ticket.customer,
@@ -488,8 +496,63 @@ async def insert_staff_reply(
         ticket.channel,
         text,
         request_id,
+        actor,
     )
     return MessageRow.from_record(row), True
+
+
+async def record_staff_action(
+    conn: asyncpg.Connection, ticket_id: str, action: str, *, actor: str, principal: str, detail: dict[str, Any]
+) -> None:
+    """Who did a staff action on a ticket: the calling principal and the staff member it named."""
+    await conn.execute(
+        "INSERT INTO staff_actions (ticket_id, action, actor, principal, detail) VALUES ($1, $2, $3, $4, $5)",
+        ticket_id,
+        action,
+        actor,
+        principal,
+        json.dumps(detail),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRow:
+    """A row of `notes`."""
+
+    id: int
+    ticket_id: str
+    text: str
+    actor: str
+    principal: str
+    create_time: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> NoteRow:
+        return cls(**_columns(cls, row))
+
+
+async def add_note(
+    conn: asyncpg.Connection, ticket_id: str, text: str, *, actor: str, principal: str, request_id: str | None
+) -> NoteRow:
+    """The note, stored once per `request_id` (a retry returns the stored one)."""
+    row = await conn.fetchrow(
+        """INSERT INTO notes (ticket_id, text, actor, principal, request_id) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
+           RETURNING *""",
+        ticket_id,
+        text,
+        actor,
+        principal,
+        request_id,
+    )
+    return NoteRow.from_record(row)
+
+
+async def list_notes(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[NoteRow]:
+    rows = await pool.fetch(
+        "SELECT * FROM notes WHERE ticket_id = $1 AND id > $2 ORDER BY id LIMIT $3", ticket_id, after_id, limit
+    )
+    return [NoteRow.from_record(r) for r in rows]
 
 
 async def latest_inbound_of_ticket(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: str) -> InboundRow | None:

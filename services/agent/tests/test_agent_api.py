@@ -3,6 +3,7 @@ history, human replies through the notifier, escalate, resolve, and per-method s
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,3 +178,70 @@ async def test_scopes(api: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stubs["kb-reader"].GetTicket(agent_service_pb2.GetTicketRequest(name=ticket.name))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_internal_notes_and_the_actor_of_each_staff_action(api: Any) -> None:
+    agent, stubs, notifier = api
+    staff = stubs["staff"]
+    msg, _ = message("web_form", "I want a refund for last month", subject="Refund")
+    assert await agent.agent.processor.handle(msg) == "replied"
+    name = f"tickets/{msg.web_form.ticket_reference}"
+    ticket_id = msg.web_form.ticket_reference
+
+    note = agent_service_pb2.AddNoteRequest(
+        ticket=name, text="Customer is on the annual plan; refund pro rata.", actor="dana", request_id="n-1"
+    )
+    added = await staff.AddNote(note)
+    assert (await staff.AddNote(note)).note.name == added.note.name  # a retry adds it once
+    assert added.note.name.startswith(f"{name}/notes/")
+    assert (added.note.actor, added.note.principal) == ("dana", "staff")
+    await staff.AddNote(agent_service_pb2.AddNoteRequest(ticket=name, text="Second note", actor="eve"))
+    listed = await staff.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=1))
+    assert [n.text for n in listed.notes] == ["Customer is on the annual plan; refund pro rata."]
+    rest = await staff.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_token=listed.next_page_token))
+    assert [(n.text, n.actor) for n in rest.notes] == [("Second note", "eve")]
+    for bad, reason in (
+        (agent_service_pb2.AddNoteRequest(ticket=name, text=" "), "INVALID_ARGUMENT"),
+        (agent_service_pb2.AddNoteRequest(ticket=name, text="x" * 5001), "INVALID_ARGUMENT"),
+        (agent_service_pb2.AddNoteRequest(ticket=name, text="ok", actor="a" * 201), "INVALID_ACTOR"),
+        (agent_service_pb2.AddNoteRequest(ticket=name, text="ok", actor="dana\nroot"), "INVALID_ACTOR"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await staff.AddNote(bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_of(err.value) == reason
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["gateway"].AddNote(agent_service_pb2.AddNoteRequest(ticket=name, text="hi"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # Notes never reach the customer: the only deliveries are the agent's and the person's replies.
+    reply = await staff.ReplyToTicket(
+        agent_service_pb2.ReplyToTicketRequest(ticket=name, text="Refunded.", request_id="r-9", actor="dana")
+    )
+    assert reply.message.actor == "dana"
+    deliveries = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+    texts = [d.text_body for d in deliveries.deliveries]
+    assert len(texts) == 2
+    assert "Refunded." in texts
+    assert not any("annual plan" in t or "Second note" in t for t in texts)
+
+    current = (await staff.GetTicket(agent_service_pb2.GetTicketRequest(name=name))).ticket
+    await staff.UpdateTicket(
+        agent_service_pb2.UpdateTicketRequest(
+            ticket=agent_pb2.Ticket(name=name, etag=current.etag, assignee="dana"),
+            update_mask=FieldMask(paths=["assignee"]),
+            actor="dana",
+        )
+    )
+    await staff.EscalateTicket(agent_service_pb2.EscalateTicketRequest(ticket=name, actor="eve"))
+    await staff.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=name, actor="eve"))
+    rows = await agent.agent.pool.fetch(
+        "SELECT action, actor, principal, detail FROM staff_actions WHERE ticket_id = $1 ORDER BY id", ticket_id
+    )
+    assert [(r["action"], r["actor"], r["principal"]) for r in rows] == [
+        ("reply", "dana", "staff"),
+        ("update", "dana", "staff"),
+        ("escalate", "eve", "staff"),
+        ("resolve", "eve", "staff"),
+    ]
+    assert json.loads(rows[1]["detail"]) == {"assignee": "dana"}

@@ -201,6 +201,7 @@ class Message(_message.Message):
     DELIVERY_FIELD_NUMBER: _builtins.int
     DELIVERY_STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. "conversations/{conversation}/messages/{message}"."""
     ticket: _builtins.str
@@ -215,6 +216,8 @@ class Message(_message.Message):
     """The outbound delivery, "deliveries/{delivery}", for replies."""
     delivery_status: _common_pb2.DeliveryStatus.ValueType
     """Delivery status, for replies."""
+    actor: _builtins.str
+    """Output only. For a staff reply, the staff member the caller acted for (empty when none was named)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -230,11 +233,52 @@ class Message(_message.Message):
         delivery: _builtins.str = ...,
         delivery_status: _common_pb2.DeliveryStatus.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "channel", b"channel", "create_time", b"create_time", "delivery", b"delivery", "delivery_status", b"delivery_status", "name", b"name", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "author", b"author", "channel", b"channel", "create_time", b"create_time", "delivery", b"delivery", "delivery_status", b"delivery_status", "name", b"name", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Note(_message.Message):
+    """An internal note on a ticket: written by staff for staff, never sent to the customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Output only. "tickets/{ticket}/notes/{note}"."""
+    text: _builtins.str
+    """The note's text."""
+    actor: _builtins.str
+    """Output only. The staff member who wrote it (the request's actor)."""
+    principal: _builtins.str
+    """Output only. The authenticated principal that added it (e.g. "console")."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        text: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "create_time", b"create_time", "name", b"name", "principal", b"principal", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Note: _TypeAlias = Note  # noqa: Y015

@@ -76,6 +76,16 @@ class AgentServiceStub:
                 request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketRequest.SerializeToString,
                 response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketResponse.FromString,
                 _registered_method=True)
+        self.AddNote = channel.unary_unary(
+                '/fte.agent.v1.AgentService/AddNote',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteResponse.FromString,
+                _registered_method=True)
+        self.ListNotes = channel.unary_unary(
+                '/fte.agent.v1.AgentService/ListNotes',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -139,6 +149,20 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddNote(self, request, context):
+        """Adds an internal note to a ticket: for staff only, never sent to the customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotes(self, request, context):
+        """Lists a ticket's internal notes, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +205,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ResolveTicket,
                     request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketRequest.FromString,
                     response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketResponse.SerializeToString,
+            ),
+            'AddNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNote,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteResponse.SerializeToString,
+            ),
+            'ListNotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotes,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +435,60 @@ class AgentService:
             '/fte.agent.v1.AgentService/ResolveTicket',
             fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketRequest.SerializeToString,
             fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/AddNote',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/ListNotes',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.FromString,
             options,
             channel_credentials,
             insecure,
