@@ -23,11 +23,13 @@ import grpc
 import jinja2
 from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
 from fte.common.v1 import common_pb2
+from fte.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from fte_runtime.db import create_pool, migrate
 from fte_runtime.enums import value_names
 from fte_runtime.grpc_client import connect
 from fte_runtime.ratelimit import RateLimiter
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -36,8 +38,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import queue
-from fte_console.accounts import SCHEMA, Accounts, Session, SignIn
+from fte_console import customers, queue
+from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
 from fte_console.settings import ConsoleSettings
@@ -46,6 +48,7 @@ SESSION_COOKIE = "fte_console_session"
 LOGIN_CSRF_COOKIE = "fte_console_login"
 _TICKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 MAX_REPLY = 5000
+MAX_NOTE = 5000
 MAX_FORM_BYTES = 64 * 1024
 HEADERS = {
     "content-security-policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -63,6 +66,7 @@ class Deps:
     settings: ConsoleSettings
     accounts: Accounts
     agent: agent_service_pb2_grpc.AgentServiceAsyncStub
+    identity: identity_service_pb2_grpc.IdentityServiceAsyncStub
     limiter: RateLimiter
     templates: jinja2.Environment
     live: LiveFeed
@@ -215,19 +219,19 @@ def _ticket_name(request: Request) -> str:
     return f"tickets/{ticket}"
 
 
-async def _call(call: Awaitable[Any]) -> Any:
+async def _call(call: Awaitable[Any], what: str = "ticket") -> Any:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise HTTPException(404, "no such ticket") from exc
+            raise HTTPException(404, f"no such {what}") from exc
         if exc.code() in (
             grpc.StatusCode.INVALID_ARGUMENT,
             grpc.StatusCode.FAILED_PRECONDITION,
             grpc.StatusCode.ABORTED,
         ):
-            raise HTTPException(409, exc.details() or "the ticket changed; reload it") from exc
-        raise HTTPException(502, "the ticket service did not answer; try again") from exc
+            raise HTTPException(409, exc.details() or f"the {what} changed; reload it") from exc
+        raise HTTPException(502, f"the {what} service did not answer; try again") from exc
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,18 @@ class Entry:
     text: str
     time: str
     delivery: str
+
+
+def _when(ts: Timestamp) -> str:
+    return ts.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _request_id(form: FormData) -> str | None:
+    """The form's request id (a UUID the page rendered), as the mesh's idempotency key."""
+    try:
+        return f"console-{uuid.UUID(str(form.get('request_id', '')))}"
+    except ValueError:
+        return None
 
 
 @staff_page
@@ -253,7 +269,7 @@ async def ticket_page(request: Request, session: Session) -> Response:
             Entry(
                 author=AUTHORS.get(m.author, ""),
                 text=m.text,
-                time=m.create_time.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                time=_when(m.create_time),
                 delivery=DELIVERY.get(m.delivery_status, ""),
             )
             for m in reply.messages
@@ -261,11 +277,22 @@ async def ticket_page(request: Request, session: Session) -> Response:
         token = reply.next_page_token
         if not token:
             break
+    notes = await _call(deps.agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=100)))
+    card: customers.CustomerCard | None = None
+    with contextlib.suppress(grpc.aio.AioRpcError):  # the ticket page works without the card
+        found = await deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=ticket.customer))
+        card = customers.card(found.customer)
     return _render(
         request,
         "ticket.html",
         session=session,
         ticket=queue.row(ticket, datetime.now(UTC)),
+        notes=[
+            Entry(author=n.actor or n.principal, text=n.text, time=_when(n.create_time), delivery="")
+            for n in notes.notes
+        ],
+        note_request_id=str(uuid.uuid4()),
+        card=card,
         detail=ticket.escalation_detail,
         customer=ticket.customer,
         entries=entries,
@@ -282,13 +309,14 @@ async def reply(request: Request, session: Session, form: FormData) -> Response:
     text = str(form.get("text", "")).strip()
     if not text or len(text) > MAX_REPLY:
         return PlainTextResponse(f"a reply is 1 to {MAX_REPLY} characters", 400, headers=HEADERS)
-    request_id = str(form.get("request_id", ""))
-    try:
-        request_id = f"console-{uuid.UUID(request_id)}"
-    except ValueError:
+    request_id = _request_id(form)
+    if request_id is None:
         return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
+    actor = session.user.username
     await _call(
-        deps.agent.ReplyToTicket(agent_service_pb2.ReplyToTicketRequest(ticket=name, text=text, request_id=request_id))
+        deps.agent.ReplyToTicket(
+            agent_service_pb2.ReplyToTicketRequest(ticket=name, text=text, request_id=request_id, actor=actor)
+        )
     )
     await deps.accounts.audit(session.user.username, "reply", name, request_id=request_id, characters=len(text))
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
@@ -299,7 +327,11 @@ async def resolve(request: Request, session: Session, form: FormData) -> Respons
     deps = _deps(request)
     name = _ticket_name(request)
     note = str(form.get("note", "")).strip()[:1000]
-    await _call(deps.agent.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=name, note=note)))
+    await _call(
+        deps.agent.ResolveTicket(
+            agent_service_pb2.ResolveTicketRequest(ticket=name, note=note, actor=session.user.username)
+        )
+    )
     await deps.accounts.audit(session.user.username, "resolve", name)
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
 
@@ -312,11 +344,132 @@ async def assign(request: Request, session: Session, form: FormData) -> Response
     change = agent_pb2.Ticket(name=name, etag=current.etag, assignee=session.user.username)
     await _call(
         deps.agent.UpdateTicket(
-            agent_service_pb2.UpdateTicketRequest(ticket=change, update_mask=FieldMask(paths=["assignee"]))
+            agent_service_pb2.UpdateTicketRequest(
+                ticket=change, update_mask=FieldMask(paths=["assignee"]), actor=session.user.username
+            )
         )
     )
     await deps.accounts.audit(session.user.username, "assign", name, assignee=session.user.username)
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+@staff_action
+async def add_note(request: Request, session: Session, form: FormData) -> Response:
+    """An internal note: kept by the agent service with the ticket, shown to staff only."""
+    deps = _deps(request)
+    name = _ticket_name(request)
+    text = str(form.get("text", "")).strip()
+    if not text or len(text) > MAX_NOTE:
+        return PlainTextResponse(f"a note is 1 to {MAX_NOTE} characters", 400, headers=HEADERS)
+    request_id = _request_id(form)
+    if request_id is None:
+        return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
+    await _call(
+        deps.agent.AddNote(
+            agent_service_pb2.AddNoteRequest(ticket=name, text=text, actor=session.user.username, request_id=request_id)
+        )
+    )
+    await deps.accounts.audit(session.user.username, "note", name, request_id=request_id, characters=len(text))
+    return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+def _customer_name(request: Request) -> str:
+    customer = customers.customer_id(request.path_params["customer"])
+    if customer is None:
+        raise HTTPException(404, "no such customer")
+    return f"customers/{customer}"
+
+
+@staff_page
+async def customer_page(request: Request, session: Session) -> Response:
+    deps = _deps(request)
+    name = _customer_name(request)
+    found = await _call(deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=name)), "customer")
+    if found.customer.name != name:  # merged: identity answers with the customer it was merged into
+        return RedirectResponse(f"/{found.customer.name}", 303, headers=HEADERS)
+    history = await _call(
+        deps.agent.GetCustomerHistory(agent_service_pb2.GetCustomerHistoryRequest(customer=name, page_size=50))
+    )
+    now = datetime.now(UTC)
+    return _render(
+        request,
+        "customer.html",
+        session=session,
+        card=customers.card(found.customer),
+        tickets=[queue.row(t, now) for t in history.tickets],
+        messages=[
+            Entry(author=AUTHORS.get(m.author, ""), text=m.text, time=_when(m.create_time), delivery="")
+            for m in history.messages
+        ],
+        trail=await deps.accounts.audit_trail(name),
+        request_id=str(uuid.uuid4()),
+        admin=session.user.role is Role.ADMIN,
+    )
+
+
+def _admin_only(session: Session) -> Response | None:
+    if session.user.role is not Role.ADMIN:
+        return PlainTextResponse("only an admin may merge or erase customers", 403, headers=HEADERS)
+    return None
+
+
+def _reason(form: FormData) -> str | None:
+    reason = str(form.get("reason", "")).strip()
+    return reason if 0 < len(reason) <= customers.MAX_REASON else None
+
+
+@staff_action
+async def merge_customer(request: Request, session: Session, form: FormData) -> Response:
+    """Merges this customer (the source) into another (the target), with a reason; admins only."""
+    if (refused := _admin_only(session)) is not None:
+        return refused
+    deps = _deps(request)
+    source = _customer_name(request)
+    target = customers.customer_id(str(form.get("target", "")))
+    reason = _reason(form)
+    request_id = _request_id(form)
+    if target is None or f"customers/{target}" == source:
+        return PlainTextResponse("the target is another customer's id", 400, headers=HEADERS)
+    if reason is None or request_id is None:
+        return PlainTextResponse(
+            f"a merge needs a reason of 1 to {customers.MAX_REASON} characters", 400, headers=HEADERS
+        )
+    await _call(
+        deps.identity.MergeCustomers(
+            identity_service_pb2.MergeCustomersRequest(
+                source_customer=source, target_customer=f"customers/{target}", reason=reason, request_id=request_id
+            )
+        ),
+        "customer",
+    )
+    for name in (source, f"customers/{target}"):
+        await deps.accounts.audit(session.user.username, "merge", name, source=source, into=target, reason=reason)
+    return RedirectResponse(f"/customers/{target}", 303, headers=HEADERS)
+
+
+@staff_action
+async def erase_customer(request: Request, session: Session, form: FormData) -> Response:
+    """Erases a customer's personal data; admins only, confirmed by typing the customer's id."""
+    if (refused := _admin_only(session)) is not None:
+        return refused
+    deps = _deps(request)
+    name = _customer_name(request)
+    if str(form.get("confirm", "")).strip() != name.removeprefix("customers/"):
+        return PlainTextResponse("to erase, type the customer's id into the confirmation box", 400, headers=HEADERS)
+    reason = _reason(form)
+    request_id = _request_id(form)
+    if reason is None or request_id is None:
+        return PlainTextResponse(
+            f"an erasure needs a reason of 1 to {customers.MAX_REASON} characters", 400, headers=HEADERS
+        )
+    await _call(
+        deps.identity.EraseCustomer(
+            identity_service_pb2.EraseCustomerRequest(name=name, reason=reason, request_id=request_id)
+        ),
+        "customer",
+    )
+    await deps.accounts.audit(session.user.username, "erase", name, reason=reason)
+    return RedirectResponse(f"/customers/{name.removeprefix('customers/')}", 303, headers=HEADERS)
 
 
 async def queue_events(request: Request) -> Response:
@@ -368,10 +521,10 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await migrate(settings, SCHEMA, "fte_console")
         pool = await create_pool(settings, SCHEMA, application_name="fte-console")
-        channel = connect(
-            settings.agent_target,
-            token=settings.service_token.get_secret_value() or None,
-            default_timeout=settings.agent_timeout_seconds,
+        token = settings.service_token.get_secret_value() or None
+        channel = connect(settings.agent_target, token=token, default_timeout=settings.agent_timeout_seconds)
+        identity_channel = connect(
+            settings.identity_target, token=token, default_timeout=settings.agent_timeout_seconds
         )
         live = LiveFeed()
         stopping = asyncio.Event()
@@ -386,6 +539,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                     session_ttl=timedelta(hours=settings.session_hours),
                 ),
                 agent=agent_service_pb2_grpc.AgentServiceStub(channel),
+                identity=identity_service_pb2_grpc.IdentityServiceStub(identity_channel),
                 limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
                 templates=templates(),
                 live=live,
@@ -396,6 +550,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             live.close()
             await feed
             await channel.close()
+            await identity_channel.close()
             await pool.close()
 
     routes = [
@@ -410,6 +565,10 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),
         Route("/tickets/{ticket}/assign", assign, methods=["POST"]),
+        Route("/tickets/{ticket}/notes", add_note, methods=["POST"]),
+        Route("/customers/{customer}", customer_page, methods=["GET"]),
+        Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),
+        Route("/customers/{customer}/erase", erase_customer, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(resources.files("fte_console") / "static")), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

@@ -16,6 +16,9 @@ class ConsoleSettings(DatabaseSettings, KafkaSettings):
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8090
     # AgentService (through Envoy), with the console's own token (tickets.read, tickets.write).
     agent_target: str = "127.0.0.1:9000"
+    # IdentityService (through Envoy), with the same token (identity.read; identity.write to
+    # merge and erase).
+    identity_target: str = "127.0.0.1:9000"
     service_token: SecretStr = SecretStr("")
     agent_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     # Cookies are sent over HTTPS only; off only for a local run on plain http://127.0.0.1.
