@@ -96,7 +96,12 @@ class Agent(service.Service[AgentSettings]):
         )
         self.handlers = EventHandlers(self.pool)
         servicer = AgentServicer(
-            self.pool, notifier, publisher, reasoner.playbook.follow_up_hours, reasoner.playbook.hours
+            self.pool,
+            notifier,
+            publisher,
+            reasoner.playbook.follow_up_hours,
+            hours=reasoner.playbook.hours,
+            drafter=self.processor.draft_reply,
         )
         self.register(SERVICE_NAME, servicer, agent_service_pb2_grpc.add_AgentServiceServicer_to_server, SCOPES)
         # Graceful: on stop each lets what it started finish (whatever does not is redelivered).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import metrics, reasons, store
 from fte_agent.hours import ALWAYS_OPEN, SupportHours
+from fte_agent.reasoner import Draft
 from fte_agent.replies import send_request_from_context
+
+# Drafts a suggested reply to a ticket's customer message (the processor's draft_reply).
+Drafter = Callable[[store.TicketRow, store.MessageRow], Awaitable[Draft | None]]
 
 C = common_pb2
 SCOPES = {
@@ -37,6 +42,8 @@ SCOPES = {
     "ResolveTicket": "tickets.write",
     "AddNote": "tickets.write",
     "ListNotes": "tickets.read",
+    # Drafting is for those who reply, and it costs a search and an engine run.
+    "SuggestReply": "tickets.write",
 }
 MAX_ACTOR = 200
 MAX_NOTE = 5000
@@ -138,13 +145,16 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         notifier: notifier_service_pb2_grpc.NotifierServiceAsyncStub,
         publisher: EventPublisher | None,
         follow_up_hours: float = 24.0,
+        *,
         hours: SupportHours = ALWAYS_OPEN,
+        drafter: Drafter | None = None,
     ) -> None:
         self.pool = pool
         self.notifier = notifier
         self.publisher = publisher
         self.follow_up_hours = follow_up_hours
         self.hours = hours
+        self.drafter = drafter
 
     def _proto(self, row: store.TicketRow) -> agent_pb2.Ticket:
         return ticket_proto(row, self.hours, self.follow_up_hours)
@@ -374,3 +384,19 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         rows = await store.list_notes(self.pool, ticket.id, int(page.position or 0), page.limit)
         rows, token = page.cut(rows, lambda r: r.id)
         return agent_service_pb2.ListNotesResponse(notes=[note_proto(r) for r in rows], next_page_token=token)
+
+    async def SuggestReply(
+        self, request: agent_service_pb2.SuggestReplyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.SuggestReplyResponse:
+        ticket = await self._ticket(request.ticket, "ticket")
+        if self.drafter is None:
+            raise Unavailable("this agent drafts no replies", reason="NO_DRAFTER")
+        message = await store.latest_customer_message(self.pool, ticket.id)
+        if message is None or not message.text.strip():
+            raise FailedPrecondition("the ticket has no customer message to answer", reason="NO_DRAFT")
+        draft = await self.drafter(ticket, message)
+        if draft is None:
+            raise FailedPrecondition("the knowledge base has nothing relevant to this message", reason="NO_DRAFT")
+        return agent_service_pb2.SuggestReplyResponse(
+            text=draft.text, article=draft.article, article_url=draft.article_url, engine=draft.engine
+        )

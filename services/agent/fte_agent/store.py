@@ -434,6 +434,15 @@ async def list_tickets(
     return [TicketRow.from_record(r) for r in await pool.fetch(sql, *args)]
 
 
+async def latest_customer_message(pool: asyncpg.Pool, ticket_id: str) -> MessageRow | None:
+    row = await pool.fetchrow(
+        "SELECT * FROM messages WHERE ticket_id = $1 AND author = $2 ORDER BY id DESC LIMIT 1",
+        ticket_id,
+        agent_pb2.AUTHOR_CUSTOMER,
+    )
+    return None if row is None else MessageRow.from_record(row)
+
+
 async def list_messages(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[MessageRow]:
     rows = await pool.fetch(
         "SELECT * FROM messages WHERE ticket_id = $1 AND id > $2 ORDER BY id LIMIT $3", ticket_id, after_id, limit

@@ -245,3 +245,33 @@ async def test_internal_notes_and_the_actor_of_each_staff_action(api: Any) -> No
         ("resolve", "eve", "staff"),
     ]
     assert json.loads(rows[1]["detail"]) == {"assignee": "dana"}
+
+
+async def test_a_suggested_reply_is_drafted_from_the_knowledge_base_and_never_sent(api: Any) -> None:
+    agent, stubs, notifier = api
+    msg, _ = message("email", "How do I reset my password?")
+    assert await agent.agent.processor.handle(msg) == "replied"
+    [ticket] = (await stubs["staff"].ListTickets(agent_service_pb2.ListTicketsRequest())).tickets
+    ticket_id = ticket.name.removeprefix("tickets/")
+    before = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+
+    draft = await stubs["staff"].SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket=ticket.name))
+    assert draft.article.startswith("articles/")
+    assert draft.article_url
+    assert draft.engine == "offline"
+    assert "password" in draft.text.lower()
+    # The same answer the agent sent itself (one engine, one way of answering), but for the
+    # greeting: a draft does not know the customer's name.
+    messages = await stubs["staff"].ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket.name))
+    assert messages.messages[-1].author == agent_pb2.AUTHOR_AGENT
+    greeting, body = draft.text.split("\n", 1)
+    assert greeting == "Hi,"
+    assert body == messages.messages[-1].text.split("\n", 1)[1]
+    after = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+    assert len(after.deliveries) == len(before.deliveries)  # drafting sends nothing
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["gateway"].SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket=ticket.name))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["staff"].SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket="tickets/NOPE"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

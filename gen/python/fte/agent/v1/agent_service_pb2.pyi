@@ -584,3 +584,55 @@ class ListNotesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNotesResponse: _TypeAlias = ListNotesResponse  # noqa: Y015
+
+@_typing.final
+class SuggestReplyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Required. "tickets/{ticket}"."""
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestReplyRequest: _TypeAlias = SuggestReplyRequest  # noqa: Y015
+
+@_typing.final
+class SuggestReplyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ARTICLE_FIELD_NUMBER: _builtins.int
+    ARTICLE_URL_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The drafted reply, in the customer's language and the deployment's voice."""
+    article: _builtins.str
+    """The knowledge-base article it is grounded in, "articles/{article}"."""
+    article_url: _builtins.str
+    """That article's address."""
+    engine: _builtins.str
+    """The engine that drafted it (e.g. "offline", "llm", "llm+offline")."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        article: _builtins.str = ...,
+        article_url: _builtins.str = ...,
+        engine: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "article_url", b"article_url", "engine", b"engine", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestReplyResponse: _TypeAlias = SuggestReplyResponse  # noqa: Y015

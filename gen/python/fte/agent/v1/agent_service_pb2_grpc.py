@@ -86,6 +86,11 @@ class AgentServiceStub:
                 request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.SerializeToString,
                 response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.FromString,
                 _registered_method=True)
+        self.SuggestReply = channel.unary_unary(
+                '/fte.agent.v1.AgentService/SuggestReply',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -163,6 +168,16 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuggestReply(self, request, context):
+        """Drafts a reply to the ticket's latest customer message from the knowledge base, with the
+        configured engine and the same guardrail as the agent's own replies, for a person to edit
+        and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
+        is found.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +230,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListNotes,
                     request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.FromString,
                     response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.SerializeToString,
+            ),
+            'SuggestReply': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestReply,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +509,33 @@ class AgentService:
             '/fte.agent.v1.AgentService/ListNotes',
             fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.SerializeToString,
             fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestReply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/SuggestReply',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.FromString,
             options,
             channel_credentials,
             insecure,
