@@ -254,6 +254,22 @@ def _request_id(form: FormData) -> str | None:
         return None
 
 
+async def _suggestion(deps: Deps, ticket: str) -> tuple[str, str]:
+    """The engine's draft for the reply box, or why there is none (the page works either way)."""
+    try:
+        found = await deps.agent.SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket=ticket))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return "", exc.details() or "no suggestion for this ticket"
+        return "", "the suggestion service did not answer; try again"
+    return found.text, ""
+
+
+def _text(form: FormData) -> str:
+    """A textarea's text as the person saw it: browsers send its line breaks as CRLF."""
+    return str(form.get("text", "")).replace("\r\n", "\n").strip()
+
+
 @staff_page
 async def ticket_page(request: Request, session: Session) -> Response:
     deps = _deps(request)
@@ -278,6 +294,9 @@ async def ticket_page(request: Request, session: Session) -> Response:
         if not token:
             break
     notes = await _call(deps.agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=100)))
+    draft, no_draft = "", ""
+    if request.query_params.get("suggest") == "1" and ticket.status != agent_pb2.TICKET_STATUS_RESOLVED:
+        draft, no_draft = await _suggestion(deps, name)
     card: customers.CustomerCard | None = None
     with contextlib.suppress(grpc.aio.AioRpcError):  # the ticket page works without the card
         found = await deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=ticket.customer))
@@ -293,6 +312,8 @@ async def ticket_page(request: Request, session: Session) -> Response:
         ],
         note_request_id=str(uuid.uuid4()),
         card=card,
+        draft=draft,
+        no_draft=no_draft,
         detail=ticket.escalation_detail,
         customer=ticket.customer,
         entries=entries,
@@ -306,7 +327,7 @@ async def ticket_page(request: Request, session: Session) -> Response:
 async def reply(request: Request, session: Session, form: FormData) -> Response:
     deps = _deps(request)
     name = _ticket_name(request)
-    text = str(form.get("text", "")).strip()
+    text = _text(form)
     if not text or len(text) > MAX_REPLY:
         return PlainTextResponse(f"a reply is 1 to {MAX_REPLY} characters", 400, headers=HEADERS)
     request_id = _request_id(form)
@@ -358,7 +379,7 @@ async def add_note(request: Request, session: Session, form: FormData) -> Respon
     """An internal note: kept by the agent service with the ticket, shown to staff only."""
     deps = _deps(request)
     name = _ticket_name(request)
-    text = str(form.get("text", "")).strip()
+    text = _text(form)
     if not text or len(text) > MAX_NOTE:
         return PlainTextResponse(f"a note is 1 to {MAX_NOTE} characters", 400, headers=HEADERS)
     request_id = _request_id(form)

@@ -401,5 +401,46 @@ async def test_a_new_escalation_appears_in_the_open_queue_without_a_reload(
             await browser.close()
 
 
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/install-browser.sh)")
+async def test_a_suggested_reply_is_edited_in_the_browser_and_exactly_the_edit_is_sent(full_stack: Stack) -> None:
+    name = f"noor-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    marker = uuid.uuid4().hex[:8]
+    gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
+    await whatsapp(gateway, new_phone(), f"Let me talk to a real person please. How do I reset my password? {marker}")
+    ticket = (await ticket_of(full_stack, marker)).name.removeprefix("tickets/")
+    base = f"http://127.0.0.1:{full_stack.ports['console']}"
+    OUTPUT.mkdir(exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 1400})
+            await page.goto(base + "/login")
+            await page.get_by_label("Username").fill(name)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.goto(f"{base}/tickets/{ticket}")
+            box = page.locator("#reply-text")
+            await expect(box).to_have_value("")
+            await page.locator("#suggest-reply").click()
+            await expect(box).not_to_have_value("", timeout=30_000)
+            draft = await box.input_value()
+            assert "password" in draft.lower()  # drafted from the password article
+            edited = draft.replace("Hi,", "Hi Rosa,", 1) + f"\n\nI have also reset your sessions ({marker})."
+            await box.fill(edited)
+            await page.screenshot(path=str(OUTPUT / "console-suggested-reply.png"), full_page=True)
+            await page.locator("#send-reply").click()
+            await expect(page.locator("#conversation")).to_contain_text(f"reset your sessions ({marker})")
+        finally:
+            await browser.close()
+    # Exactly the edited text left, line breaks included (a browser sends them as CRLF).
+    async with connect(f"127.0.0.1:{full_stack.ports['envoy']}", token=full_stack.tokens["staff"]) as channel:
+        deliveries = await notifier_service_pb2_grpc.NotifierServiceStub(channel).ListDeliveries(
+            notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket)
+        )
+    sent = [d.text_body for d in deliveries.deliveries if marker in d.text_body]
+    assert sent == [edited]
+
+
 async def _cookies(page: Page) -> dict[str, str]:
     return {c["name"]: c["value"] for c in await page.context.cookies() if "name" in c and "value" in c}
