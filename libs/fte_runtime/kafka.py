@@ -65,14 +65,18 @@ async def start_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaPro
     return producer
 
 
-def make_consumer(settings: KafkaSettings, group_id: str, *topics: str) -> AIOKafkaConsumer:
+def make_consumer(
+    settings: KafkaSettings, group_id: str, *topics: str, offset_reset: str = "earliest"
+) -> AIOKafkaConsumer:
+    """A consumer committing by hand. A new group starts at the oldest record (`earliest`, for
+    work queues) or, for a live view that shows only what happens from now on, at `latest`."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=settings.kafka_client_id,
         group_id=group_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=offset_reset,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
@@ -202,10 +206,17 @@ class RetryPolicy:
 
 
 async def dead_letter_until_sent(
-    producer: AIOKafkaProducer, record: ConsumerRecord, error: str, stopping: asyncio.Event, policy: RetryPolicy
+    producer: AIOKafkaProducer | None, record: ConsumerRecord, error: str, stopping: asyncio.Event, policy: RetryPolicy
 ) -> bool:
     """Dead-letter the record, retrying a failed send with back-off; False when stopping came
-    first (the record stays uncommitted and is handled again after a restart)."""
+    first (the record stays uncommitted and is handled again after a restart).
+
+    Without a producer (a watcher, such as a live view, with one group per process: each process
+    dead-lettering the same record would copy it once per process) the record is logged and skipped."""
+    if producer is None:
+        KAFKA_CONSUMED.labels(record.topic, "skipped").inc()
+        log.warning("record skipped", extra={"topic": record.topic, "offset": record.offset, "error": error[:500]})
+        return True
     backoff = policy.backoff()
     while True:
         try:
@@ -222,7 +233,7 @@ async def dead_letter_until_sent(
 async def handle_with_retry(
     record: ConsumerRecord,
     handler: Handler,
-    producer: AIOKafkaProducer,
+    producer: AIOKafkaProducer | None,
     stopping: asyncio.Event,
     policy: RetryPolicy,
 ) -> bool:
@@ -257,7 +268,7 @@ async def handle_with_retry(
 async def run_consumer(
     consumer: AIOKafkaConsumer,
     handler: Handler,
-    producer: AIOKafkaProducer,
+    producer: AIOKafkaProducer | None,
     stopping: asyncio.Event,
     *,
     retry: RetryPolicy = RetryPolicy(),
@@ -284,7 +295,7 @@ async def run_consumer(
 async def consume(
     consumer: AIOKafkaConsumer,
     handler: Handler,
-    producer: AIOKafkaProducer,
+    producer: AIOKafkaProducer | None,
     stopping: asyncio.Event,
     *,
     retry: RetryPolicy = RetryPolicy(),

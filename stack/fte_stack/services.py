@@ -32,8 +32,9 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
         "tickets.read",
         "tickets.write",
     ),
-    # The staff console: reads and works tickets (its staff members are its own accounts).
-    "console": ("tickets.read", "tickets.write"),
+    # The staff console: reads and works tickets, reads customers, and (for its admins) merges and
+    # erases them (its staff members are its own accounts).
+    "console": ("tickets.read", "tickets.write", "identity.read", "identity.write"),
     # An internal team that only searches the knowledge base.
     "kb-reader": ("kb.read",),
 }
@@ -175,8 +176,13 @@ def _console_env(info: StackInfo) -> dict[str, str]:
         "FTE_CONSOLE_HTTP_HOST": "127.0.0.1",
         "FTE_CONSOLE_HTTP_PORT": str(info.ports["console"]),
         "FTE_CONSOLE_AGENT_TARGET": info.envoy_target,
+        "FTE_CONSOLE_IDENTITY_TARGET": info.envoy_target,
         "FTE_CONSOLE_SERVICE_TOKEN": info.tokens["console"],
         "FTE_CONSOLE_DATABASE_URL": info.database_url,
+        # The live queue's consumer joins its group within seconds.
+        "FTE_CONSOLE_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
+        "FTE_CONSOLE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "FTE_CONSOLE_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         # Plain http on 127.0.0.1: a Secure cookie would never be sent back.
         "FTE_CONSOLE_COOKIE_SECURE": "false",
     }

@@ -32,7 +32,7 @@ ENVOY_CONFIG = REPO / "deploy" / "envoy" / "envoy.yaml"
 OPERATIONS_DOC = REPO / "docs" / "operations.md"
 COMPONENTS = tuple(sorted(p.name for p in (K8S / "components").iterdir() if (p / "kustomization.yaml").exists()))
 OVERLAYS = tuple(sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists()))
-SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway")
+SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway", "console")
 GRPC_PORTS = {"knowledge": 50051, "identity": 50052, "notifier": 50053, "agent": 50054}
 # The oldest Kubernetes the manifests target and the newest kubernetes-validate knows.
 K8S_VERSIONS = ("1.30", "1.37")
@@ -465,6 +465,7 @@ def test_dev_callers_tokens_are_accepted_by_their_callees() -> None:
     callers = {
         "agent": ("FTE_AGENT_SERVICE_TOKEN", ("knowledge", "identity", "notifier")),
         "gateway": ("FTE_GATEWAY_SERVICE_TOKEN", ("agent",)),
+        "console": ("FTE_CONSOLE_SERVICE_TOKEN", ("agent", "identity")),
     }
     for caller, (key, callees) in callers.items():
         token = secret_data(objs, f"{caller}-secrets-")[key]
@@ -531,7 +532,9 @@ def allowed_sources(objs: list[Obj], target: str, port: str) -> set[str]:
 def test_each_service_is_reachable_only_from_its_callers() -> None:
     objs = built("base+envoy+network-policies")
     assert allowed_sources(objs, "gateway", "http") == {"*"}
-    assert allowed_sources(objs, "envoy", "grpc") == {"gateway", "agent", "ns:fte.io/grpc-client=true"}
+    # The staff console: only from the staff ingress, and it reaches the mesh only through Envoy.
+    assert allowed_sources(objs, "console", "http") == {"ns:fte.io/staff-ingress=true"}
+    assert allowed_sources(objs, "envoy", "grpc") == {"gateway", "agent", "console", "ns:fte.io/grpc-client=true"}
     for svc in GRPC_PORTS:
         assert allowed_sources(objs, svc, "grpc") == {"envoy"}, svc
         assert allowed_sources(objs, svc, "metrics") == {"ns:kubernetes.io/metadata.name=monitoring"}, svc
@@ -563,6 +566,8 @@ def test_envoy_is_the_checked_in_config_and_routes_to_the_services() -> None:
         assert port in {p["port"] for p in service["spec"]["ports"]}
     assert config_value(objs, "agent-config", "FTE_AGENT_KNOWLEDGE_TARGET") == f"envoy:{listen}"
     assert config_value(objs, "gateway-config", "FTE_GATEWAY_AGENT_TARGET") == f"envoy:{listen}"
+    for target in ("AGENT", "IDENTITY"):
+        assert config_value(objs, "console-config", f"FTE_CONSOLE_{target}_TARGET") == f"envoy:{listen}"
 
 
 # -- custom resources: Strimzi and CloudNativePG ----------------------------------------------

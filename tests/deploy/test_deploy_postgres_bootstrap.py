@@ -19,7 +19,7 @@ from fte_runtime.db import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "deploy" / "k8s" / "components" / "postgres-cnpg" / "cluster.yaml"
-SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway")
+SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway", "console")
 
 
 def cluster_spec() -> dict[str, object]:

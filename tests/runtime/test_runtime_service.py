@@ -12,6 +12,7 @@ from fte_runtime.backoff import Backoff, delay_for
 from fte_runtime.errors import InvalidArgument
 from fte_runtime.idempotency import check_request_id, derived_id
 from fte_runtime.kafka import PoisonRecord, RetryPolicy, handle_with_retry
+from fte_runtime.metrics import KAFKA_CONSUMED
 from fte_runtime.service import Service
 from fte_runtime.settings import GrpcServerSettings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -168,6 +169,22 @@ async def test_a_failure_is_dead_lettered_after_max_attempts_and_a_transient_one
     assert await handle_with_retry(record(), unavailable, producer, stopping, POLICY) is False
     assert transient_calls == 10
     assert producer.sent == []
+
+
+async def test_without_a_producer_a_failing_record_is_skipped_not_dead_lettered() -> None:
+    """A watcher (one consumer group per process) passes no producer: each process would copy
+    the same record to the DLQ."""
+    seen: list[int] = []
+
+    async def poison(r: ConsumerRecord) -> None:
+        seen.append(r.offset)
+        raise PoisonRecord("cannot be parsed")
+
+    skipped = KAFKA_CONSUMED.labels("fte.test", "skipped")
+    before = skipped._value.get()
+    assert await handle_with_retry(record(3), poison, None, asyncio.Event(), POLICY) is True
+    assert seen == [3]  # handled once, then skipped
+    assert skipped._value.get() == before + 1
 
 
 def test_the_request_id_rule() -> None:

@@ -20,6 +20,7 @@ from fte.common.v1 import common_pb2
 from fte_runtime.enums import value_names
 
 from fte_agent import reasons
+from fte_agent.hours import HoursError, SupportHours
 
 DEFAULT_LANGUAGE = "en"
 
@@ -54,6 +55,8 @@ class Playbook:
     support_hours: str
     follow_up_hours: float
     competitors: tuple[str, ...]
+    # When people answer (the `[hours]` table): what a reply's due time is counted in.
+    hours: SupportHours
 
 
 def _data() -> Any:
@@ -127,6 +130,9 @@ def playbook(path: Path | None = None) -> Playbook:
             support_hours=str(raw.get("support_hours", "")),
             follow_up_hours=float(raw.get("follow_up_hours", 24)),
             competitors=tuple(str(c).lower() for c in raw.get("competitors", [])),
+            hours=SupportHours.parse(dict(raw.get("hours", {}))),
         )
+    except HoursError as exc:
+        raise PackError(f"the playbook's {exc}") from exc
     except KeyError as exc:
         raise PackError(f"the playbook lacks {exc.args[0]!r}") from exc

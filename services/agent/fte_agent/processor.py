@@ -35,7 +35,7 @@ from fte_runtime.kafka import EventPublisher, PoisonRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import channels, metrics, store
-from fte_agent.reasoner import Action, Decision, Reasoner
+from fte_agent.reasoner import Action, Decision, Draft, Reasoner
 from fte_agent.replies import reply_context, send_request_from_context
 from fte_agent.tools import Request, Searcher, Toolbox
 
@@ -190,6 +190,11 @@ class MessageProcessor:
                     reply_text=decision.reply_text,
                     request_id=request_id,
                     decision=decision.to_json(),
+                    follow_up_by=(
+                        datetime.fromisoformat(decision.follow_up_by)
+                        if decision.action == Action.ESCALATE and decision.follow_up_by
+                        else None
+                    ),
                 ),
             )
             metrics.SENTIMENT.labels(ch).observe(decision.sentiment)
@@ -278,20 +283,34 @@ class MessageProcessor:
 
         async def history(limit: int) -> list[dict[str, Any]]:
             rows = await store.customer_messages(self.pool, customer, inbound.message_id, limit, allowed)
-            return [
-                {
-                    "channel": channels.name(r.channel),
-                    "author": "customer" if r.author == agent_pb2.AUTHOR_CUSTOMER else "support",
-                    "text": r.text[:500],
-                    "time": r.create_time.isoformat(),
-                }
-                for r in rows
-            ]
+            return _history(rows)
 
         assessment = await self.reasoner.assess(msg.text_body, msg.subject)
         tools = Toolbox(request, self.searcher, history, assessment.language, (assessment.text, assessment.vectors))
         waiting = inbound.ticket_status == store.STATUS_ESCALATED and not inbound.new_ticket
         return await self.reasoner.decide(tools, assessment, waiting_for_person=waiting)
+
+    async def draft_reply(self, ticket: store.TicketRow, message: store.MessageRow) -> Draft | None:
+        """A suggested reply to the ticket's customer `message`, for staff (never sent here): the
+        same reading, knowledge search and engine as an answer of the agent's own. History is the
+        ticket's own channel only (no link is assumed verified here)."""
+        request = Request(
+            ticket_id=ticket.id,
+            channel=ticket.channel,
+            text=message.text,
+            subject=ticket.subject,
+            display_name="",
+            customer=ticket.customer,
+            new_ticket=False,
+        )
+
+        async def history(limit: int) -> list[dict[str, Any]]:
+            rows = await store.customer_messages(self.pool, ticket.customer, message.id, limit, [ticket.channel])
+            return _history(rows)
+
+        assessment = await self.reasoner.assess(message.text, ticket.subject)
+        tools = Toolbox(request, self.searcher, history, assessment.language, (assessment.text, assessment.vectors))
+        return await self.reasoner.draft(tools, assessment)
 
     async def _publish_escalation(
         self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, decision: dict[str, Any], request_id: str
@@ -313,6 +332,19 @@ class MessageProcessor:
         await self.publisher.publish(
             topics.TICKETS_ESCALATED, event, key=inbound.ticket_id, event_id=f"{request_id}-escalated"
         )
+
+
+def _history(rows: list[store.MessageRow]) -> list[dict[str, Any]]:
+    """Earlier messages as an engine's history tool shows them."""
+    return [
+        {
+            "channel": channels.name(r.channel),
+            "author": "customer" if r.author == agent_pb2.AUTHOR_CUSTOMER else "support",
+            "text": r.text[:500],
+            "time": r.create_time.isoformat(),
+        }
+        for r in rows
+    ]
 
 
 def _without_nul(msg: message_events_pb2.MessageReceived) -> message_events_pb2.MessageReceived:

@@ -89,6 +89,16 @@ class Decision:
         return data
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A suggested reply for staff, never sent by the agent."""
+
+    text: str
+    article: str
+    article_url: str
+    engine: str
+
+
 def check_reply(text: str, outcome: Outcome, channel: int, competitors: tuple[str, ...] = ()) -> str:
     """Why an engine's reply may not be sent, or "" when it may."""
     if not text.strip():
@@ -168,23 +178,7 @@ class Reasoner:
                 engine="policy",
                 **base,
             )
-        engine_name = self.engine.name
-        guardrail = ""
-        try:
-            await self.engine.run(tools, assessment)
-        except Exception as exc:  # an unreachable model must not stop the answers: offline takes over
-            if self.engine is self.offline:
-                raise
-            log.warning("engine failed; the offline engine answers", extra={"engine": engine_name, "error": repr(exc)})
-            guardrail = f"engine failed: {type(exc).__name__}"
-        outcome = tools.outcome
-        if not guardrail and self.engine is not self.offline and not outcome.escalation_reason:
-            guardrail = check_reply(outcome.reply_text or "", outcome, req.channel, self.playbook.competitors)
-        if guardrail:
-            tools.outcome = Outcome(searches=outcome.searches)
-            await self.offline.run(tools, assessment)
-            outcome = tools.outcome
-            engine_name = f"{engine_name}+offline"
+        outcome, engine_name, guardrail = await self._run_engine(tools, assessment)
         if outcome.category:
             base["category"] = outcome.category
         if outcome.priority:
@@ -208,6 +202,39 @@ class Reasoner:
             guardrail=guardrail,
             **base,
         )
+
+    async def _run_engine(self, tools: Toolbox, assessment: policy.Assessment) -> tuple[Outcome, str, str]:
+        """The configured engine's outcome, its name, and why the offline engine took over ("" when
+        it did not): a failing engine or a reply the guardrail refuses falls back to offline."""
+        req = tools.request
+        engine_name = self.engine.name
+        guardrail = ""
+        try:
+            await self.engine.run(tools, assessment)
+        except Exception as exc:  # an unreachable model must not stop the answers: offline takes over
+            if self.engine is self.offline:
+                raise
+            log.warning("engine failed; the offline engine answers", extra={"engine": engine_name, "error": repr(exc)})
+            guardrail = f"engine failed: {type(exc).__name__}"
+        outcome = tools.outcome
+        if not guardrail and self.engine is not self.offline and not outcome.escalation_reason:
+            guardrail = check_reply(outcome.reply_text or "", outcome, req.channel, self.playbook.competitors)
+        if guardrail:
+            tools.outcome = Outcome(searches=outcome.searches)
+            await self.offline.run(tools, assessment)
+            outcome = tools.outcome
+            engine_name = f"{engine_name}+offline"
+        return outcome, engine_name, guardrail
+
+    async def draft(self, tools: Toolbox, assessment: policy.Assessment) -> Draft | None:
+        """A reply for a person to edit and send (a suggested reply): the engine's grounded answer
+        to the message, whatever the policy would decide about sending one itself; None when the
+        engine found nothing to answer with."""
+        outcome, engine_name, _ = await self._run_engine(tools, assessment)
+        if outcome.escalation_reason or not outcome.reply_text or not outcome.cited:
+            return None
+        cited = outcome.cited[0]
+        return Draft(text=outcome.reply_text, article=cited.article, article_url=cited.url, engine=engine_name)
 
     def _escalate(
         self, tools: Toolbox, reason: int, detail: str, engine: str, base: dict[str, Any], *, lead: str = ""

@@ -95,7 +95,14 @@ class Agent(service.Service[AgentSettings]):
             gap_below=s.kb_min_similarity + s.kb_gap_margin,
         )
         self.handlers = EventHandlers(self.pool)
-        servicer = AgentServicer(self.pool, notifier, publisher, reasoner.playbook.follow_up_hours)
+        servicer = AgentServicer(
+            self.pool,
+            notifier,
+            publisher,
+            reasoner.playbook.follow_up_hours,
+            hours=reasoner.playbook.hours,
+            drafter=self.processor.draft_reply,
+        )
         self.register(SERVICE_NAME, servicer, agent_service_pb2_grpc.add_AgentServiceServicer_to_server, SCOPES)
         # Graceful: on stop each lets what it started finish (whatever does not is redelivered).
         self.background("worker", self.run_worker, graceful=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,12 @@ from fte_runtime.pagination import Page, page_size
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fte_agent import metrics, reasons, store
+from fte_agent.hours import ALWAYS_OPEN, SupportHours
+from fte_agent.reasoner import Draft
 from fte_agent.replies import send_request_from_context
+
+# Drafts a suggested reply to a ticket's customer message (the processor's draft_reply).
+Drafter = Callable[[store.TicketRow, store.MessageRow], Awaitable[Draft | None]]
 
 C = common_pb2
 SCOPES = {
@@ -34,7 +40,13 @@ SCOPES = {
     "ReplyToTicket": "tickets.write",
     "EscalateTicket": "tickets.write",
     "ResolveTicket": "tickets.write",
+    "AddNote": "tickets.write",
+    "ListNotes": "tickets.read",
+    # Drafting is for those who reply, and it costs a search and an engine run.
+    "SuggestReply": "tickets.write",
 }
+MAX_ACTOR = 200
+MAX_NOTE = 5000
 _UPDATABLE = {"subject", "category", "priority", "status", "assignee"}
 
 
@@ -50,7 +62,17 @@ def etag(row: store.TicketRow) -> str:
     return hashlib.sha256(f"{row.id}:{row.version}".encode()).hexdigest()[:16]
 
 
-def ticket_proto(row: store.TicketRow) -> agent_pb2.Ticket:
+def reply_due(row: store.TicketRow, hours: SupportHours, follow_up_hours: float) -> datetime | None:
+    """When a person's reply is due (none once resolved): the promise made on escalation, or for a
+    ticket never escalated its creation plus the follow-up hours, counted in support hours."""
+    if row.status == store.STATUS_RESOLVED:
+        return None
+    promise = row.follow_up_by_time or row.create_time + timedelta(hours=follow_up_hours)
+    since = promise - timedelta(hours=follow_up_hours) if row.follow_up_by_time else row.create_time
+    return hours.reply_due(since, promise)
+
+
+def ticket_proto(row: store.TicketRow, hours: SupportHours, follow_up_hours: float) -> agent_pb2.Ticket:
     t = agent_pb2.Ticket(
         name=make_name("tickets", row.id),
         customer=row.customer,
@@ -66,10 +88,13 @@ def ticket_proto(row: store.TicketRow) -> agent_pb2.Ticket:
         assignee=row.assignee,
         etag=etag(row),
     )
-    for field in ("create_time", "update_time", "first_response_time", "resolve_time"):
+    for field in ("create_time", "update_time", "first_response_time", "resolve_time", "follow_up_by_time"):
         ts = _ts(getattr(row, field))
         if ts is not None:
             getattr(t, field).CopyFrom(ts)
+    due = _ts(reply_due(row, hours, follow_up_hours))
+    if due is not None:
+        t.reply_due_time.CopyFrom(due)
     return t
 
 
@@ -82,9 +107,35 @@ def message_proto(row: store.MessageRow) -> agent_pb2.Message:
         text=row.text,
         delivery=row.delivery,
         delivery_status=row.delivery_status,
+        actor=row.actor,
     )
     m.create_time.FromDatetime(row.create_time)
     return m
+
+
+def note_proto(row: store.NoteRow) -> agent_pb2.Note:
+    n = agent_pb2.Note(
+        name=f"tickets/{row.ticket_id}/notes/{row.id}", text=row.text, actor=row.actor, principal=row.principal
+    )
+    n.create_time.FromDatetime(row.create_time)
+    return n
+
+
+def _actor(actor: str) -> str:
+    """The named staff member, checked (the request's `actor`)."""
+    if len(actor) > MAX_ACTOR or any(ch < " " for ch in actor):
+        raise InvalidArgument(f"actor must be at most {MAX_ACTOR} printable characters", reason="INVALID_ACTOR")
+    return actor.strip()
+
+
+def _json_safe(fields: dict[str, Any]) -> dict[str, Any]:
+    """Updated fields for the action record: enums are numbers, text stays text."""
+    return {k: v if isinstance(v, str | int | float | bool) else str(v) for k, v in fields.items()}
+
+
+def _principal() -> str:
+    principal = principal_var.get()
+    return principal.name if principal else ""
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
@@ -94,11 +145,19 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         notifier: notifier_service_pb2_grpc.NotifierServiceAsyncStub,
         publisher: EventPublisher | None,
         follow_up_hours: float = 24.0,
+        *,
+        hours: SupportHours = ALWAYS_OPEN,
+        drafter: Drafter | None = None,
     ) -> None:
         self.pool = pool
         self.notifier = notifier
         self.publisher = publisher
         self.follow_up_hours = follow_up_hours
+        self.hours = hours
+        self.drafter = drafter
+
+    def _proto(self, row: store.TicketRow) -> agent_pb2.Ticket:
+        return ticket_proto(row, self.hours, self.follow_up_hours)
 
     async def _ticket(self, name: str, field: str = "name") -> store.TicketRow:
         ticket_id = parse_name(name, "tickets", field)
@@ -110,7 +169,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     async def GetTicket(
         self, request: agent_service_pb2.GetTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.GetTicketResponse:
-        return agent_service_pb2.GetTicketResponse(ticket=ticket_proto(await self._ticket(request.name)))
+        return agent_service_pb2.GetTicketResponse(ticket=self._proto(await self._ticket(request.name)))
 
     async def ListTickets(
         self, request: agent_service_pb2.ListTicketsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -118,7 +177,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         size = page_size(request.page_size)
         if request.customer:
             parse_name(request.customer, "customers", "customer")
-        filters = [request.status, request.channel, request.customer, request.escalation_reason]
+        if request.unassigned and request.assignee:
+            raise InvalidArgument("set assignee or unassigned, not both", reason="CONFLICTING_FILTERS")
+        if len(request.assignee) > 200:
+            raise InvalidArgument("assignee must be at most 200 characters", reason="ASSIGNEE_TOO_LONG")
+        assignee = "" if request.unassigned else (request.assignee or None)
+        filters = [request.status, request.channel, request.customer, request.escalation_reason, assignee]
         page = Page(size, request.page_token, filters)
         rows = await store.list_tickets(
             self.pool,
@@ -126,11 +190,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             channel=request.channel,
             customer=request.customer,
             escalation_reason=request.escalation_reason,
+            assignee=assignee,
             after=tuple(page.position) if page.position else None,
             limit=page.limit,
         )
         rows, token = page.cut(rows, lambda r: [r.create_time.isoformat(), r.id])
-        return agent_service_pb2.ListTicketsResponse(tickets=[ticket_proto(r) for r in rows], next_page_token=token)
+        return agent_service_pb2.ListTicketsResponse(tickets=[self._proto(r) for r in rows], next_page_token=token)
 
     async def UpdateTicket(
         self, request: agent_service_pb2.UpdateTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -150,6 +215,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if "assignee" in paths:
             v.check(len(t.assignee) <= 200, "ticket.assignee", "must be at most 200 characters")
         v.raise_if_any()
+        actor = _actor(request.actor)
         ticket_id = parse_name(t.name, "tickets", "ticket.name")
         fields: dict[str, Any] = {p: getattr(t, p) for p in paths}
         async with self.pool.acquire() as conn, conn.transaction():
@@ -159,7 +225,10 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             if etag(row) != t.etag:
                 raise Aborted("the ticket changed since it was read; read it again", reason="STALE_ETAG")
             updated = await store.update_ticket_fields(conn, ticket_id, fields)
-        return agent_service_pb2.UpdateTicketResponse(ticket=ticket_proto(updated))
+            await store.record_staff_action(
+                conn, ticket_id, "update", actor=actor, principal=_principal(), detail=_json_safe(fields)
+            )
+        return agent_service_pb2.UpdateTicketResponse(ticket=self._proto(updated))
 
     async def ListMessages(
         self, request: agent_service_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -180,7 +249,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         rows, token = page.cut(rows, lambda r: r.id)
         tickets = await store.customer_tickets(self.pool, request.customer)
         return agent_service_pb2.GetCustomerHistoryResponse(
-            tickets=[ticket_proto(t) for t in tickets],
+            tickets=[self._proto(t) for t in tickets],
             messages=[message_proto(r) for r in rows],
             next_page_token=token,
         )
@@ -194,17 +263,20 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         v.raise_if_any()
         # Prefixed with the ticket into the notifier's key, which must stay within the rule's 200.
         check_request_id(request.request_id, max_length=150)
+        actor = _actor(request.actor)
         ticket = await self._ticket(request.ticket, "ticket")
         inbound = await store.latest_inbound_of_ticket(self.pool, ticket.id)
         ctx: dict[str, Any] = inbound.reply_context if inbound is not None else {}
         if not ctx.get("recipient"):
             raise FailedPrecondition("the ticket has no customer address to reply to", reason="NO_RECIPIENT")
-        principal = principal_var.get()
-        author = principal.name if principal else ""
+        author = _principal()
         key = request.request_id or hashlib.sha256(f"{ticket.id}:{author}:{request.text}".encode()).hexdigest()[:32]
         request_id = f"staff-reply-{ticket.id}-{key}"
         async with self.pool.acquire() as conn, conn.transaction():
-            row, _ = await store.insert_staff_reply(conn, ticket, request.text, request_id)
+            row, new = await store.insert_staff_reply(conn, ticket, request.text, request_id, actor)
+            if new:
+                detail = {"message": row.id, "characters": len(request.text)}
+                await store.record_staff_action(conn, ticket.id, "reply", actor=actor, principal=author, detail=detail)
             if ticket.status in (store.STATUS_OPEN, store.STATUS_ESCALATED):
                 await store.update_ticket_fields(conn, ticket.id, {"status": store.STATUS_IN_PROGRESS})
         try:
@@ -226,19 +298,30 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         if len(request.detail) > 2000:
             raise InvalidArgument("detail must be at most 2000 characters", reason="DETAIL_TOO_LONG")
         request_id = check_request_id(request.request_id)
+        actor = _actor(request.actor)
         ticket = await self._ticket(request.ticket, "ticket")
         reason = request.reason or C.ESCALATION_REASON_MANUAL
         if not reasons.name_of(reason):
             raise InvalidArgument("reason is not a known escalation reason", reason="INVALID_REASON")
+        now = datetime.now(UTC)
+        promise = (now + timedelta(hours=self.follow_up_hours)).replace(second=0, microsecond=0)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(
                 conn,
                 ticket.id,
-                {"status": store.STATUS_ESCALATED, "escalation_reason": reason, "escalation_detail": request.detail},
+                {
+                    "status": store.STATUS_ESCALATED,
+                    "escalation_reason": reason,
+                    "escalation_detail": request.detail,
+                    "follow_up_by_time": promise,
+                },
+            )
+            detail = {"reason": reasons.name_of(reason) or "manual"}
+            await store.record_staff_action(
+                conn, ticket.id, "escalate", actor=actor, principal=_principal(), detail=detail
             )
         metrics.ESCALATIONS.labels(reasons.name_of(reason) or "manual").inc()
         if self.publisher is not None:
-            now = datetime.now(UTC)
             event = ticket_events_pb2.TicketEscalated(
                 ticket=make_name("tickets", row.id),
                 customer=row.customer,
@@ -249,21 +332,71 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 priority=row.priority,
             )
             event.escalated_time.FromDatetime(now)
-            event.follow_up_by_time.FromDatetime(now + timedelta(hours=self.follow_up_hours))
+            event.follow_up_by_time.FromDatetime(promise)
             # A retry with the same request id publishes the same event id; consumers drop the copy.
             event_id = derived_id("escalation", row.id, request_id) if request_id else None
             await self.publisher.publish(topics.TICKETS_ESCALATED, event, key=row.id, event_id=event_id)
-        return agent_service_pb2.EscalateTicketResponse(ticket=ticket_proto(row))
+        return agent_service_pb2.EscalateTicketResponse(ticket=self._proto(row))
 
     async def ResolveTicket(
         self, request: agent_service_pb2.ResolveTicketRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.ResolveTicketResponse:
         if len(request.note) > 5000:
             raise InvalidArgument("note must be at most 5000 characters", reason="NOTE_TOO_LONG")
+        actor = _actor(request.actor)
         ticket = await self._ticket(request.ticket, "ticket")
         fields: dict[str, Any] = {"status": store.STATUS_RESOLVED}
         if request.note:
             fields["resolution_note"] = request.note
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_ticket_fields(conn, ticket.id, fields)
-        return agent_service_pb2.ResolveTicketResponse(ticket=ticket_proto(row))
+            await store.record_staff_action(conn, ticket.id, "resolve", actor=actor, principal=_principal(), detail={})
+        return agent_service_pb2.ResolveTicketResponse(ticket=self._proto(row))
+
+    async def AddNote(
+        self, request: agent_service_pb2.AddNoteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.AddNoteResponse:
+        v = Violations()
+        v.require(request.ticket, "ticket")
+        v.check(
+            len(request.text.strip()) > 0 and len(request.text) <= MAX_NOTE,
+            "text",
+            f"must be 1 to {MAX_NOTE} characters",
+        )
+        v.raise_if_any()
+        request_id = check_request_id(request.request_id, max_length=150)
+        actor = _actor(request.actor)
+        ticket = await self._ticket(request.ticket, "ticket")
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Keyed by ticket too: the same key on another ticket is another note.
+            key = f"{ticket.id}-{request_id}" if request_id else None
+            row = await store.add_note(
+                conn, ticket.id, request.text, actor=actor, principal=_principal(), request_id=key
+            )
+        return agent_service_pb2.AddNoteResponse(note=note_proto(row))
+
+    async def ListNotes(
+        self, request: agent_service_pb2.ListNotesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ListNotesResponse:
+        size = page_size(request.page_size, default=50)
+        ticket = await self._ticket(request.ticket, "ticket")
+        page = Page(size, request.page_token, ticket.id)
+        rows = await store.list_notes(self.pool, ticket.id, int(page.position or 0), page.limit)
+        rows, token = page.cut(rows, lambda r: r.id)
+        return agent_service_pb2.ListNotesResponse(notes=[note_proto(r) for r in rows], next_page_token=token)
+
+    async def SuggestReply(
+        self, request: agent_service_pb2.SuggestReplyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.SuggestReplyResponse:
+        ticket = await self._ticket(request.ticket, "ticket")
+        if self.drafter is None:
+            raise Unavailable("this agent drafts no replies", reason="NO_DRAFTER")
+        message = await store.latest_customer_message(self.pool, ticket.id)
+        if message is None or not message.text.strip():
+            raise FailedPrecondition("the ticket has no customer message to answer", reason="NO_DRAFT")
+        draft = await self.drafter(ticket, message)
+        if draft is None:
+            raise FailedPrecondition("the knowledge base has nothing relevant to this message", reason="NO_DRAFT")
+        return agent_service_pb2.SuggestReplyResponse(
+            text=draft.text, article=draft.article, article_url=draft.article_url, engine=draft.engine
+        )

@@ -170,6 +170,8 @@ class DecisionRecord:
     reply_text: str
     request_id: str
     decision: dict[str, Any]
+    # The follow-up promised to the customer, when escalated.
+    follow_up_by: datetime | None = None
 
 
 async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRecord) -> None:
@@ -187,6 +189,7 @@ async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRec
                    priority = GREATEST(priority, $11::smallint),
                    escalation_reason = CASE WHEN $12::smallint <> 0 THEN $12::smallint ELSE escalation_reason END,
                    escalation_detail = CASE WHEN $12::smallint <> 0 THEN $13::text ELSE escalation_detail END,
+                   follow_up_by_time = COALESCE($17::timestamptz, follow_up_by_time),
                    resolve_time = CASE WHEN $8::smallint = $14::smallint THEN now() ELSE NULL END,
                    update_time = now(), version = version + 1
                WHERE id = $2
@@ -210,6 +213,7 @@ async def record_decision(pool: asyncpg.Pool, inbound: Inbound, rec: DecisionRec
         STATUS_RESOLVED,
         json.dumps(rec.decision),
         inbound.channel_message_id,
+        rec.follow_up_by,
     )
 
 
@@ -258,7 +262,8 @@ async def apply_delivery_outcome(pool: asyncpg.Pool, request_id: str, delivery: 
 
 
 async def erase_customer(pool: asyncpg.Pool, customer: str) -> int:
-    """Right to erasure: message texts and ticket subjects of the customer are blanked out."""
+    """Right to erasure: message texts, ticket subjects and the notes on the customer's tickets
+    are blanked out."""
     async with pool.acquire() as conn, conn.transaction():
         result = await conn.execute(
             "UPDATE messages SET text = $2 WHERE customer = $1 AND text <> $2", customer, ERASED_TEXT
@@ -273,6 +278,12 @@ async def erase_customer(pool: asyncpg.Pool, customer: str) -> int:
         await conn.execute(
             "UPDATE inbound SET decision = NULL WHERE ticket_id IN (SELECT id FROM tickets WHERE customer = $1)",
             customer,
+        )
+        # Staff notes about the customer may quote them.
+        await conn.execute(
+            "UPDATE notes SET text = $2 WHERE ticket_id IN (SELECT id FROM tickets WHERE customer = $1)",
+            customer,
+            ERASED_TEXT,
         )
         return int(result.split()[-1])
 
@@ -314,6 +325,7 @@ class TicketRow:
     update_time: datetime
     first_response_time: datetime | None
     resolve_time: datetime | None
+    follow_up_by_time: datetime | None
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> TicketRow:
@@ -335,6 +347,7 @@ class MessageRow:
     delivery: str
     delivery_status: common_pb2.DeliveryStatus.ValueType
     create_time: datetime
+    actor: str
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> MessageRow:
@@ -393,7 +406,9 @@ async def list_tickets(
     escalation_reason: int,
     after: tuple[str, str] | None,
     limit: int,
+    assignee: str | None = None,
 ) -> list[TicketRow]:
+    """Newest first; `assignee` "" means assigned to nobody, None any assignee."""
     clauses = ["TRUE"]
     args: list[Any] = []
 
@@ -409,12 +424,23 @@ async def list_tickets(
         add("customer = {}", customer)
     if escalation_reason:
         add("escalation_reason = {}", escalation_reason)
+    if assignee is not None:
+        add("assignee = {}", assignee)
     if after is not None:
         args.extend([datetime.fromisoformat(after[0]), after[1]])
         clauses.append(f"(create_time, id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit)
     sql = f"SELECT * FROM tickets WHERE {' AND '.join(clauses)} ORDER BY create_time DESC, id DESC LIMIT ${len(args)}"  # noqa: S608
     return [TicketRow.from_record(r) for r in await pool.fetch(sql, *args)]
+
+
+async def latest_customer_message(pool: asyncpg.Pool, ticket_id: str) -> MessageRow | None:
+    row = await pool.fetchrow(
+        "SELECT * FROM messages WHERE ticket_id = $1 AND author = $2 ORDER BY id DESC LIMIT 1",
+        ticket_id,
+        agent_pb2.AUTHOR_CUSTOMER,
+    )
+    return None if row is None else MessageRow.from_record(row)
 
 
 async def list_messages(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[MessageRow]:
@@ -463,15 +489,15 @@ async def update_ticket_fields(conn: asyncpg.Connection, ticket_id: str, changes
 
 
 async def insert_staff_reply(
-    conn: asyncpg.Connection, ticket: TicketRow, text: str, request_id: str
+    conn: asyncpg.Connection, ticket: TicketRow, text: str, request_id: str, actor: str = ""
 ) -> tuple[MessageRow, bool]:
     """The stored staff reply for `request_id`, and whether it was stored by this call."""
     existing = await conn.fetchrow("SELECT * FROM messages WHERE request_id = $1", request_id)
     if existing is not None:
         return MessageRow.from_record(existing), False
     row = await conn.fetchrow(
-        """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        """INSERT INTO messages (conversation_id, ticket_id, customer, author, channel, text, request_id, actor)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
         ticket.conversation_id,
         ticket.id,
         ticket.customer,
@@ -479,8 +505,63 @@ async def insert_staff_reply(
         ticket.channel,
         text,
         request_id,
+        actor,
     )
     return MessageRow.from_record(row), True
+
+
+async def record_staff_action(
+    conn: asyncpg.Connection, ticket_id: str, action: str, *, actor: str, principal: str, detail: dict[str, Any]
+) -> None:
+    """Who did a staff action on a ticket: the calling principal and the staff member it named."""
+    await conn.execute(
+        "INSERT INTO staff_actions (ticket_id, action, actor, principal, detail) VALUES ($1, $2, $3, $4, $5)",
+        ticket_id,
+        action,
+        actor,
+        principal,
+        json.dumps(detail),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRow:
+    """A row of `notes`."""
+
+    id: int
+    ticket_id: str
+    text: str
+    actor: str
+    principal: str
+    create_time: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> NoteRow:
+        return cls(**_columns(cls, row))
+
+
+async def add_note(
+    conn: asyncpg.Connection, ticket_id: str, text: str, *, actor: str, principal: str, request_id: str | None
+) -> NoteRow:
+    """The note, stored once per `request_id` (a retry returns the stored one)."""
+    row = await conn.fetchrow(
+        """INSERT INTO notes (ticket_id, text, actor, principal, request_id) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
+           RETURNING *""",
+        ticket_id,
+        text,
+        actor,
+        principal,
+        request_id,
+    )
+    return NoteRow.from_record(row)
+
+
+async def list_notes(pool: asyncpg.Pool, ticket_id: str, after_id: int, limit: int) -> list[NoteRow]:
+    rows = await pool.fetch(
+        "SELECT * FROM notes WHERE ticket_id = $1 AND id > $2 ORDER BY id LIMIT $3", ticket_id, after_id, limit
+    )
+    return [NoteRow.from_record(r) for r in rows]
 
 
 async def latest_inbound_of_ticket(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: str) -> InboundRow | None:

@@ -3,6 +3,8 @@ history, human replies through the notifier, escalate, resolve, and per-method s
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -73,8 +75,17 @@ async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> N
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason_of(err.value) == "INVALID_PAGE_TOKEN"
 
-    # Update with etags.
+    # Due times: the escalation's promise, brought into support hours; none once resolved.
     ticket = by_filter.tickets[0]
+    promise = ticket.follow_up_by_time.ToDatetime(UTC)
+    due = ticket.reply_due_time.ToDatetime(UTC)
+    created = ticket.create_time.ToDatetime(UTC)
+    assert timedelta(hours=23) < promise - created < timedelta(hours=25)  # the playbook's 24 hours
+    assert due == agent.agent.processor.reasoner.playbook.hours.reply_due(promise - timedelta(hours=24), promise)
+    assert created < due <= promise
+    assert all(not t.HasField("reply_due_time") for t in resolved.tickets)
+
+    # Update with etags.
     updated = await staff.UpdateTicket(
         agent_service_pb2.UpdateTicketRequest(
             ticket=agent_pb2.Ticket(
@@ -85,6 +96,15 @@ async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> N
     )
     assert updated.ticket.assignee == "dana"
     assert updated.ticket.etag != ticket.etag
+    mine = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(assignee="dana"))
+    assert [t.name for t in mine.tickets] == [ticket.name]
+    nobody = await staff.ListTickets(agent_service_pb2.ListTicketsRequest(unassigned=True))
+    assert len(nobody.tickets) == 3
+    assert ticket.name not in [t.name for t in nobody.tickets]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await staff.ListTickets(agent_service_pb2.ListTicketsRequest(assignee="dana", unassigned=True))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(err.value) == "CONFLICTING_FILTERS"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await staff.UpdateTicket(
             agent_service_pb2.UpdateTicketRequest(
@@ -124,6 +144,10 @@ async def test_list_filter_paginate_update_reply_escalate_resolve(api: Any) -> N
     esc = await staff.EscalateTicket(agent_service_pb2.EscalateTicketRequest(ticket=other.name, detail="VIP"))
     assert esc.ticket.status == agent_pb2.TICKET_STATUS_ESCALATED
     assert esc.ticket.escalation_reason == common_pb2.ESCALATION_REASON_MANUAL
+    staff_promise = esc.ticket.follow_up_by_time.ToDatetime(UTC)
+    assert timedelta(hours=23) < staff_promise - datetime.now(UTC) <= timedelta(hours=24)
+    assert esc.ticket.HasField("reply_due_time")
+    assert esc.ticket.reply_due_time.ToDatetime(UTC) <= staff_promise
     res = await staff.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=other.name, note="done"))
     assert res.ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
     assert res.ticket.resolve_time.seconds > 0
@@ -154,3 +178,100 @@ async def test_scopes(api: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stubs["kb-reader"].GetTicket(agent_service_pb2.GetTicketRequest(name=ticket.name))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_internal_notes_and_the_actor_of_each_staff_action(api: Any) -> None:
+    agent, stubs, notifier = api
+    staff = stubs["staff"]
+    msg, _ = message("web_form", "I want a refund for last month", subject="Refund")
+    assert await agent.agent.processor.handle(msg) == "replied"
+    name = f"tickets/{msg.web_form.ticket_reference}"
+    ticket_id = msg.web_form.ticket_reference
+
+    note = agent_service_pb2.AddNoteRequest(
+        ticket=name, text="Customer is on the annual plan; refund pro rata.", actor="dana", request_id="n-1"
+    )
+    added = await staff.AddNote(note)
+    assert (await staff.AddNote(note)).note.name == added.note.name  # a retry adds it once
+    assert added.note.name.startswith(f"{name}/notes/")
+    assert (added.note.actor, added.note.principal) == ("dana", "staff")
+    await staff.AddNote(agent_service_pb2.AddNoteRequest(ticket=name, text="Second note", actor="eve"))
+    listed = await staff.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=1))
+    assert [n.text for n in listed.notes] == ["Customer is on the annual plan; refund pro rata."]
+    rest = await staff.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_token=listed.next_page_token))
+    assert [(n.text, n.actor) for n in rest.notes] == [("Second note", "eve")]
+    for bad, reason in (
+        (agent_service_pb2.AddNoteRequest(ticket=name, text=" "), "INVALID_ARGUMENT"),
+        (agent_service_pb2.AddNoteRequest(ticket=name, text="x" * 5001), "INVALID_ARGUMENT"),
+        (agent_service_pb2.AddNoteRequest(ticket=name, text="ok", actor="a" * 201), "INVALID_ACTOR"),
+        (agent_service_pb2.AddNoteRequest(ticket=name, text="ok", actor="dana\nroot"), "INVALID_ACTOR"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await staff.AddNote(bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_of(err.value) == reason
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["gateway"].AddNote(agent_service_pb2.AddNoteRequest(ticket=name, text="hi"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # Notes never reach the customer: the only deliveries are the agent's and the person's replies.
+    reply = await staff.ReplyToTicket(
+        agent_service_pb2.ReplyToTicketRequest(ticket=name, text="Refunded.", request_id="r-9", actor="dana")
+    )
+    assert reply.message.actor == "dana"
+    deliveries = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+    texts = [d.text_body for d in deliveries.deliveries]
+    assert len(texts) == 2
+    assert "Refunded." in texts
+    assert not any("annual plan" in t or "Second note" in t for t in texts)
+
+    current = (await staff.GetTicket(agent_service_pb2.GetTicketRequest(name=name))).ticket
+    await staff.UpdateTicket(
+        agent_service_pb2.UpdateTicketRequest(
+            ticket=agent_pb2.Ticket(name=name, etag=current.etag, assignee="dana"),
+            update_mask=FieldMask(paths=["assignee"]),
+            actor="dana",
+        )
+    )
+    await staff.EscalateTicket(agent_service_pb2.EscalateTicketRequest(ticket=name, actor="eve"))
+    await staff.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=name, actor="eve"))
+    rows = await agent.agent.pool.fetch(
+        "SELECT action, actor, principal, detail FROM staff_actions WHERE ticket_id = $1 ORDER BY id", ticket_id
+    )
+    assert [(r["action"], r["actor"], r["principal"]) for r in rows] == [
+        ("reply", "dana", "staff"),
+        ("update", "dana", "staff"),
+        ("escalate", "eve", "staff"),
+        ("resolve", "eve", "staff"),
+    ]
+    assert json.loads(rows[1]["detail"]) == {"assignee": "dana"}
+
+
+async def test_a_suggested_reply_is_drafted_from_the_knowledge_base_and_never_sent(api: Any) -> None:
+    agent, stubs, notifier = api
+    msg, _ = message("email", "How do I reset my password?")
+    assert await agent.agent.processor.handle(msg) == "replied"
+    [ticket] = (await stubs["staff"].ListTickets(agent_service_pb2.ListTicketsRequest())).tickets
+    ticket_id = ticket.name.removeprefix("tickets/")
+    before = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+
+    draft = await stubs["staff"].SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket=ticket.name))
+    assert draft.article.startswith("articles/")
+    assert draft.article_url
+    assert draft.engine == "offline"
+    assert "password" in draft.text.lower()
+    # The same answer the agent sent itself (one engine, one way of answering), but for the
+    # greeting: a draft does not know the customer's name.
+    messages = await stubs["staff"].ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket.name))
+    assert messages.messages[-1].author == agent_pb2.AUTHOR_AGENT
+    greeting, body = draft.text.split("\n", 1)
+    assert greeting == "Hi,"
+    assert body == messages.messages[-1].text.split("\n", 1)[1]
+    after = await notifier.ListDeliveries(notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket_id))
+    assert len(after.deliveries) == len(before.deliveries)  # drafting sends nothing
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["gateway"].SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket=ticket.name))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs["staff"].SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket="tickets/NOPE"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

@@ -28,7 +28,7 @@ _hasher = PasswordHasher()
 # Checked when the username is unknown, so an unknown name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD = 12
-_USERNAME = re.compile(r"^[a-z0-9._@-]{1,100}$")
+USERNAME = re.compile(r"^[a-z0-9._@-]{1,100}$")
 
 
 class Role(StrEnum):
@@ -77,7 +77,7 @@ class Accounts:
 
     async def add_user(self, username: str, password: str, role: Role) -> User:
         name = username.strip().lower()
-        if not _USERNAME.match(name):
+        if not USERNAME.match(name):
             raise AccountError("a username is 1 to 100 letters, digits and . - _ @")
         if len(password) < MIN_PASSWORD:
             raise AccountError(f"a password has at least {MIN_PASSWORD} characters")

@@ -7,6 +7,7 @@ AgentService, with the console's own token; what each staff member did is in the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import re
@@ -22,26 +23,32 @@ import grpc
 import jinja2
 from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
 from fte.common.v1 import common_pb2
+from fte.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from fte_runtime.db import create_pool, migrate
 from fte_runtime.enums import value_names
 from fte_runtime.grpc_client import connect
 from fte_runtime.ratelimit import RateLimiter
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console.accounts import SCHEMA, Accounts, Session, SignIn
+from fte_console import customers, queue
+from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
+from fte_console.live import LiveFeed, run_feed
+from fte_console.queue import BadFilter, Filters
 from fte_console.settings import ConsoleSettings
 
 SESSION_COOKIE = "fte_console_session"
 LOGIN_CSRF_COOKIE = "fte_console_login"
 _TICKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 MAX_REPLY = 5000
+MAX_NOTE = 5000
 MAX_FORM_BYTES = 64 * 1024
 HEADERS = {
     "content-security-policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -50,14 +57,8 @@ HEADERS = {
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
-STATUSES = value_names(agent_pb2.TicketStatus)
-REASONS = value_names(common_pb2.EscalationReason)
-CHANNELS = value_names(common_pb2.Channel)
-PRIORITIES = value_names(common_pb2.Priority)
 AUTHORS = value_names(agent_pb2.Author)
 DELIVERY = value_names(common_pb2.DeliveryStatus)
-# The queue: what needs a person first, then what is still open.
-QUEUE_STATUSES = (agent_pb2.TICKET_STATUS_ESCALATED, agent_pb2.TICKET_STATUS_OPEN, agent_pb2.TICKET_STATUS_IN_PROGRESS)
 
 
 @dataclass
@@ -65,8 +66,10 @@ class Deps:
     settings: ConsoleSettings
     accounts: Accounts
     agent: agent_service_pb2_grpc.AgentServiceAsyncStub
+    identity: identity_service_pb2_grpc.IdentityServiceAsyncStub
     limiter: RateLimiter
     templates: jinja2.Environment
+    live: LiveFeed
 
 
 def _deps(request: Request) -> Deps:
@@ -185,55 +188,29 @@ async def logout(request: Request, session: Session, form: FormData) -> Response
 # -- queue and ticket ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueueRow:
-    ticket: str
-    subject: str
-    status: str
-    reason: str
-    channel: str
-    priority: str
-    assignee: str
-    waiting: str
-    sentiment: float
-
-
-def _ago(ts: datetime, now: datetime) -> str:
-    minutes = max(0, int((now - ts).total_seconds() // 60))
-    if minutes < 60:
-        return f"{minutes} min"
-    hours = minutes // 60
-    return f"{hours} h {minutes % 60} min" if hours < 48 else f"{hours // 24} days"
-
-
-def _row(t: agent_pb2.Ticket, now: datetime) -> QueueRow:
-    return QueueRow(
-        ticket=t.name.removeprefix("tickets/"),
-        subject=t.subject or "(no subject)",
-        status=STATUSES.get(t.status, ""),
-        reason=REASONS.get(t.escalation_reason, ""),
-        channel=CHANNELS.get(t.channel, ""),
-        priority=PRIORITIES.get(t.priority, ""),
-        assignee=t.assignee,
-        waiting=_ago(t.create_time.ToDatetime(UTC), now),
-        sentiment=round(t.sentiment, 2),
-    )
-
-
 @staff_page
-async def queue(request: Request, session: Session) -> Response:
+async def queue_page(request: Request, session: Session) -> Response:
     deps = _deps(request)
-    mine = request.query_params.get("mine") == "1"
+    try:
+        filters = Filters.parse(request.query_params)
+    except BadFilter as exc:
+        return PlainTextResponse(f"{exc}", status_code=400, headers=HEADERS)
+    # One call per status shown, at once: the page waits for the slowest, not for their sum.
+    asks = filters.requests(session.user.username, deps.settings.queue_page_size)
+    replies = await asyncio.gather(*(_call(deps.agent.ListTickets(ask)) for ask in asks))
+    tickets = [t for reply in replies for t in reply.tickets]
     now = datetime.now(UTC)
-    tickets: list[agent_pb2.Ticket] = []
-    for status in QUEUE_STATUSES:
-        reply = await deps.agent.ListTickets(
-            agent_service_pb2.ListTicketsRequest(status=status, page_size=deps.settings.queue_page_size)
-        )
-        tickets.extend(t for t in reply.tickets if not mine or t.assignee == session.user.username)
-    # Escalations first, then by priority (high first), then the longest waiting.
-    tickets.sort(key=lambda t: (t.status != agent_pb2.TICKET_STATUS_ESCALATED, -t.priority, t.create_time.ToDatetime()))
-    return _render(request, "queue.html", session=session, rows=[_row(t, now) for t in tickets], mine=mine)
+    return _render(
+        request,
+        "queue.html",
+        session=session,
+        rows=[queue.row(t, now) for t in queue.order(tickets)],
+        mine=filters.mine,
+        selected=filters.selected(),
+        statuses=[queue.STATUSES[s] for s in queue.QUEUE_STATUSES],
+        reasons=list(queue.REASONS.values()),
+        channels=list(queue.CHANNELS.values()),
+    )
 
 
 def _ticket_name(request: Request) -> str:
@@ -243,19 +220,19 @@ def _ticket_name(request: Request) -> str:
     return f"tickets/{ticket}"
 
 
-async def _call(call: Awaitable[Any]) -> Any:
+async def _call(call: Awaitable[Any], what: str = "ticket") -> Any:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise HTTPException(404, "no such ticket") from exc
+            raise HTTPException(404, f"no such {what}") from exc
         if exc.code() in (
             grpc.StatusCode.INVALID_ARGUMENT,
             grpc.StatusCode.FAILED_PRECONDITION,
             grpc.StatusCode.ABORTED,
         ):
-            raise HTTPException(409, exc.details() or "the ticket changed; reload it") from exc
-        raise HTTPException(502, "the ticket service did not answer; try again") from exc
+            raise HTTPException(409, exc.details() or f"the {what} changed; reload it") from exc
+        raise HTTPException(502, f"the {what} service did not answer; try again") from exc
 
 
 @dataclass(frozen=True)
@@ -266,22 +243,48 @@ class Entry:
     delivery: str
 
 
-@staff_page
-async def ticket_page(request: Request, session: Session) -> Response:
-    deps = _deps(request)
-    name = _ticket_name(request)
-    ticket = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
+def _when(ts: Timestamp) -> str:
+    return ts.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _request_id(form: FormData) -> str | None:
+    """The form's request id (a UUID the page rendered), as the mesh's idempotency key."""
+    try:
+        return f"console-{uuid.UUID(str(form.get('request_id', '')))}"
+    except ValueError:
+        return None
+
+
+async def _suggestion(deps: Deps, ticket: str) -> tuple[str, str]:
+    """The engine's draft for the reply box, or why there is none (the page works either way)."""
+    try:
+        found = await deps.agent.SuggestReply(agent_service_pb2.SuggestReplyRequest(ticket=ticket))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return "", exc.details() or "no suggestion for this ticket"
+        return "", "the suggestion service did not answer; try again"
+    return found.text, ""
+
+
+def _text(form: FormData) -> str:
+    """A textarea's text as the person saw it: browsers send its line breaks as CRLF."""
+    return str(form.get("text", "")).replace("\r\n", "\n").strip()
+
+
+async def _conversation(deps: Deps, ticket: str) -> list[Entry]:
     entries: list[Entry] = []
     token = ""
     for _ in range(10):  # at most 1,000 messages on one page
         reply = await _call(
-            deps.agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=name, page_size=100, page_token=token))
+            deps.agent.ListMessages(
+                agent_service_pb2.ListMessagesRequest(ticket=ticket, page_size=100, page_token=token)
+            )
         )
         entries += [
             Entry(
                 author=AUTHORS.get(m.author, ""),
                 text=m.text,
-                time=m.create_time.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                time=_when(m.create_time),
                 delivery=DELIVERY.get(m.delivery_status, ""),
             )
             for m in reply.messages
@@ -289,15 +292,53 @@ async def ticket_page(request: Request, session: Session) -> Response:
         token = reply.next_page_token
         if not token:
             break
+    return entries
+
+
+async def _card(deps: Deps, customer: str) -> customers.CustomerCard | None:
+    """The customer card, or None: the ticket page works without it."""
+    try:
+        found = await deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=customer))
+    except grpc.aio.AioRpcError:
+        return None
+    return customers.card(found.customer)
+
+
+async def _nothing() -> tuple[str, str]:
+    return "", ""
+
+
+@staff_page
+async def ticket_page(request: Request, session: Session) -> Response:
+    deps = _deps(request)
+    name = _ticket_name(request)
+    ticket = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
+    suggest = request.query_params.get("suggest") == "1" and ticket.status != agent_pb2.TICKET_STATUS_RESOLVED
+    # What the page shows besides the ticket, read at once.
+    entries, notes, card, trail, (draft, no_draft) = await asyncio.gather(
+        _conversation(deps, name),
+        _call(deps.agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=100))),
+        _card(deps, ticket.customer),
+        deps.accounts.audit_trail(name),
+        _suggestion(deps, name) if suggest else _nothing(),
+    )
     return _render(
         request,
         "ticket.html",
         session=session,
-        ticket=_row(ticket, datetime.now(UTC)),
+        ticket=queue.row(ticket, datetime.now(UTC)),
+        notes=[
+            Entry(author=n.actor or n.principal, text=n.text, time=_when(n.create_time), delivery="")
+            for n in notes.notes
+        ],
+        note_request_id=str(uuid.uuid4()),
+        card=card,
+        draft=draft,
+        no_draft=no_draft,
         detail=ticket.escalation_detail,
         customer=ticket.customer,
         entries=entries,
-        trail=await deps.accounts.audit_trail(name),
+        trail=trail,
         request_id=str(uuid.uuid4()),
         resolved=ticket.status == agent_pb2.TICKET_STATUS_RESOLVED,
     )
@@ -307,16 +348,17 @@ async def ticket_page(request: Request, session: Session) -> Response:
 async def reply(request: Request, session: Session, form: FormData) -> Response:
     deps = _deps(request)
     name = _ticket_name(request)
-    text = str(form.get("text", "")).strip()
+    text = _text(form)
     if not text or len(text) > MAX_REPLY:
         return PlainTextResponse(f"a reply is 1 to {MAX_REPLY} characters", 400, headers=HEADERS)
-    request_id = str(form.get("request_id", ""))
-    try:
-        request_id = f"console-{uuid.UUID(request_id)}"
-    except ValueError:
+    request_id = _request_id(form)
+    if request_id is None:
         return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
+    actor = session.user.username
     await _call(
-        deps.agent.ReplyToTicket(agent_service_pb2.ReplyToTicketRequest(ticket=name, text=text, request_id=request_id))
+        deps.agent.ReplyToTicket(
+            agent_service_pb2.ReplyToTicketRequest(ticket=name, text=text, request_id=request_id, actor=actor)
+        )
     )
     await deps.accounts.audit(session.user.username, "reply", name, request_id=request_id, characters=len(text))
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
@@ -327,7 +369,11 @@ async def resolve(request: Request, session: Session, form: FormData) -> Respons
     deps = _deps(request)
     name = _ticket_name(request)
     note = str(form.get("note", "")).strip()[:1000]
-    await _call(deps.agent.ResolveTicket(agent_service_pb2.ResolveTicketRequest(ticket=name, note=note)))
+    await _call(
+        deps.agent.ResolveTicket(
+            agent_service_pb2.ResolveTicketRequest(ticket=name, note=note, actor=session.user.username)
+        )
+    )
     await deps.accounts.audit(session.user.username, "resolve", name)
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
 
@@ -340,11 +386,150 @@ async def assign(request: Request, session: Session, form: FormData) -> Response
     change = agent_pb2.Ticket(name=name, etag=current.etag, assignee=session.user.username)
     await _call(
         deps.agent.UpdateTicket(
-            agent_service_pb2.UpdateTicketRequest(ticket=change, update_mask=FieldMask(paths=["assignee"]))
+            agent_service_pb2.UpdateTicketRequest(
+                ticket=change, update_mask=FieldMask(paths=["assignee"]), actor=session.user.username
+            )
         )
     )
     await deps.accounts.audit(session.user.username, "assign", name, assignee=session.user.username)
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+@staff_action
+async def add_note(request: Request, session: Session, form: FormData) -> Response:
+    """An internal note: kept by the agent service with the ticket, shown to staff only."""
+    deps = _deps(request)
+    name = _ticket_name(request)
+    text = _text(form)
+    if not text or len(text) > MAX_NOTE:
+        return PlainTextResponse(f"a note is 1 to {MAX_NOTE} characters", 400, headers=HEADERS)
+    request_id = _request_id(form)
+    if request_id is None:
+        return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
+    await _call(
+        deps.agent.AddNote(
+            agent_service_pb2.AddNoteRequest(ticket=name, text=text, actor=session.user.username, request_id=request_id)
+        )
+    )
+    await deps.accounts.audit(session.user.username, "note", name, request_id=request_id, characters=len(text))
+    return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+def _customer_name(request: Request) -> str:
+    customer = customers.customer_id(request.path_params["customer"])
+    if customer is None:
+        raise HTTPException(404, "no such customer")
+    return f"customers/{customer}"
+
+
+@staff_page
+async def customer_page(request: Request, session: Session) -> Response:
+    deps = _deps(request)
+    name = _customer_name(request)
+    found = await _call(deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=name)), "customer")
+    if found.customer.name != name:  # merged: identity answers with the customer it was merged into
+        return RedirectResponse(f"/{found.customer.name}", 303, headers=HEADERS)
+    history = await _call(
+        deps.agent.GetCustomerHistory(agent_service_pb2.GetCustomerHistoryRequest(customer=name, page_size=50))
+    )
+    now = datetime.now(UTC)
+    return _render(
+        request,
+        "customer.html",
+        session=session,
+        card=customers.card(found.customer),
+        tickets=[queue.row(t, now) for t in history.tickets],
+        messages=[
+            Entry(author=AUTHORS.get(m.author, ""), text=m.text, time=_when(m.create_time), delivery="")
+            for m in history.messages
+        ],
+        trail=await deps.accounts.audit_trail(name),
+        request_id=str(uuid.uuid4()),
+        admin=session.user.role is Role.ADMIN,
+    )
+
+
+def _admin_only(session: Session) -> Response | None:
+    if session.user.role is not Role.ADMIN:
+        return PlainTextResponse("only an admin may merge or erase customers", 403, headers=HEADERS)
+    return None
+
+
+def _reason(form: FormData) -> str | None:
+    reason = str(form.get("reason", "")).strip()
+    return reason if 0 < len(reason) <= customers.MAX_REASON else None
+
+
+@staff_action
+async def merge_customer(request: Request, session: Session, form: FormData) -> Response:
+    """Merges this customer (the source) into another (the target), with a reason; admins only."""
+    if (refused := _admin_only(session)) is not None:
+        return refused
+    deps = _deps(request)
+    source = _customer_name(request)
+    target = customers.customer_id(str(form.get("target", "")))
+    reason = _reason(form)
+    request_id = _request_id(form)
+    if target is None or f"customers/{target}" == source:
+        return PlainTextResponse("the target is another customer's id", 400, headers=HEADERS)
+    if reason is None or request_id is None:
+        return PlainTextResponse(
+            f"a merge needs a reason of 1 to {customers.MAX_REASON} characters", 400, headers=HEADERS
+        )
+    await _call(
+        deps.identity.MergeCustomers(
+            identity_service_pb2.MergeCustomersRequest(
+                source_customer=source, target_customer=f"customers/{target}", reason=reason, request_id=request_id
+            )
+        ),
+        "customer",
+    )
+    for name in (source, f"customers/{target}"):
+        await deps.accounts.audit(session.user.username, "merge", name, source=source, into=target, reason=reason)
+    return RedirectResponse(f"/customers/{target}", 303, headers=HEADERS)
+
+
+@staff_action
+async def erase_customer(request: Request, session: Session, form: FormData) -> Response:
+    """Erases a customer's personal data; admins only, confirmed by typing the customer's id."""
+    if (refused := _admin_only(session)) is not None:
+        return refused
+    deps = _deps(request)
+    name = _customer_name(request)
+    if str(form.get("confirm", "")).strip() != name.removeprefix("customers/"):
+        return PlainTextResponse("to erase, type the customer's id into the confirmation box", 400, headers=HEADERS)
+    reason = _reason(form)
+    request_id = _request_id(form)
+    if reason is None or request_id is None:
+        return PlainTextResponse(
+            f"an erasure needs a reason of 1 to {customers.MAX_REASON} characters", 400, headers=HEADERS
+        )
+    await _call(
+        deps.identity.EraseCustomer(
+            identity_service_pb2.EraseCustomerRequest(name=name, reason=reason, request_id=request_id)
+        ),
+        "customer",
+    )
+    await deps.accounts.audit(session.user.username, "erase", name, reason=reason)
+    return RedirectResponse(f"/customers/{name.removeprefix('customers/')}", 303, headers=HEADERS)
+
+
+async def queue_events(request: Request) -> Response:
+    """The live queue's stream (server-sent events): 401 without a session, so a signed-out page's
+    EventSource stops instead of retrying."""
+    session = await _session(request)
+    if session is None:
+        return PlainTextResponse("sign in first", status_code=401, headers=HEADERS)
+    deps = _deps(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+
+    async def still_signed_in() -> bool:
+        return await deps.accounts.session(token) is not None
+
+    stream = deps.live.stream(still_signed_in, deps.settings.live_heartbeat_seconds)
+    # no-transform and X-Accel-Buffering: a proxy must pass each event on at once.
+    headers = {**HEADERS, "cache-control": "no-store, no-transform", "x-accel-buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 async def healthz(request: Request) -> Response:
@@ -378,11 +563,14 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await migrate(settings, SCHEMA, "fte_console")
         pool = await create_pool(settings, SCHEMA, application_name="fte-console")
-        channel = connect(
-            settings.agent_target,
-            token=settings.service_token.get_secret_value() or None,
-            default_timeout=settings.agent_timeout_seconds,
+        token = settings.service_token.get_secret_value() or None
+        channel = connect(settings.agent_target, token=token, default_timeout=settings.agent_timeout_seconds)
+        identity_channel = connect(
+            settings.identity_target, token=token, default_timeout=settings.agent_timeout_seconds
         )
+        live = LiveFeed()
+        stopping = asyncio.Event()
+        feed = asyncio.create_task(run_feed(settings, live, settings.live_group_prefix, stopping))
         try:
             app.state.deps = Deps(
                 settings=settings,
@@ -393,12 +581,18 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                     session_ttl=timedelta(hours=settings.session_hours),
                 ),
                 agent=agent_service_pb2_grpc.AgentServiceStub(channel),
+                identity=identity_service_pb2_grpc.IdentityServiceStub(identity_channel),
                 limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
                 templates=templates(),
+                live=live,
             )
             yield
         finally:
+            stopping.set()
+            live.close()
+            await feed
             await channel.close()
+            await identity_channel.close()
             await pool.close()
 
     routes = [
@@ -407,11 +601,16 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/", queue, methods=["GET"]),
+        Route("/", queue_page, methods=["GET"]),
+        Route("/events/queue", queue_events, methods=["GET"]),
         Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),
         Route("/tickets/{ticket}/assign", assign, methods=["POST"]),
+        Route("/tickets/{ticket}/notes", add_note, methods=["POST"]),
+        Route("/customers/{customer}", customer_page, methods=["GET"]),
+        Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),
+        Route("/customers/{customer}/erase", erase_customer, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(resources.files("fte_console") / "static")), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

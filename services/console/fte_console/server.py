@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import FrameType
+
 import uvicorn
 from fte_runtime.logs import configure_logging
+from starlette.applications import Starlette
 
 from fte_console.app import create_app
 from fte_console.settings import ConsoleSettings
 
 
-def _config(settings: ConsoleSettings) -> uvicorn.Config:
+class _Server(uvicorn.Server):
+    """On SIGTERM, also ends the open live-queue streams: uvicorn waits for open responses before
+    it stops, and an event stream never finishes by itself."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        deps = getattr(self.app.state, "deps", None)
+        if deps is not None:
+            # A signal handler runs between two steps of the loop: hand the work to the loop.
+            asyncio.get_running_loop().call_soon_threadsafe(deps.live.close)
+
+
+def _config(app: Starlette, settings: ConsoleSettings) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
@@ -25,4 +45,5 @@ def _config(settings: ConsoleSettings) -> uvicorn.Config:
 
 def serve(settings: ConsoleSettings) -> None:
     configure_logging("console", settings.log_level, settings.log_json)
-    uvicorn.Server(_config(settings)).run()
+    app = create_app(settings)
+    _Server(_config(app, settings), app).run()

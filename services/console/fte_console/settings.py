@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fte_runtime.settings import DatabaseSettings
+from fte_runtime.settings import DatabaseSettings, KafkaSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
-class ConsoleSettings(DatabaseSettings):
+class ConsoleSettings(DatabaseSettings, KafkaSettings):
     model_config = SettingsConfigDict(env_prefix="FTE_CONSOLE_", extra="ignore", frozen=True)
 
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8090
     # AgentService (through Envoy), with the console's own token (tickets.read, tickets.write).
     agent_target: str = "127.0.0.1:9000"
+    # IdentityService (through Envoy), with the same token (identity.read; identity.write to
+    # merge and erase).
+    identity_target: str = "127.0.0.1:9000"
     service_token: SecretStr = SecretStr("")
     agent_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     # Cookies are sent over HTTPS only; off only for a local run on plain http://127.0.0.1.
@@ -27,3 +30,8 @@ class ConsoleSettings(DatabaseSettings):
     # Sign-in attempts per client address per minute (the lockout protects each account).
     login_rate_per_minute: Annotated[int, Field(ge=1)] = 30
     queue_page_size: Annotated[int, Field(ge=1, le=100)] = 50
+    # The live queue: each process reads `fte.tickets.escalated` in a group of its own, named
+    # from this prefix and a random suffix.
+    live_group_prefix: str = "fte-console-live"
+    # Seconds between keep-alive comments on an open live-queue stream (the session is checked then).
+    live_heartbeat_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0

@@ -10,11 +10,14 @@ import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from fte.common.v1 import common_pb2
+from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime.grpc_client import connect
 from fte_stack.stack import Stack
@@ -35,6 +38,15 @@ async def add_user(stack: Stack, username: str, role: str = "agent") -> None:
     out, err = await proc.communicate((PASSWORD + "\n").encode())
     assert proc.returncode == 0, err.decode()
     assert f"created {username}" in out.decode()
+
+
+def request_id_of(page: str, form: str) -> str:
+    """The request id rendered into one form of the page."""
+    match = re.search(rf'id="{form}">(.*?)</form>', page, re.S)
+    assert match, f"no form {form}"
+    found = re.search(r'name="request_id" value="([^"]+)"', match.group(1))
+    assert found, f"form {form} has no request id"
+    return found.group(1)
 
 
 def csrf(page: str) -> str:
@@ -141,16 +153,36 @@ async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
     assert 'id="ticket-status">escalated' in page
     assert 'id="ticket-reason">refund' in page
 
+    row = f'<tr data-ticket="{ticket}">'
+    assert row in (await console.get("/?reason=refund&channel=whatsapp&assignee=nobody")).text
+    assert row not in (await console.get("/?channel=email")).text
+    assert row not in (await console.get("/?status=open")).text
+    bad = await console.get("/?channel=fax")
+    assert bad.status_code == 400
+    assert "channel 'fax' is not one of: email, whatsapp, web_form" in bad.text
+
+    note = f"Checked the payment provider: charged twice. <b>{marker}</b>"
+    note_form = {"csrf_token": csrf(page), "request_id": request_id_of(page, "note-form"), "text": note}
+    for _ in range(2):  # a resubmitted note form adds once
+        assert (await console.post(f"/tickets/{ticket}/notes", data=note_form)).status_code == 303
+    empty = await console.post(f"/tickets/{ticket}/notes", data={**note_form, "text": " "})
+    assert empty.status_code == 400
+    assert "a note is 1 to 5000 characters" in empty.text
+    page = (await console.get(f"/tickets/{ticket}")).text
+    assert page.count(html.escape(note)) == 1
+
     assigned = await console.post(f"/tickets/{ticket}/assign", data={"csrf_token": csrf(page)})
     assert assigned.status_code == 303
     page = (await console.get(f"/tickets/{ticket}")).text
     assert f'id="ticket-assignee">{name}' in page
-    assert f'<tr data-ticket="{ticket}">' in (await console.get("/?mine=1")).text
+    assert row in (await console.get("/?mine=1")).text
+    assert row in (await console.get(f"/?assignee={name}&status=escalated")).text
+    assert row not in (await console.get("/?assignee=nobody")).text
+    due = re.search(r'id="ticket-due">(\d{4}-\d\d-\d\d \d\d:\d\d UTC) \((in|overdue) ', page)
+    assert due, "the ticket page shows when a reply is due"
 
-    request_id = re.search(r'name="request_id" value="([^"]+)"', page)
-    assert request_id
     reply = "I am sorry about the double charge. I have refunded the second payment today."
-    form = {"csrf_token": csrf(page), "request_id": request_id.group(1), "text": reply}
+    form = {"csrf_token": csrf(page), "request_id": request_id_of(page, "reply-form"), "text": reply}
     assert (await console.post(f"/tickets/{ticket}/reply", data={**form, "csrf_token": "forged"})).status_code == 403
     for _ in range(2):  # a resubmitted form sends once
         assert (await console.post(f"/tickets/{ticket}/reply", data=form)).status_code == 303
@@ -161,16 +193,113 @@ async def test_an_escalated_refund_is_worked_from_the_queue_to_a_sent_reply(
         agent = agent_service_pb2_grpc.AgentServiceStub(channel)
         found = await agent.GetTicket(agent_service_pb2.GetTicketRequest(name=f"tickets/{ticket}"))
         messages = await agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=f"tickets/{ticket}"))
+        notes = await agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=f"tickets/{ticket}"))
+        deliveries = await notifier_service_pb2_grpc.NotifierServiceStub(channel).ListDeliveries(
+            notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket)
+        )
     assert found.ticket.status == agent_pb2.TICKET_STATUS_RESOLVED
+    # The page showed the agent's due time (the promise brought into support hours).
+    promised = found.ticket.follow_up_by_time.ToDatetime(UTC)
+    assert datetime.strptime(due.group(1), "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC) <= promised
+    assert not found.ticket.HasField("reply_due_time")  # resolved: nothing is due
     assert found.ticket.assignee == name
     human = [m for m in messages.messages if m.author == agent_pb2.AUTHOR_HUMAN]
     assert [m.text for m in human] == [reply]
     assert human[0].delivery
+    assert human[0].actor == name  # the staff member, not only the console's principal
+    assert [(n.text, n.actor, n.principal) for n in notes.notes] == [(note, name, "console")]
+    assert reply in [d.text_body for d in deliveries.deliveries]
+    assert not any(marker in d.text_body for d in deliveries.deliveries)  # the note never left
     page = (await console.get(f"/tickets/{ticket}")).text
     trail = re.findall(r"UTC (\S+): (\w+)</li>", page)
     # Newest first; the resubmitted reply is recorded as submitted, and sent once (above).
-    assert trail[:4] == [(name, "resolve"), (name, "reply"), (name, "reply"), (name, "assign")]
+    assert trail[:6] == [
+        (name, "resolve"),
+        (name, "reply"),
+        (name, "reply"),
+        (name, "assign"),
+        (name, "note"),
+        (name, "note"),
+    ]
     assert 'id="reply-form"' not in page  # a resolved ticket takes no reply
+
+
+async def ticket_of(stack: Stack, marker: str) -> agent_pb2.Ticket:
+    """The WhatsApp ticket whose subject carries `marker`, once the agent has stored it."""
+    async with connect(f"127.0.0.1:{stack.ports['envoy']}", token=stack.tokens["staff"]) as channel:
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        async with asyncio.timeout(60):
+            while True:
+                listed = await agent.ListTickets(
+                    agent_service_pb2.ListTicketsRequest(channel=common_pb2.CHANNEL_WHATSAPP, page_size=100)
+                )
+                for t in listed.tickets:
+                    if marker in t.subject:
+                        return t
+                await asyncio.sleep(0.5)
+
+
+async def test_the_customer_card_and_page_and_only_an_admin_merges_or_erases(
+    full_stack: Stack, console: httpx.AsyncClient
+) -> None:
+    staff, admin = f"kim-{uuid.uuid4().hex[:8]}", f"root-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, staff)
+    await add_user(full_stack, admin, "admin")
+    gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
+    markers, phones = [uuid.uuid4().hex[:8] for _ in range(2)], [new_phone() for _ in range(2)]
+    for marker, phone in zip(markers, phones, strict=True):
+        await whatsapp(gateway, phone, f"I was charged twice, I want my money back now {marker}")
+    first, second = [await ticket_of(full_stack, m) for m in markers]
+    source, target = (t.customer.removeprefix("customers/") for t in (first, second))
+
+    assert (await sign_in(console, staff)).status_code == 303
+    page = (await console.get(f"/tickets/{first.name.removeprefix('tickets/')}")).text
+    card = re.search(r'<section class="card" id="customer-card">(.*?)</section>', page, re.S)
+    assert card, "the ticket page has the customer card"
+    # The WhatsApp address arrived on its own channel: proven, so verified.
+    assert f'{phones[0]} <span class="badge evidence-verified">verified</span>' in card.group(1)
+    assert f'href="/customers/{source}"' in card.group(1)
+    customer = await console.get(f"/customers/{source}")
+    assert customer.status_code == 200
+    assert f'<tr data-ticket="{first.name.removeprefix("tickets/")}">' in customer.text
+    assert markers[0] in customer.text  # the history
+    assert 'id="merge-form"' not in customer.text  # not offered to an agent...
+    form = {"csrf_token": csrf(customer.text), "request_id": str(uuid.uuid4()), "reason": "same person"}
+    merge = await console.post(f"/customers/{source}/merge", data={**form, "target": target})
+    assert merge.status_code == 403  # ...and refused
+    erase = await console.post(f"/customers/{source}/erase", data={**form, "confirm": source})
+    assert erase.status_code == 403
+    assert (await console.get("/customers/not a customer")).status_code == 404
+
+    console.cookies.clear()
+    assert (await sign_in(console, admin)).status_code == 303
+    page = (await console.get(f"/customers/{source}")).text
+    merge_form = {"csrf_token": csrf(page), "request_id": request_id_of(page, "merge-form")}
+    no_reason = await console.post(f"/customers/{source}/merge", data={**merge_form, "target": target, "reason": ""})
+    assert no_reason.status_code == 400
+    merged = await console.post(
+        f"/customers/{source}/merge", data={**merge_form, "target": target, "reason": "same person, two phones"}
+    )
+    assert merged.status_code == 303
+    assert merged.headers["location"] == f"/customers/{target}"
+    # The merged-away customer's page leads to the one kept.
+    gone = await console.get(f"/customers/{source}")
+    assert (gone.status_code, gone.headers["location"]) == (303, f"/customers/{target}")
+    page = (await console.get(f"/customers/{target}")).text
+    assert 'id="customer-state">active' in page
+    assert phones[0] in page  # the identifiers moved with the merge
+    assert (admin, "merge") in re.findall(r"UTC (\S+): (\w+)</li>", page)
+
+    erase_form = {"csrf_token": csrf(page), "request_id": request_id_of(page, "erase-form"), "reason": "GDPR request"}
+    wrong = await console.post(f"/customers/{target}/erase", data={**erase_form, "confirm": source})
+    assert wrong.status_code == 400
+    assert "type the customer's id" in wrong.text
+    erased = await console.post(f"/customers/{target}/erase", data={**erase_form, "confirm": target})
+    assert erased.status_code == 303
+    page = (await console.get(f"/customers/{target}")).text
+    assert 'id="customer-state">erased' in page
+    assert phones[1] not in page
+    assert (admin, "erase") in re.findall(r"UTC (\S+): (\w+)</li>", page)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -223,6 +352,94 @@ async def test_a_ticket_is_worked_in_a_browser_and_a_planted_script_never_runs(f
             assert dialogs == []  # neither the <img onerror> nor the <script> ran
         finally:
             await browser.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/install-browser.sh)")
+async def test_a_new_escalation_appears_in_the_open_queue_without_a_reload(
+    full_stack: Stack, console: httpx.AsyncClient
+) -> None:
+    name = f"ana-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    assert (await console.get("/events/queue")).status_code == 401  # the stream needs a session too
+    marker = uuid.uuid4().hex[:8]
+    OUTPUT.mkdir(exist_ok=True)
+    base = f"http://127.0.0.1:{full_stack.ports['console']}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []  # script exceptions and CSP refusals (not the browser's favicon probe)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+            loads: list[str] = []
+            page.on("load", lambda p: loads.append(p.url))
+            await page.goto(base + "/login")
+            await page.get_by_label("Username").fill(name)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#live-status")).to_have_text("live", timeout=30_000)
+            await expect(page.locator("#queue tr", has_text=marker)).to_have_count(0)
+            # Survives only while the page is the same document: any reload or navigation drops it.
+            await page.evaluate("window.sameDocument = true")
+            seen = len(loads)
+
+            gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
+            await whatsapp(gateway, new_phone(), f"I was charged twice, I want my money back now {marker}")
+            row = page.locator("#queue tr", has_text=marker)
+            await expect(row).to_have_count(1, timeout=60_000)
+            await expect(row).to_have_class(re.compile(r"\bnew\b"))
+            await expect(row.locator("td").nth(3)).to_have_text("refund")
+            await expect(row.locator("td").nth(4)).to_have_text("whatsapp")
+            ticket = await row.get_attribute("data-ticket")
+            assert ticket
+            await expect(page.locator("#live-notice")).to_contain_text(ticket)
+            assert await page.evaluate("window.sameDocument") is True
+            assert len(loads) == seen
+            assert errors == []  # the script ran under the page's CSP without a violation
+            await page.screenshot(path=str(OUTPUT / "console-live-queue.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/install-browser.sh)")
+async def test_a_suggested_reply_is_edited_in_the_browser_and_exactly_the_edit_is_sent(full_stack: Stack) -> None:
+    name = f"noor-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    marker = uuid.uuid4().hex[:8]
+    gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
+    await whatsapp(gateway, new_phone(), f"Let me talk to a real person please. How do I reset my password? {marker}")
+    ticket = (await ticket_of(full_stack, marker)).name.removeprefix("tickets/")
+    base = f"http://127.0.0.1:{full_stack.ports['console']}"
+    OUTPUT.mkdir(exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 1400})
+            await page.goto(base + "/login")
+            await page.get_by_label("Username").fill(name)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.goto(f"{base}/tickets/{ticket}")
+            box = page.locator("#reply-text")
+            await expect(box).to_have_value("")
+            await page.locator("#suggest-reply").click()
+            await expect(box).not_to_have_value("", timeout=30_000)
+            draft = await box.input_value()
+            assert "password" in draft.lower()  # drafted from the password article
+            edited = draft.replace("Hi,", "Hi Rosa,", 1) + f"\n\nI have also reset your sessions ({marker})."
+            await box.fill(edited)
+            await page.screenshot(path=str(OUTPUT / "console-suggested-reply.png"), full_page=True)
+            await page.locator("#send-reply").click()
+            await expect(page.locator("#conversation")).to_contain_text(f"reset your sessions ({marker})")
+        finally:
+            await browser.close()
+    # Exactly the edited text left, line breaks included (a browser sends them as CRLF).
+    async with connect(f"127.0.0.1:{full_stack.ports['envoy']}", token=full_stack.tokens["staff"]) as channel:
+        deliveries = await notifier_service_pb2_grpc.NotifierServiceStub(channel).ListDeliveries(
+            notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket)
+        )
+    sent = [d.text_body for d in deliveries.deliveries if marker in d.text_body]
+    assert sent == [edited]
 
 
 async def _cookies(page: Page) -> dict[str, str]:

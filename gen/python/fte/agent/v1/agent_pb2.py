@@ -26,19 +26,21 @@ from fte.common.v1 import common_pb2 as fte_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66te/agent/v1/agent.proto\x12\x0c\x66te.agent.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x04\n\x06Ticket\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63ustomer\x18\x02 \x01(\t\x12\x14\n\x0c\x63onversation\x18\x03 \x01(\t\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12)\n\x08\x63\x61tegory\x18\x06 \x01(\x0e\x32\x17.fte.common.v1.Category\x12)\n\x08priority\x18\x07 \x01(\x0e\x32\x17.fte.common.v1.Priority\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.fte.agent.v1.TicketStatus\x12:\n\x11\x65scalation_reason\x18\t \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x19\n\x11\x65scalation_detail\x18\n \x01(\t\x12\x11\n\tsentiment\x18\x0b \x01(\x01\x12\x10\n\x08\x61ssignee\x18\x0c \x01(\t\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x66irst_response_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cresolve_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\x07Message\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06ticket\x18\x02 \x01(\t\x12$\n\x06\x61uthor\x18\x03 \x01(\x0e\x32\x14.fte.agent.v1.Author\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x06 \x01(\t\x12\x36\n\x0f\x64\x65livery_status\x18\x07 \x01(\x0e\x32\x1d.fte.common.v1.DeliveryStatus\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9d\x01\n\x0cTicketStatus\x12\x1d\n\x19TICKET_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TICKET_STATUS_OPEN\x10\x01\x12\x1d\n\x19TICKET_STATUS_IN_PROGRESS\x10\x02\x12\x1a\n\x16TICKET_STATUS_RESOLVED\x10\x03\x12\x1b\n\x17TICKET_STATUS_ESCALATED\x10\x04*Y\n\x06\x41uthor\x12\x16\n\x12\x41UTHOR_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41UTHOR_CUSTOMER\x10\x01\x12\x10\n\x0c\x41UTHOR_AGENT\x10\x02\x12\x10\n\x0c\x41UTHOR_HUMAN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66te/agent/v1/agent.proto\x12\x0c\x66te.agent.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x05\n\x06Ticket\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63ustomer\x18\x02 \x01(\t\x12\x14\n\x0c\x63onversation\x18\x03 \x01(\t\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12)\n\x08\x63\x61tegory\x18\x06 \x01(\x0e\x32\x17.fte.common.v1.Category\x12)\n\x08priority\x18\x07 \x01(\x0e\x32\x17.fte.common.v1.Priority\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.fte.agent.v1.TicketStatus\x12:\n\x11\x65scalation_reason\x18\t \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x19\n\x11\x65scalation_detail\x18\n \x01(\t\x12\x11\n\tsentiment\x18\x0b \x01(\x01\x12\x10\n\x08\x61ssignee\x18\x0c \x01(\t\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x66irst_response_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cresolve_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x66ollow_up_by_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0ereply_due_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x02\n\x07Message\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06ticket\x18\x02 \x01(\t\x12$\n\x06\x61uthor\x18\x03 \x01(\x0e\x32\x14.fte.agent.v1.Author\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x06 \x01(\t\x12\x36\n\x0f\x64\x65livery_status\x18\x07 \x01(\x0e\x32\x1d.fte.common.v1.DeliveryStatus\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\"u\n\x04Note\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9d\x01\n\x0cTicketStatus\x12\x1d\n\x19TICKET_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TICKET_STATUS_OPEN\x10\x01\x12\x1d\n\x19TICKET_STATUS_IN_PROGRESS\x10\x02\x12\x1a\n\x16TICKET_STATUS_RESOLVED\x10\x03\x12\x1b\n\x17TICKET_STATUS_ESCALATED\x10\x04*Y\n\x06\x41uthor\x12\x16\n\x12\x41UTHOR_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41UTHOR_CUSTOMER\x10\x01\x12\x10\n\x0c\x41UTHOR_AGENT\x10\x02\x12\x10\n\x0c\x41UTHOR_HUMAN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fte.agent.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TICKETSTATUS']._serialized_start=958
-  _globals['_TICKETSTATUS']._serialized_end=1115
-  _globals['_AUTHOR']._serialized_start=1117
-  _globals['_AUTHOR']._serialized_end=1206
+  _globals['_TICKETSTATUS']._serialized_start=1199
+  _globals['_TICKETSTATUS']._serialized_end=1356
+  _globals['_AUTHOR']._serialized_start=1358
+  _globals['_AUTHOR']._serialized_end=1447
   _globals['_TICKET']._serialized_start=104
-  _globals['_TICKET']._serialized_end=697
-  _globals['_MESSAGE']._serialized_start=700
-  _globals['_MESSAGE']._serialized_end=955
+  _globals['_TICKET']._serialized_end=804
+  _globals['_MESSAGE']._serialized_start=807
+  _globals['_MESSAGE']._serialized_end=1077
+  _globals['_NOTE']._serialized_start=1079
+  _globals['_NOTE']._serialized_end=1196
 # @@protoc_insertion_point(module_scope)

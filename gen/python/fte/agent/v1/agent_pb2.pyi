@@ -98,6 +98,8 @@ class Ticket(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FIRST_RESPONSE_TIME_FIELD_NUMBER: _builtins.int
     RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_BY_TIME_FIELD_NUMBER: _builtins.int
+    REPLY_DUE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. "tickets/{ticket}"; for the web form {ticket} is the reference shown to the customer."""
     customer: _builtins.str
@@ -140,6 +142,20 @@ class Ticket(_message.Message):
     def resolve_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it was resolved."""
 
+    @_builtins.property
+    def follow_up_by_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the customer was told a person would follow up by; set when the ticket is
+        escalated (by the agent or by staff).
+        """
+
+    @_builtins.property
+    def reply_due_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When a person's reply is due, for a ticket not resolved: the follow-up promise
+        (or, never escalated, its creation plus the playbook's follow-up hours), brought forward to
+        the last moment of the playbook's support hours at or before it; when no support hours fall
+        between escalation and promise, the first opening after escalation.
+        """
+
     def __init__(
         self,
         *,
@@ -160,10 +176,12 @@ class Ticket(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         first_response_time: _timestamp_pb2.Timestamp | None = ...,
         resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        follow_up_by_time: _timestamp_pb2.Timestamp | None = ...,
+        reply_due_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response_time", b"first_response_time", "resolve_time", b"resolve_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response_time", b"first_response_time", "follow_up_by_time", b"follow_up_by_time", "reply_due_time", b"reply_due_time", "resolve_time", b"resolve_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "category", b"category", "channel", b"channel", "conversation", b"conversation", "create_time", b"create_time", "customer", b"customer", "escalation_detail", b"escalation_detail", "escalation_reason", b"escalation_reason", "etag", b"etag", "first_response_time", b"first_response_time", "name", b"name", "priority", b"priority", "resolve_time", b"resolve_time", "sentiment", b"sentiment", "status", b"status", "subject", b"subject", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "category", b"category", "channel", b"channel", "conversation", b"conversation", "create_time", b"create_time", "customer", b"customer", "escalation_detail", b"escalation_detail", "escalation_reason", b"escalation_reason", "etag", b"etag", "first_response_time", b"first_response_time", "follow_up_by_time", b"follow_up_by_time", "name", b"name", "priority", b"priority", "reply_due_time", b"reply_due_time", "resolve_time", b"resolve_time", "sentiment", b"sentiment", "status", b"status", "subject", b"subject", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,6 +201,7 @@ class Message(_message.Message):
     DELIVERY_FIELD_NUMBER: _builtins.int
     DELIVERY_STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output only. "conversations/{conversation}/messages/{message}"."""
     ticket: _builtins.str
@@ -197,6 +216,8 @@ class Message(_message.Message):
     """The outbound delivery, "deliveries/{delivery}", for replies."""
     delivery_status: _common_pb2.DeliveryStatus.ValueType
     """Delivery status, for replies."""
+    actor: _builtins.str
+    """Output only. For a staff reply, the staff member the caller acted for (empty when none was named)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -212,11 +233,52 @@ class Message(_message.Message):
         delivery: _builtins.str = ...,
         delivery_status: _common_pb2.DeliveryStatus.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "channel", b"channel", "create_time", b"create_time", "delivery", b"delivery", "delivery_status", b"delivery_status", "name", b"name", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "author", b"author", "channel", b"channel", "create_time", b"create_time", "delivery", b"delivery", "delivery_status", b"delivery_status", "name", b"name", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Note(_message.Message):
+    """An internal note on a ticket: written by staff for staff, never sent to the customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Output only. "tickets/{ticket}/notes/{note}"."""
+    text: _builtins.str
+    """The note's text."""
+    actor: _builtins.str
+    """Output only. The staff member who wrote it (the request's actor)."""
+    principal: _builtins.str
+    """Output only. The authenticated principal that added it (e.g. "console")."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        text: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "create_time", b"create_time", "name", b"name", "principal", b"principal", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Note: _TypeAlias = Note  # noqa: Y015

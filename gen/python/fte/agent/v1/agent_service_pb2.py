@@ -27,7 +27,7 @@ from fte.common.v1 import common_pb2 as fte_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fte/agent/v1/agent_service.proto\x12\x0c\x66te.agent.v1\x1a\x18\x66te/agent/v1/agent.proto\x1a\x1a\x66te/common/v1/common.proto\x1a google/protobuf/field_mask.proto\" \n\x10GetTicketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"\xde\x01\n\x12ListTicketsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.fte.agent.v1.TicketStatus\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x10\n\x08\x63ustomer\x18\x05 \x01(\t\x12:\n\x11\x65scalation_reason\x18\x06 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\"U\n\x13ListTicketsResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x13UpdateTicketRequest\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x14UpdateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"L\n\x13ListMessagesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListMessagesResponse\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x19GetCustomerHistoryRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x85\x01\n\x1aGetCustomerHistoryResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"H\n\x14ReplyToTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"?\n\x15ReplyToTicketResponse\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.fte.agent.v1.Message\"|\n\x15\x45scalateTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\">\n\x16\x45scalateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"4\n\x14ResolveTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"=\n\x15ResolveTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket2\xd8\x05\n\x0c\x41gentService\x12L\n\tGetTicket\x12\x1e.fte.agent.v1.GetTicketRequest\x1a\x1f.fte.agent.v1.GetTicketResponse\x12R\n\x0bListTickets\x12 .fte.agent.v1.ListTicketsRequest\x1a!.fte.agent.v1.ListTicketsResponse\x12U\n\x0cUpdateTicket\x12!.fte.agent.v1.UpdateTicketRequest\x1a\".fte.agent.v1.UpdateTicketResponse\x12U\n\x0cListMessages\x12!.fte.agent.v1.ListMessagesRequest\x1a\".fte.agent.v1.ListMessagesResponse\x12g\n\x12GetCustomerHistory\x12\'.fte.agent.v1.GetCustomerHistoryRequest\x1a(.fte.agent.v1.GetCustomerHistoryResponse\x12X\n\rReplyToTicket\x12\".fte.agent.v1.ReplyToTicketRequest\x1a#.fte.agent.v1.ReplyToTicketResponse\x12[\n\x0e\x45scalateTicket\x12#.fte.agent.v1.EscalateTicketRequest\x1a$.fte.agent.v1.EscalateTicketResponse\x12X\n\rResolveTicket\x12\".fte.agent.v1.ResolveTicketRequest\x1a#.fte.agent.v1.ResolveTicketResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fte/agent/v1/agent_service.proto\x12\x0c\x66te.agent.v1\x1a\x18\x66te/agent/v1/agent.proto\x1a\x1a\x66te/common/v1/common.proto\x1a google/protobuf/field_mask.proto\" \n\x10GetTicketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"\x84\x02\n\x12ListTicketsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.fte.agent.v1.TicketStatus\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x10\n\x08\x63ustomer\x18\x05 \x01(\t\x12:\n\x11\x65scalation_reason\x18\x06 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x10\n\x08\x61ssignee\x18\x07 \x01(\t\x12\x12\n\nunassigned\x18\x08 \x01(\x08\"U\n\x13ListTicketsResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x13UpdateTicketRequest\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"<\n\x14UpdateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"L\n\x13ListMessagesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListMessagesResponse\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x19GetCustomerHistoryRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x85\x01\n\x1aGetCustomerHistoryResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"W\n\x14ReplyToTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"?\n\x15ReplyToTicketResponse\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.fte.agent.v1.Message\"\x8b\x01\n\x15\x45scalateTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\">\n\x16\x45scalateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"C\n\x14ResolveTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"=\n\x15ResolveTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"Q\n\x0e\x41\x64\x64NoteRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"3\n\x0f\x41\x64\x64NoteResponse\x12 \n\x04note\x18\x01 \x01(\x0b\x32\x12.fte.agent.v1.Note\"I\n\x10ListNotesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListNotesResponse\x12!\n\x05notes\x18\x01 \x03(\x0b\x32\x12.fte.agent.v1.Note\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13SuggestReplyRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\"Z\n\x14SuggestReplyResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x61rticle\x18\x02 \x01(\t\x12\x13\n\x0b\x61rticle_url\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t2\xc5\x07\n\x0c\x41gentService\x12L\n\tGetTicket\x12\x1e.fte.agent.v1.GetTicketRequest\x1a\x1f.fte.agent.v1.GetTicketResponse\x12R\n\x0bListTickets\x12 .fte.agent.v1.ListTicketsRequest\x1a!.fte.agent.v1.ListTicketsResponse\x12U\n\x0cUpdateTicket\x12!.fte.agent.v1.UpdateTicketRequest\x1a\".fte.agent.v1.UpdateTicketResponse\x12U\n\x0cListMessages\x12!.fte.agent.v1.ListMessagesRequest\x1a\".fte.agent.v1.ListMessagesResponse\x12g\n\x12GetCustomerHistory\x12\'.fte.agent.v1.GetCustomerHistoryRequest\x1a(.fte.agent.v1.GetCustomerHistoryResponse\x12X\n\rReplyToTicket\x12\".fte.agent.v1.ReplyToTicketRequest\x1a#.fte.agent.v1.ReplyToTicketResponse\x12[\n\x0e\x45scalateTicket\x12#.fte.agent.v1.EscalateTicketRequest\x1a$.fte.agent.v1.EscalateTicketResponse\x12X\n\rResolveTicket\x12\".fte.agent.v1.ResolveTicketRequest\x1a#.fte.agent.v1.ResolveTicketResponse\x12\x46\n\x07\x41\x64\x64Note\x12\x1c.fte.agent.v1.AddNoteRequest\x1a\x1d.fte.agent.v1.AddNoteResponse\x12L\n\tListNotes\x12\x1e.fte.agent.v1.ListNotesRequest\x1a\x1f.fte.agent.v1.ListNotesResponse\x12U\n\x0cSuggestReply\x12!.fte.agent.v1.SuggestReplyRequest\x1a\".fte.agent.v1.SuggestReplyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTICKETRESPONSE']._serialized_start=172
   _globals['_GETTICKETRESPONSE']._serialized_end=229
   _globals['_LISTTICKETSREQUEST']._serialized_start=232
-  _globals['_LISTTICKETSREQUEST']._serialized_end=454
-  _globals['_LISTTICKETSRESPONSE']._serialized_start=456
-  _globals['_LISTTICKETSRESPONSE']._serialized_end=541
-  _globals['_UPDATETICKETREQUEST']._serialized_start=543
-  _globals['_UPDATETICKETREQUEST']._serialized_end=651
-  _globals['_UPDATETICKETRESPONSE']._serialized_start=653
-  _globals['_UPDATETICKETRESPONSE']._serialized_end=713
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=715
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=791
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=793
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=881
-  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_start=883
-  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_end=967
-  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_start=970
-  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_end=1103
-  _globals['_REPLYTOTICKETREQUEST']._serialized_start=1105
-  _globals['_REPLYTOTICKETREQUEST']._serialized_end=1177
-  _globals['_REPLYTOTICKETRESPONSE']._serialized_start=1179
-  _globals['_REPLYTOTICKETRESPONSE']._serialized_end=1242
-  _globals['_ESCALATETICKETREQUEST']._serialized_start=1244
-  _globals['_ESCALATETICKETREQUEST']._serialized_end=1368
-  _globals['_ESCALATETICKETRESPONSE']._serialized_start=1370
-  _globals['_ESCALATETICKETRESPONSE']._serialized_end=1432
-  _globals['_RESOLVETICKETREQUEST']._serialized_start=1434
-  _globals['_RESOLVETICKETREQUEST']._serialized_end=1486
-  _globals['_RESOLVETICKETRESPONSE']._serialized_start=1488
-  _globals['_RESOLVETICKETRESPONSE']._serialized_end=1549
-  _globals['_AGENTSERVICE']._serialized_start=1552
-  _globals['_AGENTSERVICE']._serialized_end=2280
+  _globals['_LISTTICKETSREQUEST']._serialized_end=492
+  _globals['_LISTTICKETSRESPONSE']._serialized_start=494
+  _globals['_LISTTICKETSRESPONSE']._serialized_end=579
+  _globals['_UPDATETICKETREQUEST']._serialized_start=581
+  _globals['_UPDATETICKETREQUEST']._serialized_end=704
+  _globals['_UPDATETICKETRESPONSE']._serialized_start=706
+  _globals['_UPDATETICKETRESPONSE']._serialized_end=766
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=768
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=844
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=846
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=934
+  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_start=936
+  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_end=1020
+  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_start=1023
+  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_end=1156
+  _globals['_REPLYTOTICKETREQUEST']._serialized_start=1158
+  _globals['_REPLYTOTICKETREQUEST']._serialized_end=1245
+  _globals['_REPLYTOTICKETRESPONSE']._serialized_start=1247
+  _globals['_REPLYTOTICKETRESPONSE']._serialized_end=1310
+  _globals['_ESCALATETICKETREQUEST']._serialized_start=1313
+  _globals['_ESCALATETICKETREQUEST']._serialized_end=1452
+  _globals['_ESCALATETICKETRESPONSE']._serialized_start=1454
+  _globals['_ESCALATETICKETRESPONSE']._serialized_end=1516
+  _globals['_RESOLVETICKETREQUEST']._serialized_start=1518
+  _globals['_RESOLVETICKETREQUEST']._serialized_end=1585
+  _globals['_RESOLVETICKETRESPONSE']._serialized_start=1587
+  _globals['_RESOLVETICKETRESPONSE']._serialized_end=1648
+  _globals['_ADDNOTEREQUEST']._serialized_start=1650
+  _globals['_ADDNOTEREQUEST']._serialized_end=1731
+  _globals['_ADDNOTERESPONSE']._serialized_start=1733
+  _globals['_ADDNOTERESPONSE']._serialized_end=1784
+  _globals['_LISTNOTESREQUEST']._serialized_start=1786
+  _globals['_LISTNOTESREQUEST']._serialized_end=1859
+  _globals['_LISTNOTESRESPONSE']._serialized_start=1861
+  _globals['_LISTNOTESRESPONSE']._serialized_end=1940
+  _globals['_SUGGESTREPLYREQUEST']._serialized_start=1942
+  _globals['_SUGGESTREPLYREQUEST']._serialized_end=1979
+  _globals['_SUGGESTREPLYRESPONSE']._serialized_start=1981
+  _globals['_SUGGESTREPLYRESPONSE']._serialized_end=2071
+  _globals['_AGENTSERVICE']._serialized_start=2074
+  _globals['_AGENTSERVICE']._serialized_end=3039
 # @@protoc_insertion_point(module_scope)

@@ -73,6 +73,8 @@ class ListTicketsRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
     ESCALATION_REASON_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    UNASSIGNED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Optional. At most 100; default 20."""
     page_token: _builtins.str
@@ -85,6 +87,10 @@ class ListTicketsRequest(_message.Message):
     """Optional. Only this customer's tickets, "customers/{customer}"."""
     escalation_reason: _common_pb2.EscalationReason.ValueType
     """Optional. Only tickets escalated for this reason."""
+    assignee: _builtins.str
+    """Optional. Only tickets assigned to this staff member; see `unassigned`."""
+    unassigned: _builtins.bool
+    """Optional. Only tickets assigned to nobody (with `assignee` set: INVALID_ARGUMENT)."""
     def __init__(
         self,
         *,
@@ -94,10 +100,12 @@ class ListTicketsRequest(_message.Message):
         channel: _common_pb2.Channel.ValueType = ...,
         customer: _builtins.str = ...,
         escalation_reason: _common_pb2.EscalationReason.ValueType = ...,
+        assignee: _builtins.str = ...,
+        unassigned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "customer", b"customer", "escalation_reason", b"escalation_reason", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "channel", b"channel", "customer", b"customer", "escalation_reason", b"escalation_reason", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "unassigned", b"unassigned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -135,6 +143,11 @@ class UpdateTicketRequest(_message.Message):
 
     TICKET_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """Optional. The staff member the caller acts for (a console's signed-in user), at most 200
+    characters; recorded with the change next to the calling principal.
+    """
     @_builtins.property
     def ticket(self) -> _agent_pb2.Ticket:
         """Required. The ticket with `name` and `etag` set, carrying the new values."""
@@ -148,10 +161,11 @@ class UpdateTicketRequest(_message.Message):
         *,
         ticket: _agent_pb2.Ticket | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "ticket", b"ticket", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,6 +314,7 @@ class ReplyToTicketRequest(_message.Message):
     TICKET_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     ticket: _builtins.str
     """Required. "tickets/{ticket}"."""
     text: _builtins.str
@@ -308,16 +323,21 @@ class ReplyToTicketRequest(_message.Message):
     """Optional. Idempotency key (the request_id rule, README "Contracts"), here at most 150
     characters; a retry with the same key sends once.
     """
+    actor: _builtins.str
+    """Optional. The staff member the caller acts for, at most 200 characters; recorded with the
+    reply (`Message.actor`).
+    """
     def __init__(
         self,
         *,
         ticket: _builtins.str = ...,
         text: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "request_id", b"request_id", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,6 +373,7 @@ class EscalateTicketRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     ticket: _builtins.str
     """Required. "tickets/{ticket}"."""
     reason: _common_pb2.EscalationReason.ValueType
@@ -363,6 +384,8 @@ class EscalateTicketRequest(_message.Message):
     """Optional. Idempotency key (the request_id rule, README "Contracts"): a retry with the same
     key publishes the same TicketEscalated event (same CloudEvents id), which consumers drop.
     """
+    actor: _builtins.str
+    """Optional. The staff member the caller acts for, at most 200 characters; recorded."""
     def __init__(
         self,
         *,
@@ -370,10 +393,11 @@ class EscalateTicketRequest(_message.Message):
         reason: _common_pb2.EscalationReason.ValueType = ...,
         detail: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason", "request_id", b"request_id", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "detail", b"detail", "reason", b"reason", "request_id", b"request_id", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,19 +431,23 @@ class ResolveTicketRequest(_message.Message):
 
     TICKET_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     ticket: _builtins.str
     """Required. "tickets/{ticket}"."""
     note: _builtins.str
     """Optional. A resolution note, kept with the ticket."""
+    actor: _builtins.str
+    """Optional. The staff member the caller acts for, at most 200 characters; recorded."""
     def __init__(
         self,
         *,
         ticket: _builtins.str = ...,
         note: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "note", b"note", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -446,3 +474,165 @@ class ResolveTicketResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveTicketResponse: _TypeAlias = ResolveTicketResponse  # noqa: Y015
+
+@_typing.final
+class AddNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Required. "tickets/{ticket}"."""
+    text: _builtins.str
+    """Required. The note, 1 to 5000 characters."""
+    actor: _builtins.str
+    """Optional. The staff member the caller acts for, at most 200 characters: the note's author."""
+    request_id: _builtins.str
+    """Optional. Idempotency key (the request_id rule, README "Contracts"): a retry with the same
+    key adds the note once.
+    """
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.str = ...,
+        text: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "request_id", b"request_id", "text", b"text", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddNoteRequest: _TypeAlias = AddNoteRequest  # noqa: Y015
+
+@_typing.final
+class AddNoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def note(self) -> _agent_pb2.Note:
+        """The stored note."""
+
+    def __init__(
+        self,
+        *,
+        note: _agent_pb2.Note | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["note", b"note"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddNoteResponse: _TypeAlias = AddNoteResponse  # noqa: Y015
+
+@_typing.final
+class ListNotesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Required. "tickets/{ticket}"."""
+    page_size: _builtins.int
+    """Optional. At most 100; default 50."""
+    page_token: _builtins.str
+    """Optional. The `next_page_token` of a previous call."""
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotesRequest: _TypeAlias = ListNotesRequest  # noqa: Y015
+
+@_typing.final
+class ListNotesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.Note]:
+        """The page of notes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        notes: _abc.Iterable[_agent_pb2.Note] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "notes", b"notes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotesResponse: _TypeAlias = ListNotesResponse  # noqa: Y015
+
+@_typing.final
+class SuggestReplyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Required. "tickets/{ticket}"."""
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestReplyRequest: _TypeAlias = SuggestReplyRequest  # noqa: Y015
+
+@_typing.final
+class SuggestReplyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ARTICLE_FIELD_NUMBER: _builtins.int
+    ARTICLE_URL_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The drafted reply, in the customer's language and the deployment's voice."""
+    article: _builtins.str
+    """The knowledge-base article it is grounded in, "articles/{article}"."""
+    article_url: _builtins.str
+    """That article's address."""
+    engine: _builtins.str
+    """The engine that drafted it (e.g. "offline", "llm", "llm+offline")."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        article: _builtins.str = ...,
+        article_url: _builtins.str = ...,
+        engine: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "article_url", b"article_url", "engine", b"engine", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestReplyResponse: _TypeAlias = SuggestReplyResponse  # noqa: Y015

@@ -76,6 +76,21 @@ class AgentServiceStub:
                 request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketRequest.SerializeToString,
                 response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketResponse.FromString,
                 _registered_method=True)
+        self.AddNote = channel.unary_unary(
+                '/fte.agent.v1.AgentService/AddNote',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteResponse.FromString,
+                _registered_method=True)
+        self.ListNotes = channel.unary_unary(
+                '/fte.agent.v1.AgentService/ListNotes',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.FromString,
+                _registered_method=True)
+        self.SuggestReply = channel.unary_unary(
+                '/fte.agent.v1.AgentService/SuggestReply',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -139,6 +154,30 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddNote(self, request, context):
+        """Adds an internal note to a ticket: for staff only, never sent to the customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotes(self, request, context):
+        """Lists a ticket's internal notes, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestReply(self, request, context):
+        """Drafts a reply to the ticket's latest customer message from the knowledge base, with the
+        configured engine and the same guardrail as the agent's own replies, for a person to edit
+        and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
+        is found.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +220,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ResolveTicket,
                     request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketRequest.FromString,
                     response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketResponse.SerializeToString,
+            ),
+            'AddNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNote,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteResponse.SerializeToString,
+            ),
+            'ListNotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotes,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.SerializeToString,
+            ),
+            'SuggestReply': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestReply,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +455,87 @@ class AgentService:
             '/fte.agent.v1.AgentService/ResolveTicket',
             fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketRequest.SerializeToString,
             fte_dot_agent_dot_v1_dot_agent__service__pb2.ResolveTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/AddNote',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.AddNoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/ListNotes',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.ListNotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestReply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/SuggestReply',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

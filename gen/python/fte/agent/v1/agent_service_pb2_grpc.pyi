@@ -51,6 +51,16 @@ class AgentServiceStub:
     """Hands a ticket to the human team."""
     ResolveTicket: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ResolveTicketRequest, _agent_service_pb2.ResolveTicketResponse]
     """Marks a ticket resolved."""
+    AddNote: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.AddNoteRequest, _agent_service_pb2.AddNoteResponse]
+    """Adds an internal note to a ticket: for staff only, never sent to the customer."""
+    ListNotes: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ListNotesRequest, _agent_service_pb2.ListNotesResponse]
+    """Lists a ticket's internal notes, oldest first."""
+    SuggestReply: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.SuggestReplyRequest, _agent_service_pb2.SuggestReplyResponse]
+    """Drafts a reply to the ticket's latest customer message from the knowledge base, with the
+    configured engine and the same guardrail as the agent's own replies, for a person to edit
+    and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
+    is found.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -75,6 +85,16 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Hands a ticket to the human team."""
     ResolveTicket: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ResolveTicketRequest, _agent_service_pb2.ResolveTicketResponse]  # type: ignore[assignment]
     """Marks a ticket resolved."""
+    AddNote: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.AddNoteRequest, _agent_service_pb2.AddNoteResponse]  # type: ignore[assignment]
+    """Adds an internal note to a ticket: for staff only, never sent to the customer."""
+    ListNotes: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ListNotesRequest, _agent_service_pb2.ListNotesResponse]  # type: ignore[assignment]
+    """Lists a ticket's internal notes, oldest first."""
+    SuggestReply: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.SuggestReplyRequest, _agent_service_pb2.SuggestReplyResponse]  # type: ignore[assignment]
+    """Drafts a reply to the ticket's latest customer message from the knowledge base, with the
+    configured engine and the same guardrail as the agent's own replies, for a person to edit
+    and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
+    is found.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """The staff side of the agent: tickets, conversations and human replies.
@@ -144,5 +164,33 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agent_service_pb2.ResolveTicketResponse, _abc.Awaitable[_agent_service_pb2.ResolveTicketResponse]]:
         """Marks a ticket resolved."""
+
+    @_abc_1.abstractmethod
+    def AddNote(
+        self,
+        request: _agent_service_pb2.AddNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.AddNoteResponse, _abc.Awaitable[_agent_service_pb2.AddNoteResponse]]:
+        """Adds an internal note to a ticket: for staff only, never sent to the customer."""
+
+    @_abc_1.abstractmethod
+    def ListNotes(
+        self,
+        request: _agent_service_pb2.ListNotesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.ListNotesResponse, _abc.Awaitable[_agent_service_pb2.ListNotesResponse]]:
+        """Lists a ticket's internal notes, oldest first."""
+
+    @_abc_1.abstractmethod
+    def SuggestReply(
+        self,
+        request: _agent_service_pb2.SuggestReplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.SuggestReplyResponse, _abc.Awaitable[_agent_service_pb2.SuggestReplyResponse]]:
+        """Drafts a reply to the ticket's latest customer message from the knowledge base, with the
+        configured engine and the same guardrail as the agent's own replies, for a person to edit
+        and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
+        is found.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
