@@ -407,7 +407,8 @@ async def test_a_suggested_reply_is_edited_in_the_browser_and_exactly_the_edit_i
     await add_user(full_stack, name)
     marker = uuid.uuid4().hex[:8]
     gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
-    await whatsapp(gateway, new_phone(), f"Let me talk to a real person please. How do I reset my password? {marker}")
+    phone = new_phone()
+    await whatsapp(gateway, phone, f"Let me talk to a real person please. How do I reset my password? {marker}")
     ticket = (await ticket_of(full_stack, marker)).name.removeprefix("tickets/")
     base = f"http://127.0.0.1:{full_stack.ports['console']}"
     OUTPUT.mkdir(exist_ok=True)
@@ -440,6 +441,10 @@ async def test_a_suggested_reply_is_edited_in_the_browser_and_exactly_the_edit_i
         )
     sent = [d.text_body for d in deliveries.deliveries if marker in d.text_body]
     assert sent == [edited]
+    # ... and exactly that reached the customer's phone: what the (fake) Twilio API accepted.
+    assert full_stack.providers is not None
+    received = [m.body for m in full_stack.providers.twilio.messages() if m.to == f"whatsapp:{phone}"]
+    assert [body for body in received if marker in body] == [edited]
 
 
 async def _cookies(page: Page) -> dict[str, str]:
