@@ -107,6 +107,7 @@ class Sender(_message.Message):
     PHONE_FIELD_NUMBER: _builtins.int
     WHATSAPP_ADDRESS_FIELD_NUMBER: _builtins.int
     WHATSAPP_USER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_AUTHENTICATED_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """Email address as given (email, web form)."""
     phone: _builtins.str
@@ -117,6 +118,10 @@ class Sender(_message.Message):
     """WhatsApp user id: Twilio WaId (the phone number's digits) or a business-scoped user id
     when the user shares no phone number.
     """
+    email_authenticated: _builtins.bool
+    """Email: the mail provider's authentication of the From passed (Gmail's Authentication-Results:
+    dmarc=pass, or dkim/spf pass for the From's domain). False means the From is only a claim.
+    """
     def __init__(
         self,
         *,
@@ -124,10 +129,11 @@ class Sender(_message.Message):
         phone: _builtins.str = ...,
         whatsapp_address: _builtins.str = ...,
         whatsapp_user_id: _builtins.str = ...,
+        email_authenticated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "phone", b"phone", "whatsapp_address", b"whatsapp_address", "whatsapp_user_id", b"whatsapp_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "email_authenticated", b"email_authenticated", "phone", b"phone", "whatsapp_address", b"whatsapp_address", "whatsapp_user_id", b"whatsapp_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
