@@ -47,7 +47,7 @@ def from_email(mail: ParsedEmail, mailbox: str) -> tuple[str, message_events_pb2
     msg = message_events_pb2.MessageReceived(
         channel=common_pb2.CHANNEL_EMAIL,
         channel_message_id=mail.gmail_id,
-        sender=message_events_pb2.Sender(email=mail.from_address),
+        sender=message_events_pb2.Sender(email=mail.from_address, email_authenticated=mail.authenticated),
         display_name=mail.from_name,
         subject=mail.subject,
         text_body=mail.text,
