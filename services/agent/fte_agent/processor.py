@@ -34,7 +34,7 @@ from fte_runtime.context import correlation_id_var
 from fte_runtime.kafka import EventPublisher, PoisonRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fte_agent import channels, metrics, store
+from fte_agent import channels, metrics, policy, store, verification
 from fte_agent.reasoner import Action, Decision, Reasoner
 from fte_agent.replies import reply_context, send_request_from_context
 from fte_agent.tools import Request, Searcher, Toolbox
@@ -131,6 +131,7 @@ class MessageProcessor:
         self.publisher = publisher
         self.reasoner = reasoner
         self.conversation_idle = conversation_idle
+        self.verifier = verification.Verifier(identity, notifier)
         # Answers whose best passage similarity is below this are recorded as knowledge gaps.
         self.gap_below = gap_below
 
@@ -176,7 +177,7 @@ class MessageProcessor:
             )
         request_id = reply_request_id(channel, msg.channel_message_id)
         if inbound.state == "received":
-            decision = await self._decide(msg, inbound, customer.name, allowed)
+            decision = await self._decide(msg, inbound, customer, allowed)
             await store.record_decision(
                 self.pool,
                 inbound,
@@ -254,7 +255,10 @@ class MessageProcessor:
         try:
             reply = await self.identity.ResolveCustomer(
                 identity_service_pb2.ResolveCustomerRequest(
-                    channel=msg.channel, identifiers=channels.identifiers(msg), display_name=msg.display_name[:200]
+                    channel=msg.channel,
+                    identifiers=channels.identifiers(msg),
+                    display_name=msg.display_name[:200],
+                    sender_authenticated=msg.channel == C.CHANNEL_EMAIL and msg.sender.email_authenticated,
                 )
             )
         except grpc.aio.AioRpcError as exc:
@@ -264,7 +268,58 @@ class MessageProcessor:
         return reply.customer
 
     async def _decide(
-        self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, customer: str, allowed: list[int]
+        self,
+        msg: message_events_pb2.MessageReceived,
+        inbound: store.Inbound,
+        resolved: identity_pb2.Customer,
+        allowed: list[int],
+    ) -> Decision:
+        """The reply: a code sent back is answered with the verification's outcome alone (the
+        reasoner and the engine never see it); otherwise the usual decision, with an offer to
+        connect the conversations when the message claims an identifier."""
+        assessment = await self.reasoner.assess(msg.text_body, msg.subject)
+        voice = self.reasoner.voice(assessment.language)
+        code = verification.code_in(msg.text_body)
+        if code:
+            completed = await self.verifier.complete(resolved, code, voice)
+            if completed is not None:
+                return Decision(
+                    action=Action.VERIFY,
+                    reply_text=completed.text,
+                    engine="policy",
+                    language=assessment.language,
+                    sentiment=0.0,
+                    category=msg.web_form.category or C.CATEGORY_GENERAL,
+                    priority=msg.web_form.priority or C.PRIORITY_LOW,
+                    intent="verification",
+                    evidence={"verification": completed.outcome},
+                )
+        decision = await self._reason(msg, inbound, resolved.name, allowed, assessment)
+        before: set[tuple[int, str]] = {(i.kind, i.value) for i in resolved.identifiers}
+        claimed_now: set[tuple[int, str]] = (
+            {(int(i.kind), i.value) for i in resolved.identifiers if not i.verified}
+            if msg.channel == C.CHANNEL_WEB_FORM
+            else set()
+        )
+        customer = await self.verifier.claim(resolved, msg)
+        claimed_now |= {(int(i.kind), i.value) for i in customer.identifiers if not i.verified} - before
+        claimed_now |= verification.mention_keys(msg.text_body)
+        if not claimed_now:
+            return decision
+        wanted = [f"whatsapp:{v}" for k, v in claimed_now if k == identity_pb2.IDENTIFIER_KIND_PHONE]
+        last = await store.last_whatsapp_times(self.pool, wanted) if wanted else {}
+        offer = await self.verifier.offer(customer, msg, voice, claimed_now=claimed_now, last_whatsapp=last)
+        if not offer:
+            return decision
+        return dataclasses.replace(decision, reply_text=f"{decision.reply_text}\n\n{offer}")
+
+    async def _reason(
+        self,
+        msg: message_events_pb2.MessageReceived,
+        inbound: store.Inbound,
+        customer: str,
+        allowed: list[int],
+        assessment: policy.Assessment,
     ) -> Decision:
         request = Request(
             ticket_id=inbound.ticket_id,
@@ -288,7 +343,6 @@ class MessageProcessor:
                 for r in rows
             ]
 
-        assessment = await self.reasoner.assess(msg.text_body, msg.subject)
         tools = Toolbox(request, self.searcher, history, assessment.language, (assessment.text, assessment.vectors))
         waiting = inbound.ticket_status == store.STATUS_ESCALATED and not inbound.new_ticket
         return await self.reasoner.decide(tools, assessment, waiting_for_person=waiting)
@@ -329,6 +383,8 @@ def _status_for(decision: Decision, inbound: store.Inbound) -> int:
         return store.STATUS_ESCALATED
     if decision.action == Action.ACKNOWLEDGE:
         return inbound.ticket_status if inbound.ticket_status != store.STATUS_OPEN else store.STATUS_ESCALATED
+    if decision.action == Action.VERIFY:
+        return inbound.ticket_status
     if decision.action in (Action.GREET, Action.CLARIFY):
         # Nothing answered yet: the ticket waits for the customer's question.
         return store.STATUS_OPEN
