@@ -94,7 +94,10 @@ def validate(msg: message_events_pb2.MessageReceived) -> None:
         problems.append(f"text_body is longer than {MAX_TEXT} characters")
     if not msg.HasField("received_time"):
         problems.append("received_time is required")
-    if msg.channel in (C.CHANNEL_EMAIL, C.CHANNEL_WEB_FORM) and "@" not in msg.sender.email:
+    follow_up = msg.channel == C.CHANNEL_WEB_FORM and msg.web_form.follow_up
+    if follow_up and not msg.web_form.ticket_reference:
+        problems.append("web_form.ticket_reference is required on a status-page follow-up")
+    if msg.channel in (C.CHANNEL_EMAIL, C.CHANNEL_WEB_FORM) and not follow_up and "@" not in msg.sender.email:
         problems.append("sender.email is required on this channel")
     if msg.channel == C.CHANNEL_WHATSAPP and not (msg.sender.whatsapp_address or msg.sender.phone):
         problems.append("sender.whatsapp_address or sender.phone is required on WhatsApp")
@@ -155,7 +158,12 @@ class MessageProcessor:
         if inbound is not None and inbound.state == "replied":
             metrics.MESSAGES.labels(ch, "duplicate").inc()
             return "duplicate"
-        customer = await self._resolve(msg)
+        context = reply_context(msg)
+        if channel == C.CHANNEL_WEB_FORM and msg.web_form.follow_up:
+            # Typed on the ticket's status page: the ticket's customer, the ticket's way back.
+            customer, context = await self._follow_up(msg.web_form.ticket_reference)
+        else:
+            customer = await self._resolve(msg)
         allowed = channels.history_channels(customer, channel)
         if inbound is None:
             inbound = await store.record_inbound(
@@ -170,7 +178,7 @@ class MessageProcessor:
                     ticket_reference=msg.web_form.ticket_reference if channel == C.CHANNEL_WEB_FORM else "",
                     category=msg.web_form.category,
                     priority=msg.web_form.priority,
-                    reply_context=reply_context(msg),
+                    reply_context=context,
                     allowed_channels=allowed,
                 ),
                 self.conversation_idle,
@@ -205,9 +213,7 @@ class MessageProcessor:
         if decision_json.get("action") == Action.ESCALATE:
             await self._publish_escalation(msg, inbound, decision_json, request_id)
         reply = await self.notifier.SendMessage(
-            send_request_from_context(
-                request_id, channel, reply_context(msg), inbound.reply_text or "", inbound.ticket_id
-            )
+            send_request_from_context(request_id, channel, context, inbound.reply_text or "", inbound.ticket_id)
         )
         first = await store.record_sent(self.pool, inbound, request_id, reply.delivery.name, reply.delivery.status)
         action = decision_json.get("action", "answer")
@@ -250,6 +256,14 @@ class MessageProcessor:
             log.warning("knowledge gap not recorded", extra={"ticket": inbound.ticket_id, "error": code})
             return
         metrics.KNOWLEDGE_GAPS.labels(kind, "recorded").inc()
+
+    async def _follow_up(self, reference: str) -> tuple[identity_pb2.Customer, dict[str, Any]]:
+        ticket = await store.get_ticket(self.pool, reference)
+        if ticket is None:
+            raise PoisonRecord("a status-page follow-up names no known ticket")
+        first = await store.latest_inbound_of_ticket(self.pool, ticket.id)
+        reply = await self.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=ticket.customer))
+        return reply.customer, dict(first.reply_context) if first is not None else {}
 
     async def _resolve(self, msg: message_events_pb2.MessageReceived) -> identity_pb2.Customer:
         try:

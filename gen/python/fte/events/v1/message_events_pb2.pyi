@@ -148,6 +148,7 @@ class WebForm(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     TICKET_REFERENCE_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_FIELD_NUMBER: _builtins.int
     category: _common_pb2.Category.ValueType
     """The category the customer chose."""
     priority: _common_pb2.Priority.ValueType
@@ -156,16 +157,21 @@ class WebForm(_message.Message):
     """The ticket reference minted by the gateway and shown to the customer; the agent uses it
     as the ticket id.
     """
+    follow_up: _builtins.bool
+    """A reply typed on the status page of the ticket `ticket_reference`. The reference, shown only
+    to whoever submitted the form, identifies the ticket and its customer; `sender` is empty.
+    """
     def __init__(
         self,
         *,
         category: _common_pb2.Category.ValueType = ...,
         priority: _common_pb2.Priority.ValueType = ...,
         ticket_reference: _builtins.str = ...,
+        follow_up: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "priority", b"priority", "ticket_reference", b"ticket_reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "follow_up", b"follow_up", "priority", b"priority", "ticket_reference", b"ticket_reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
