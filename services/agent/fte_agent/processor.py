@@ -398,7 +398,8 @@ def _status_for(decision: Decision, inbound: store.Inbound) -> int:
     if decision.action == Action.ACKNOWLEDGE:
         return inbound.ticket_status if inbound.ticket_status != store.STATUS_OPEN else store.STATUS_ESCALATED
     if decision.action == Action.VERIFY:
-        return inbound.ticket_status
+        # A code alone on a new ticket is done once answered; on an open ticket nothing changes.
+        return store.STATUS_RESOLVED if inbound.new_ticket else inbound.ticket_status
     if decision.action in (Action.GREET, Action.CLARIFY):
         # Nothing answered yet: the ticket waits for the customer's question.
         return store.STATUS_OPEN
