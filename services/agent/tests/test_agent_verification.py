@@ -57,7 +57,7 @@ async def test_whatsapp_mention_of_an_email_gets_a_code_by_email_sent_back_on_wh
     first = f"How do I export a project to Excel? ({uuid.uuid4().hex[:4]})"
     await e2e.email(address, "Export", first)
     await e2e.reply_after(first, MAIL)
-    ask = f"I wrote to you from {address} before. How do I invite teammates? ({uuid.uuid4().hex[:4]})"
+    ask = f"How do I invite teammates to my workspace? My email with you is {address} ({uuid.uuid4().hex[:4]})"
     await e2e.whatsapp(phone, ask)
     _, reply = await e2e.reply_after(ask, WA)
     assert "invite-teammates" in reply  # the question is answered as usual
