@@ -88,8 +88,8 @@ async def test_whatsapp_mention_of_an_email_gets_a_code_by_email_sent_back_on_wh
 
     await eventually(crossed, timeout=30, what="one history across email and WhatsApp")
     # The same code again is refused: it worked once.
-    await e2e.whatsapp(phone, code)
-    _, again = await e2e.reply_after(code, WA)
+    await e2e.whatsapp(phone, f"code {code}")
+    _, again = await e2e.reply_after(f"code {code}", WA)
     assert "no code waiting" in again
 
     # Erasing the merged customer erases what both channels held.
