@@ -45,6 +45,8 @@ class Tally:
     guesses_beyond_limit: int = 0
     refused_beyond_limit: int = 0
     accepted_guesses: int = 0
+    # Answers to guesses beyond the limit that did not refuse: printed when the run fails.
+    not_refused: list[str] = field(default_factory=list)
 
 
 async def _send_code_back(e2e: E2E, person: Person, channel: str, offer: str, tally: Tally) -> None:
@@ -128,6 +130,8 @@ async def _attack(e2e: E2E, h: Hostile, tally: Tally) -> None:
         if g >= 5:  # the identity service allows 5 attempts per code
             tally.guesses_beyond_limit += 1
             tally.refused_beyond_limit += REFUSED_BEYOND_LIMIT in answer
+            if REFUSED_BEYOND_LIMIT not in answer:
+                tally.not_refused.append(f"{h.kind} guess {g + 1}: {answer}")
 
 
 async def _customer_of(e2e: E2E, kind: int, value: str) -> str:
@@ -224,6 +228,8 @@ async def test_one_customer_across_channels_proven_by_the_customer(scenario_stac
     ]
     width = max(len(r[0]) for r in rows)
     print("\n" + "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
+    for line in tally.not_refused:
+        print("not refused:", line)
     assert linked == completed
     assert linked_without_code == 0
     assert false_merges == 0
