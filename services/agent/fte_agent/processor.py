@@ -295,6 +295,10 @@ class MessageProcessor:
         voice = self.reasoner.voice(assessment.language)
         code = verification.code_in(msg.text_body)
         if code:
+            # Six digits have no language: answer in the one the conversation was held in.
+            language = await store.last_language(self.pool, resolved.name) or assessment.language
+            voice = self.reasoner.voice(language)
+            assessment = dataclasses.replace(assessment, language=language)
             completed = await self.verifier.complete(resolved, code, voice)
             if completed is not None:
                 return Decision(
