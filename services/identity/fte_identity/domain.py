@@ -38,6 +38,8 @@ class Sighting:
 
     ident: Normalized
     proven: bool
+    # Implied by another sighting (a WhatsApp sender's phone), never given by the caller.
+    derived: bool = False
 
     @property
     def key(self) -> tuple[int, str]:
@@ -106,8 +108,10 @@ def sightings(channel: int, idents: Sequence[Normalized], *, sender_authenticate
         if s.proven and s.ident.kind == Kind.IDENTIFIER_KIND_WHATSAPP:
             phone = s.ident.value.removeprefix(_WHATSAPP_PREFIX)
             if not any(o.ident.kind == Kind.IDENTIFIER_KIND_PHONE for o in seen):
-                seen.append(Sighting(Normalized(Kind.IDENTIFIER_KIND_PHONE, phone, phone), True))
-    return sorted(seen, key=lambda s: (not s.proven, s.ident.kind))
+                seen.append(Sighting(Normalized(Kind.IDENTIFIER_KIND_PHONE, phone, phone), True, derived=True))
+    # The identifiers the caller gave decide before the implied phone (whose owner, in data from
+    # before evidence levels, may be someone who only typed the number).
+    return sorted(seen, key=lambda s: (not s.proven, s.derived, s.ident.kind))
 
 
 @dataclass(frozen=True, slots=True)

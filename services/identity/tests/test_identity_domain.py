@@ -23,9 +23,9 @@ def test_only_the_channel_proves_and_a_whatsapp_sender_proves_its_phone() -> Non
     assert [s.proven for s in domain.sightings(C.CHANNEL_EMAIL, [EMAIL], sender_authenticated=False)] == [False]
     assert [s.proven for s in domain.sightings(C.CHANNEL_EMAIL, [EMAIL], sender_authenticated=True)] == [True]
     wa = domain.sightings(C.CHANNEL_WHATSAPP, [WA], sender_authenticated=False)
-    assert [(s.ident.kind, s.ident.value, s.proven) for s in wa] == [
-        (Kind.IDENTIFIER_KIND_PHONE, "+14155550100", True),
-        (Kind.IDENTIFIER_KIND_WHATSAPP, "whatsapp:+14155550100", True),
+    assert [(s.ident.kind, s.ident.value, s.proven, s.derived) for s in wa] == [
+        (Kind.IDENTIFIER_KIND_WHATSAPP, "whatsapp:+14155550100", True, False),
+        (Kind.IDENTIFIER_KIND_PHONE, "+14155550100", True, True),
     ]
     with pytest.raises(InvalidArgument):
         domain.sightings(C.CHANNEL_EMAIL, [PHONE], sender_authenticated=True)
@@ -42,6 +42,10 @@ def test_a_claim_never_picks_a_customer_and_never_moves() -> None:
     plan = domain.plan_resolve(wa, {(PHONE.kind, PHONE.value): other})
     assert plan.customer == other  # the number proven by a code picks its prover
     assert [i.kind for i in plan.verify] == [Kind.IDENTIFIER_KIND_WHATSAPP]
+    # The sender's own WhatsApp owner decides over an implied phone held by someone else.
+    plan = domain.plan_resolve(wa, {(WA.kind, WA.value): owner, (PHONE.kind, PHONE.value): other})
+    assert plan.customer == owner
+    assert [(i.kind, i.value) for i in plan.claim] == [(PHONE.kind, PHONE.value)]
 
 
 def _pending(code: str, *, attempts: int = 0, used: bool = False, expired: bool = False) -> domain.PendingCode:
