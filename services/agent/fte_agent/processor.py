@@ -300,18 +300,17 @@ class MessageProcessor:
             voice = self.reasoner.voice(language)
             assessment = dataclasses.replace(assessment, language=language)
             completed = await self.verifier.complete(resolved, code, voice)
-            if completed is not None:
-                return Decision(
-                    action=Action.VERIFY,
-                    reply_text=completed.text,
-                    engine="policy",
-                    language=assessment.language,
-                    sentiment=0.0,
-                    category=msg.web_form.category or C.CATEGORY_GENERAL,
-                    priority=msg.web_form.priority or C.PRIORITY_LOW,
-                    intent="verification",
-                    evidence={"verification": completed.outcome},
-                )
+            return Decision(
+                action=Action.VERIFY,
+                reply_text=completed.text,
+                engine="policy",
+                language=assessment.language,
+                sentiment=0.0,
+                category=msg.web_form.category or C.CATEGORY_GENERAL,
+                priority=msg.web_form.priority or C.PRIORITY_LOW,
+                intent="verification",
+                evidence={"verification": completed.outcome},
+            )
         decision = await self._reason(msg, inbound, resolved.name, allowed, assessment)
         before: set[tuple[int, str]] = {(i.kind, i.value) for i in resolved.identifiers}
         claimed_now: set[tuple[int, str]] = (

@@ -102,12 +102,13 @@ class Verifier:
         self.identity = identity
         self.notifier = notifier
 
-    async def complete(self, customer: identity_pb2.Customer, code: str, voice: Voice) -> Completed | None:
-        """Complete the customer's waiting verification with the code; None when no claim of the
-        customer could take one (the message is then handled as any other)."""
+    async def complete(self, customer: identity_pb2.Customer, code: str, voice: Voice) -> Completed:
+        """Complete the customer's waiting verification with the code. With no claim to complete
+        (a code replayed after it worked, or sent where none was asked for) the answer says so."""
         claims = [i for i in customer.identifiers if not i.verified and i.kind in _CODE_CHANNEL]
         if not claims:
-            return None
+            metrics.VERIFICATIONS.labels("no_claim").inc()
+            return Completed(voice.say("verify_none"), "none", customer)
         waiting = [i for i in claims if i.HasField("verification_expire_time")]
         # A live code first; else the newest claim, so an expired or locked code gets its own answer.
         claim = waiting[-1] if waiting else claims[-1]
