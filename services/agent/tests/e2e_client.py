@@ -32,7 +32,11 @@ class E2E:
         self.agent = agent_service_pb2_grpc.AgentServiceStub(self.channel)
         self.notifier = notifier_service_pb2_grpc.NotifierServiceStub(self.channel)
         self.identity = identity_service_pb2_grpc.IdentityServiceStub(self.channel)
-        self.http = httpx.AsyncClient(base_url=self.gateway, timeout=10)
+        # No kept-alive connections: the gateway closes idle ones, and a POST racing that close
+        # fails with a read error that says nothing about the system under test.
+        self.http = httpx.AsyncClient(
+            base_url=self.gateway, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
