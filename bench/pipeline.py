@@ -80,6 +80,8 @@ def build_messages(count: int, run: str) -> list[tuple[str, message_events_pb2.M
             key = f"whatsapp:{msg.sender.whatsapp_address}"
         else:
             msg.sender.email = f"bench-{run}-{c}@customer.example"
+            # What the gateway sets for ordinary mail whose Gmail authentication passed.
+            msg.sender.email_authenticated = channel == common_pb2.CHANNEL_EMAIL
             key = f"{row['channel']}:{msg.sender.email}"
             if channel == common_pb2.CHANNEL_WEB_FORM:
                 msg.web_form.ticket_reference = f"B-{run}-{i}"

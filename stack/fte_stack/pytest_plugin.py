@@ -37,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fte")
     group.addoption("--kafka-bootstrap", default=None, help="use this broker (Apache Kafka) instead of Tansu")
     group.addoption("--kafka-idempotence", action="store_true", help="the broker supports idempotent producers")
+    group.addoption(
+        "--scenario-people",
+        type=int,
+        default=12,
+        help="people in the cross-channel identity scenario (the issue's full run: 60 or more)",
+    )
 
 
 @pytest.fixture(scope="session")

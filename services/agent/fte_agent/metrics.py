@@ -25,6 +25,12 @@ SENTIMENT = Histogram(
     ["channel"],
     buckets=(-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
 )
+VERIFICATIONS = Counter(
+    "agent_verifications_total",
+    "One-time code steps by outcome: code_sent, verified, merged, wrong_code, code_expired, too_many_attempts, "
+    "too_many_codes, unreachable, and the other refusals by their reason.",
+    ["outcome"],
+)
 DELIVERY_EVENTS = Counter("agent_delivery_events_total", "Delivery outcomes applied, by kind.", ["kind"])
 KNOWLEDGE_GAPS = Counter(
     "agent_knowledge_gaps_total",

@@ -34,7 +34,7 @@ from fte_runtime.context import correlation_id_var
 from fte_runtime.kafka import EventPublisher, PoisonRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fte_agent import channels, metrics, store
+from fte_agent import channels, metrics, policy, store, verification
 from fte_agent.reasoner import Action, Decision, Draft, Reasoner
 from fte_agent.replies import reply_context, send_request_from_context
 from fte_agent.tools import Request, Searcher, Toolbox
@@ -94,7 +94,10 @@ def validate(msg: message_events_pb2.MessageReceived) -> None:
         problems.append(f"text_body is longer than {MAX_TEXT} characters")
     if not msg.HasField("received_time"):
         problems.append("received_time is required")
-    if msg.channel in (C.CHANNEL_EMAIL, C.CHANNEL_WEB_FORM) and "@" not in msg.sender.email:
+    follow_up = msg.channel == C.CHANNEL_WEB_FORM and msg.web_form.follow_up
+    if follow_up and not msg.web_form.ticket_reference:
+        problems.append("web_form.ticket_reference is required on a status-page follow-up")
+    if msg.channel in (C.CHANNEL_EMAIL, C.CHANNEL_WEB_FORM) and not follow_up and "@" not in msg.sender.email:
         problems.append("sender.email is required on this channel")
     if msg.channel == C.CHANNEL_WHATSAPP and not (msg.sender.whatsapp_address or msg.sender.phone):
         problems.append("sender.whatsapp_address or sender.phone is required on WhatsApp")
@@ -131,6 +134,7 @@ class MessageProcessor:
         self.publisher = publisher
         self.reasoner = reasoner
         self.conversation_idle = conversation_idle
+        self.verifier = verification.Verifier(identity, notifier)
         # Answers whose best passage similarity is below this are recorded as knowledge gaps.
         self.gap_below = gap_below
 
@@ -154,7 +158,12 @@ class MessageProcessor:
         if inbound is not None and inbound.state == "replied":
             metrics.MESSAGES.labels(ch, "duplicate").inc()
             return "duplicate"
-        customer = await self._resolve(msg)
+        context = reply_context(msg)
+        if channel == C.CHANNEL_WEB_FORM and msg.web_form.follow_up:
+            # Typed on the ticket's status page: the ticket's customer, the ticket's way back.
+            customer, context = await self._follow_up(msg.web_form.ticket_reference)
+        else:
+            customer = await self._resolve(msg)
         allowed = channels.history_channels(customer, channel)
         if inbound is None:
             inbound = await store.record_inbound(
@@ -169,14 +178,14 @@ class MessageProcessor:
                     ticket_reference=msg.web_form.ticket_reference if channel == C.CHANNEL_WEB_FORM else "",
                     category=msg.web_form.category,
                     priority=msg.web_form.priority,
-                    reply_context=reply_context(msg),
+                    reply_context=context,
                     allowed_channels=allowed,
                 ),
                 self.conversation_idle,
             )
         request_id = reply_request_id(channel, msg.channel_message_id)
         if inbound.state == "received":
-            decision = await self._decide(msg, inbound, customer.name, allowed)
+            decision = await self._decide(msg, inbound, customer, allowed)
             await store.record_decision(
                 self.pool,
                 inbound,
@@ -209,9 +218,7 @@ class MessageProcessor:
         if decision_json.get("action") == Action.ESCALATE:
             await self._publish_escalation(msg, inbound, decision_json, request_id)
         reply = await self.notifier.SendMessage(
-            send_request_from_context(
-                request_id, channel, reply_context(msg), inbound.reply_text or "", inbound.ticket_id
-            )
+            send_request_from_context(request_id, channel, context, inbound.reply_text or "", inbound.ticket_id)
         )
         first = await store.record_sent(self.pool, inbound, request_id, reply.delivery.name, reply.delivery.status)
         action = decision_json.get("action", "answer")
@@ -255,11 +262,22 @@ class MessageProcessor:
             return
         metrics.KNOWLEDGE_GAPS.labels(kind, "recorded").inc()
 
+    async def _follow_up(self, reference: str) -> tuple[identity_pb2.Customer, dict[str, Any]]:
+        ticket = await store.get_ticket(self.pool, reference)
+        if ticket is None:
+            raise PoisonRecord("a status-page follow-up names no known ticket")
+        first = await store.latest_inbound_of_ticket(self.pool, ticket.id)
+        reply = await self.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=ticket.customer))
+        return reply.customer, dict(first.reply_context) if first is not None else {}
+
     async def _resolve(self, msg: message_events_pb2.MessageReceived) -> identity_pb2.Customer:
         try:
             reply = await self.identity.ResolveCustomer(
                 identity_service_pb2.ResolveCustomerRequest(
-                    channel=msg.channel, identifiers=channels.identifiers(msg), display_name=msg.display_name[:200]
+                    channel=msg.channel,
+                    identifiers=channels.identifiers(msg),
+                    display_name=msg.display_name[:200],
+                    sender_authenticated=msg.channel == C.CHANNEL_EMAIL and msg.sender.email_authenticated,
                 )
             )
         except grpc.aio.AioRpcError as exc:
@@ -269,7 +287,61 @@ class MessageProcessor:
         return reply.customer
 
     async def _decide(
-        self, msg: message_events_pb2.MessageReceived, inbound: store.Inbound, customer: str, allowed: list[int]
+        self,
+        msg: message_events_pb2.MessageReceived,
+        inbound: store.Inbound,
+        resolved: identity_pb2.Customer,
+        allowed: list[int],
+    ) -> Decision:
+        """The reply: a code sent back is answered with the verification's outcome alone (the
+        reasoner and the engine never see it); otherwise the usual decision, with an offer to
+        connect the conversations when the message claims an identifier."""
+        assessment = await self.reasoner.assess(msg.text_body, msg.subject)
+        voice = self.reasoner.voice(assessment.language)
+        code = verification.code_in(msg.text_body)
+        if code:
+            # Six digits have no language: answer in the one the conversation was held in.
+            language = await store.last_language(self.pool, resolved.name) or assessment.language
+            voice = self.reasoner.voice(language)
+            assessment = dataclasses.replace(assessment, language=language)
+            completed = await self.verifier.complete(resolved, code, voice)
+            return Decision(
+                action=Action.VERIFY,
+                reply_text=completed.text,
+                engine="policy",
+                language=assessment.language,
+                sentiment=0.0,
+                category=msg.web_form.category or C.CATEGORY_GENERAL,
+                priority=msg.web_form.priority or C.PRIORITY_LOW,
+                intent="verification",
+                evidence={"verification": completed.outcome},
+            )
+        decision = await self._reason(msg, inbound, resolved.name, allowed, assessment)
+        before: set[tuple[int, str]] = {(i.kind, i.value) for i in resolved.identifiers}
+        claimed_now: set[tuple[int, str]] = (
+            {(int(i.kind), i.value) for i in resolved.identifiers if not i.verified}
+            if msg.channel == C.CHANNEL_WEB_FORM
+            else set()
+        )
+        customer = await self.verifier.claim(resolved, msg)
+        claimed_now |= {(int(i.kind), i.value) for i in customer.identifiers if not i.verified} - before
+        claimed_now |= verification.mention_keys(msg.text_body)
+        if not claimed_now:
+            return decision
+        wanted = [f"whatsapp:{v}" for k, v in claimed_now if k == identity_pb2.IDENTIFIER_KIND_PHONE]
+        last = await store.last_whatsapp_times(self.pool, wanted) if wanted else {}
+        offer = await self.verifier.offer(customer, msg, voice, claimed_now=claimed_now, last_whatsapp=last)
+        if not offer:
+            return decision
+        return dataclasses.replace(decision, reply_text=f"{decision.reply_text}\n\n{offer}")
+
+    async def _reason(
+        self,
+        msg: message_events_pb2.MessageReceived,
+        inbound: store.Inbound,
+        customer: str,
+        allowed: list[int],
+        assessment: policy.Assessment,
     ) -> Decision:
         request = Request(
             ticket_id=inbound.ticket_id,
@@ -285,7 +357,6 @@ class MessageProcessor:
             rows = await store.customer_messages(self.pool, customer, inbound.message_id, limit, allowed)
             return _history(rows)
 
-        assessment = await self.reasoner.assess(msg.text_body, msg.subject)
         tools = Toolbox(request, self.searcher, history, assessment.language, (assessment.text, assessment.vectors))
         waiting = inbound.ticket_status == store.STATUS_ESCALATED and not inbound.new_ticket
         return await self.reasoner.decide(tools, assessment, waiting_for_person=waiting)
@@ -361,6 +432,9 @@ def _status_for(decision: Decision, inbound: store.Inbound) -> int:
         return store.STATUS_ESCALATED
     if decision.action == Action.ACKNOWLEDGE:
         return inbound.ticket_status if inbound.ticket_status != store.STATUS_OPEN else store.STATUS_ESCALATED
+    if decision.action == Action.VERIFY:
+        # A code alone on a new ticket is done once answered; on an open ticket nothing changes.
+        return store.STATUS_RESOLVED if inbound.new_ticket else inbound.ticket_status
     if decision.action in (Action.GREET, Action.CLARIFY):
         # Nothing answered yet: the ticket waits for the customer's question.
         return store.STATUS_OPEN

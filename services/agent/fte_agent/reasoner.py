@@ -48,6 +48,7 @@ class Action(StrEnum):
     CLOSE = "close"  # a thank-you or closing: the ticket is resolved
     GREET = "greet"  # a greeting only: asked how to help
     CLARIFY = "clarify"  # unclear or empty: asked one clarifying question
+    VERIFY = "verify"  # a one-time code sent back: answered with the verification's outcome only
 
 
 # The intents answered without the knowledge base, with the pack sentence each gets.

@@ -466,6 +466,27 @@ async def customer_messages(
     return [MessageRow.from_record(r) for r in rows]
 
 
+async def last_language(pool: asyncpg.Pool, customer: str) -> str | None:
+    """The language the agent last answered the customer in (a code alone has no language)."""
+    language: str | None = await pool.fetchval(
+        """SELECT i.decision->>'language' FROM inbound i JOIN messages m ON m.id = i.message_id
+           WHERE m.customer = $1 AND i.decision IS NOT NULL ORDER BY i.create_time DESC LIMIT 1""",
+        customer,
+    )
+    return language
+
+
+async def last_whatsapp_times(pool: asyncpg.Pool, recipients: list[str]) -> dict[str, datetime]:
+    """When each WhatsApp address last wrote to us (WhatsApp's 24-hour window for a free-form message)."""
+    rows = await pool.fetch(
+        """SELECT reply_context->>'recipient' AS recipient, max(received_time) AS last FROM inbound
+           WHERE channel = $1 AND reply_context->>'recipient' = ANY($2::text[]) GROUP BY 1""",
+        common_pb2.CHANNEL_WHATSAPP,
+        recipients,
+    )
+    return {r["recipient"]: r["last"] for r in rows}
+
+
 async def customer_tickets(pool: asyncpg.Pool, customer: str, limit: int = 100) -> list[TicketRow]:
     rows = await pool.fetch(
         "SELECT * FROM tickets WHERE customer = $1 ORDER BY create_time DESC, id DESC LIMIT $2", customer, limit

@@ -17,111 +17,18 @@ import httpx
 import pytest
 from agent_helpers import eventually, message, phone_for, publish  # type: ignore[import-not-found]
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
+from e2e_client import E2E  # type: ignore[import-not-found]
+from fte.agent.v1 import agent_pb2, agent_service_pb2
 from fte.common.v1 import common_pb2
-from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
-from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
+from fte.identity.v1 import identity_pb2, identity_service_pb2
+from fte.notifier.v1 import notifier_service_pb2
 from fte_agent.processor import reply_request_id
-from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime import topics
-from fte_runtime.grpc_client import connect
 from fte_stack.fakes.gmail import build_email
-from fte_stack.fakes.twilio import FakeTwilio
 from fte_stack.outbox import show
 from fte_stack.stack import Stack
-from twilio.request_validator import RequestValidator
 
 pytestmark = pytest.mark.kafka
-
-SUPPORT_NUMBER = "whatsapp:+14155238886"
-
-
-class E2E:
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.gateway = f"http://127.0.0.1:{stack.ports['gateway']}"
-        envoy = f"127.0.0.1:{stack.ports['envoy']}"
-        self.channel = connect(envoy, token=stack.tokens["staff"], default_timeout=10)
-        self.agent = agent_service_pb2_grpc.AgentServiceStub(self.channel)
-        self.notifier = notifier_service_pb2_grpc.NotifierServiceStub(self.channel)
-        self.identity = identity_service_pb2_grpc.IdentityServiceStub(self.channel)
-        self.http = httpx.AsyncClient(base_url=self.gateway, timeout=10)
-
-    async def close(self) -> None:
-        await self.http.aclose()
-        await self.channel.close()
-
-    def twilio(self) -> FakeTwilio:
-        assert self.stack.providers is not None
-        return self.stack.providers.twilio
-
-    async def whatsapp(self, phone: str, body: str, sid: str | None = None, name: str = "Rosa") -> str:
-        """POST the inbound webhook exactly as Twilio would, signature included."""
-        sid = sid or "SM" + uuid.uuid4().hex
-        params = {
-            "MessageSid": sid,
-            "SmsMessageSid": sid,
-            "AccountSid": "AC" + "0" * 32,
-            "From": f"whatsapp:{phone}",
-            "To": SUPPORT_NUMBER,
-            "Body": body,
-            "NumMedia": "0",
-            "ProfileName": name,
-            "WaId": phone.lstrip("+"),
-        }
-        url = f"{self.gateway}/webhooks/whatsapp"
-        signature = RequestValidator(DEV_TWILIO_AUTH_TOKEN).compute_signature(url, params)
-        resp = await self.http.post("/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": signature})
-        assert resp.status_code in (200, 204), resp.text
-        return sid
-
-    async def email(self, sender: str, subject: str, text: str) -> str:
-        """Deliver mail into the local fake mailbox; the stack pushes it to the gateway like Pub/Sub."""
-        message_id = f"<{uuid.uuid4().hex}@mail.customer.example>"
-        raw = build_email(sender=sender, to="support@example.com", subject=subject, text=text, message_id=message_id)
-        assert self.stack.providers is not None
-        async with httpx.AsyncClient(base_url=self.stack.providers.gmail.url, timeout=10) as fake:
-            resp = await fake.post("/_fake/inbox", content=raw)
-            assert resp.status_code in (200, 201), resp.text
-        return message_id
-
-    async def ticket_with_text(self, text: str, channel: int) -> agent_pb2.Ticket | None:
-        request = agent_service_pb2.ListTicketsRequest(page_size=100, channel=channel)  # type: ignore[arg-type]
-        tickets = await self.agent.ListTickets(request)
-        for ticket in tickets.tickets:
-            messages = await self.messages(ticket.name)
-            if any(m.author == agent_pb2.AUTHOR_CUSTOMER and m.text.strip() == text for m in messages):
-                return ticket
-        return None
-
-    async def messages(self, ticket: str) -> list[agent_pb2.Message]:
-        reply = await self.agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=ticket, page_size=100))
-        return list(reply.messages)
-
-    async def delivered_reply(self, ticket: str) -> agent_pb2.Message | None:
-        for m in await self.messages(ticket):
-            if m.author == agent_pb2.AUTHOR_AGENT and m.delivery_status >= common_pb2.DELIVERY_STATUS_SENT:
-                return m
-        return None
-
-    async def answered(self, text: str, channel: int) -> tuple[agent_pb2.Ticket, agent_pb2.Message]:
-        async def check() -> tuple[agent_pb2.Ticket, agent_pb2.Message] | None:
-            ticket = await self.ticket_with_text(text, channel)
-            if ticket is None:
-                return None
-            reply = await self.delivered_reply(ticket.name)
-            return (ticket, reply) if reply is not None else None
-
-        found: tuple[agent_pb2.Ticket, agent_pb2.Message] = await eventually(
-            check, timeout=60, what=f"a delivered reply to {text!r}"
-        )
-        return found
-
-    async def deliveries(self, ticket: str) -> list[Any]:
-        reply = await self.notifier.ListDeliveries(
-            notifier_service_pb2.ListDeliveriesRequest(ticket_id=ticket.split("/", 1)[1], page_size=100)
-        )
-        return list(reply.deliveries)
 
 
 @pytest.fixture

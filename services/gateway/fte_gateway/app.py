@@ -323,6 +323,51 @@ async def support_submit(request: Request) -> Response:
     return JSONResponse({"reference": reference, "status_url": status_url}, status_code=202)
 
 
+async def ticket_reply(request: Request) -> Response:
+    """A reply typed on a ticket's status page (e.g. a one-time code sent back): published for the
+    agent as a follow-up on that ticket. The reference is the only key: it was shown to the submitter."""
+    route = "/support/ticket/reply"
+    deps = _deps(request)
+    reference = request.path_params["reference"]
+    wait = deps.limiter.acquire(client_ip(request, deps.proxies))
+    if wait:
+        REJECTED.labels(route, "rate_limited").inc()
+        return JSONResponse(
+            {"error": "rate_limited", "message": "Too many requests; please wait a minute and try again."},
+            status_code=429,
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    if not forms.REFERENCE.match(reference):
+        return JSONResponse({"error": "not_found", "message": "There is no request with this reference."}, 404)
+    data = await _form_data(request)
+    text, errors = forms.validate_reply(data) if data is not None else (None, {"message": "Send a JSON object."})
+    if text is None:
+        REJECTED.labels(route, "invalid").inc()
+        return JSONResponse(
+            {"error": "validation_failed", "message": "Please correct the fields listed.", "fields": errors},
+            status_code=422,
+        )
+    if deps.agent is None:
+        return _unavailable(route, "agent")
+    try:
+        await deps.agent.GetTicket(
+            agent_service_pb2.GetTicketRequest(name=f"tickets/{reference}"), timeout=deps.settings.agent_timeout_seconds
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return JSONResponse({"error": "not_found", "message": "There is no request with this reference."}, 404)
+        return _unavailable(route, "agent")
+    key, message = events.from_status_page(reference, text)
+    try:
+        await _publish(deps, "web_form", [Outgoing(topics.TICKETS_INCOMING, key, message.channel_message_id, message)])
+    except KafkaUnavailable:
+        return _unavailable(route, "kafka")
+    status_url = f"/support/ticket/{reference}"
+    if _wants_html(request):
+        return HTMLResponse(pages.submitted_page(reference, status_url), status_code=202)
+    return JSONResponse({"reference": reference, "status_url": status_url}, status_code=202)
+
+
 async def ticket_status(request: Request) -> Response:
     deps = _deps(request)
     reference = request.path_params["reference"]
@@ -408,6 +453,7 @@ def routes() -> list[Route]:
         Route("/webhooks/gmail", gmail_push, methods=["POST"]),
         Route("/support", support_page, methods=["GET"]),
         Route("/support/ticket/{reference}", ticket_status, methods=["GET"]),
+        Route("/support/ticket/{reference}/reply", ticket_reply, methods=["POST"]),
         Route("/support/static/{name}", support_static, methods=["GET"]),
         Route("/support/embed.js", support_static, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -4,6 +4,7 @@ channel identity, so one customer's messages stay in order)."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ def from_email(mail: ParsedEmail, mailbox: str) -> tuple[str, message_events_pb2
     msg = message_events_pb2.MessageReceived(
         channel=common_pb2.CHANNEL_EMAIL,
         channel_message_id=mail.gmail_id,
-        sender=message_events_pb2.Sender(email=mail.from_address),
+        sender=message_events_pb2.Sender(email=mail.from_address, email_authenticated=mail.authenticated),
         display_name=mail.from_name,
         subject=mail.subject,
         text_body=mail.text,
@@ -156,6 +157,18 @@ _PRIORITY = {
     "medium": common_pb2.PRIORITY_MEDIUM,
     "high": common_pb2.PRIORITY_HIGH,
 }
+
+
+def from_status_page(reference: str, text: str) -> tuple[str, message_events_pb2.MessageReceived]:
+    """A reply typed on a ticket's status page: keyed like the ticket's first message."""
+    msg = message_events_pb2.MessageReceived(
+        channel=common_pb2.CHANNEL_WEB_FORM,
+        channel_message_id=f"{reference}-reply-{uuid.uuid4().hex}",
+        text_body=text,
+        web_form=message_events_pb2.WebForm(ticket_reference=reference, follow_up=True),
+        received_time=_timestamp(),
+    )
+    return f"web:{reference}", msg
 
 
 def from_web_form(form: SupportForm, reference: str) -> tuple[str, message_events_pb2.MessageReceived]:

@@ -107,3 +107,14 @@ def mint_reference(request_id: str = "") -> str:
         seed, digit = divmod(seed, 32)
         chars.append(_ALPHABET[digit])
     return "TKT-" + "".join(chars)
+
+
+def validate_reply(data: Mapping[str, object]) -> tuple[str | None, dict[str, str]]:
+    """A reply typed on a status page (a one-time code is six characters): 1 to MESSAGE_MAX."""
+    raw = data.get("message", "")
+    message = raw.strip() if isinstance(raw, str) else ""
+    if not message:
+        return None, {"message": "Please type your reply."}
+    if len(message) > MESSAGE_MAX or "\x00" in message:
+        return None, {"message": f"Message must be at most {MESSAGE_MAX} characters."}
+    return message, {}

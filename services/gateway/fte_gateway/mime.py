@@ -39,6 +39,39 @@ class ParsedEmail:
     text: str
     internal_date_ms: int
     attachments: tuple[AttachmentMeta, ...] = field(default_factory=tuple)
+    # Gmail's own Authentication-Results show the From's domain passed DMARC, or DKIM/SPF for it.
+    authenticated: bool = False
+
+
+# The authentication service id Gmail stamps on the Authentication-Results it adds on receipt.
+GMAIL_AUTHSERV_ID = "mx.google.com"
+_AUTH_RESULT = re.compile(r"\b(dkim|spf|dmarc)\s*=\s*(\w+)([^;]*)", re.IGNORECASE)
+_AUTH_DOMAIN = re.compile(
+    r"\b(?:header\.d|header\.i|smtp\.mailfrom|header\.from)\s*=\s*(?:[^\s@;]*@)?([\w.-]+)", re.IGNORECASE
+)
+
+
+def _domain_matches(domain: str, from_domain: str) -> bool:
+    domain, from_domain = domain.lower().rstrip("."), from_domain.lower().rstrip(".")
+    return bool(domain) and (from_domain == domain or from_domain.endswith("." + domain))
+
+
+def sender_authenticated(authentication_results: str, from_address: str) -> bool:
+    """True when Gmail's Authentication-Results (the first such header: Gmail prepends its own, so a
+    forged one sits below it) say DMARC passed, or DKIM or SPF passed for the From's domain."""
+    authserv, _, results = authentication_results.partition(";")
+    if authserv.strip().lower() != GMAIL_AUTHSERV_ID or "@" not in from_address:
+        return False
+    from_domain = from_address.rsplit("@", 1)[1]
+    for method, outcome, props in _AUTH_RESULT.findall(results):
+        if outcome.lower() != "pass":
+            continue
+        domain = _AUTH_DOMAIN.search(props)
+        if domain and _domain_matches(domain.group(1), from_domain):
+            return True
+        if method.lower() == "dmarc" and domain is None:
+            return True
+    return False
 
 
 def _decode_header(value: str) -> str:
@@ -224,4 +257,5 @@ def parse_gmail_message(resource: dict[str, Any]) -> ParsedEmail:
         text=strip_quotes_and_signature(text),
         internal_date_ms=int(resource.get("internalDate") or 0),
         attachments=tuple(attachments),
+        authenticated=sender_authenticated(headers.get("authentication-results", ""), from_address),
     )

@@ -213,5 +213,30 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/support/ticket/{reference}/reply": {
+            "post": {
+                "summary": "A reply typed on the status page (e.g. the one-time code sent back), added to the ticket",
+                "parameters": [{"name": "reference", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["message"],
+                                "properties": {"message": {"type": "string", "minLength": 1, "maxLength": 5000}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _resp("Accepted for the agent."),
+                    "404": _resp("No such reference."),
+                    "422": _resp("Invalid reply."),
+                    "429": _resp("Rate limited."),
+                    "503": _resp("Unavailable."),
+                },
+            }
+        },
     },
 }

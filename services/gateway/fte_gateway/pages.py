@@ -51,7 +51,12 @@ def ticket_page(reference: str, status: str, subject: str, entries: Iterable[Con
         f"<h1>Request {escape(reference)}</h1>"
         f'<p>Status: <span class="badge" id="ticket-status">{escape(status)}</span></p>'
         + (f"<p>Subject: {escape(subject)}</p>" if subject else "")
-        + f'<h2>Conversation</h2>{conversation}<p><a href="/support">Contact support again</a></p>'
+        + f"<h2>Conversation</h2>{conversation}"
+        + f'<form method="post" action="/support/ticket/{escape(reference)}/reply" class="reply">'
+        '<label for="reply-message">Reply (for example the code we sent you)</label>'
+        '<textarea id="reply-message" name="message" maxlength="5000" required></textarea>'
+        '<button type="submit">Send</button></form>'
+        '<p><a href="/support">Contact support again</a></p>'
     )
     return page(f"Request {reference}", body)
 

@@ -95,7 +95,7 @@ async def test_push_publishes_new_inbox_mail(
     assert got[0] == message_events_pb2.MessageReceived(
         channel=common_pb2.CHANNEL_EMAIL,
         channel_message_id=first.id,
-        sender=message_events_pb2.Sender(email="Grace.Hopper@Example.org"),
+        sender=message_events_pb2.Sender(email="Grace.Hopper@Example.org", email_authenticated=True),
         display_name="Grace Hopper",
         subject="Invoice € wrong",
         text_body="Hello,\n\nmy invoice shows the wrong amount.\n\nThanks",

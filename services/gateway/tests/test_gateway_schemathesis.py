@@ -47,4 +47,5 @@ async def test_no_server_errors(start_gateway: GatewayFactory) -> None:
     checked = await asyncio.to_thread(run_schemathesis, server.url)
     assert "POST /support/submit" in checked
     assert "POST /webhooks/gmail" in checked
-    assert len(checked) == 8
+    assert "POST /support/ticket/{reference}/reply" in checked
+    assert len(checked) == 9

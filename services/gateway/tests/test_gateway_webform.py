@@ -258,3 +258,32 @@ async def test_kafka_down_is_503_and_never_acknowledged(start_gateway: GatewayFa
         sig = twilio_sign(TWILIO_TOKEN, server.url + "/webhooks/whatsapp", params)
         wa = await c.post("/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": sig})
         assert wa.status_code == 503
+
+
+@pytest.mark.kafka
+async def test_a_reply_typed_on_the_status_page_is_a_follow_up_on_that_ticket(
+    client: httpx.AsyncClient, agent: FakeAgentService, event_log: EventLog
+) -> None:
+    reference = mint_reference()
+    name = f"tickets/{reference}"
+    agent.add(agent_pb2.Ticket(name=name, subject="Connect", status=agent_pb2.TICKET_STATUS_OPEN))
+    page = await client.get(f"/support/ticket/{reference}")
+    assert f'action="/support/ticket/{reference}/reply"' in page.text
+    before = await event_log.snapshot()
+    resp = await client.post(f"/support/ticket/{reference}/reply", json={"message": " 123456 "})
+    assert resp.status_code == 202, resp.text
+    [record] = await event_log.since(before)
+    msg = record.event.message
+    assert isinstance(msg, message_events_pb2.MessageReceived)
+    assert (msg.channel, msg.text_body) == (common_pb2.CHANNEL_WEB_FORM, "123456")
+    assert (msg.web_form.ticket_reference, msg.web_form.follow_up) == (reference, True)
+    assert not msg.sender.email  # the reference names the ticket and its customer
+    # No such ticket, a bad reference, an empty reply: refused, nothing published.
+    before = await event_log.snapshot()
+    missing = await client.post(f"/support/ticket/{mint_reference()}/reply", json={"message": "123456"})
+    assert missing.status_code == 404
+    assert (await client.post("/support/ticket/not-a-reference/reply", json={"message": "x"})).status_code == 404
+    empty = await client.post(f"/support/ticket/{reference}/reply", json={"message": "  "})
+    assert empty.status_code == 422
+    assert empty.json()["fields"] == {"message": "Please type your reply."}
+    assert await event_log.since(before) == []

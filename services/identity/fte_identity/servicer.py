@@ -18,8 +18,9 @@ from fte_runtime.idempotency import check_request_id
 from fte_runtime.names import parse_name
 from prometheus_client import Counter
 
-from fte_identity.normalize import InvalidIdentifier, Kind, Normalized, normalize
-from fte_identity.store import ACTIVE, ERASED, MERGED, CustomerRow, Sighting, Store, customer_name, timestamp
+from fte_identity import domain
+from fte_identity.normalize import InvalidIdentifier, Normalized, normalize
+from fte_identity.store import ACTIVE, ERASED, MERGED, CustomerRow, MergeRow, Store, customer_name, timestamp
 
 Channel = common_pb2.Channel
 log = logging.getLogger("fte.identity")
@@ -27,21 +28,6 @@ log = logging.getLogger("fte.identity")
 MAX_DISPLAY_NAME = 200
 MAX_REASON = 1000
 MAX_CODE = 32
-
-# What each channel may give, and which of it the channel itself proves (the sender controls it).
-_CHANNEL_KINDS: dict[int, tuple[frozenset[int], frozenset[int]]] = {
-    Channel.CHANNEL_EMAIL: (frozenset({Kind.IDENTIFIER_KIND_EMAIL}), frozenset({Kind.IDENTIFIER_KIND_EMAIL})),
-    Channel.CHANNEL_WHATSAPP: (
-        frozenset({Kind.IDENTIFIER_KIND_WHATSAPP, Kind.IDENTIFIER_KIND_WHATSAPP_BSUID}),
-        frozenset({Kind.IDENTIFIER_KIND_WHATSAPP, Kind.IDENTIFIER_KIND_WHATSAPP_BSUID}),
-    ),
-    # The form's email is where the answer goes; its phone is only typed in, so it is a
-    # companion: linked when new, never the key that picks an existing customer.
-    Channel.CHANNEL_WEB_FORM: (
-        frozenset({Kind.IDENTIFIER_KIND_EMAIL, Kind.IDENTIFIER_KIND_PHONE}),
-        frozenset({Kind.IDENTIFIER_KIND_EMAIL}),
-    ),
-}
 
 RESOLVES = Counter("identity_resolves_total", "ResolveCustomer calls that succeeded, by outcome.", ["outcome"])
 
@@ -67,6 +53,11 @@ def to_proto(customer: CustomerRow) -> identity_pb2.Customer:
                 raw_value=i.raw_value,
                 verified=i.verified,
                 create_time=timestamp(i.create_time),
+                evidence=i.evidence,  # type: ignore[arg-type]
+                contested=i.contested,
+                verification_expire_time=(
+                    timestamp(i.verification_expire_time) if i.verification_expire_time else None
+                ),
             )
             for i in customer.identifiers
         ],
@@ -74,6 +65,16 @@ def to_proto(customer: CustomerRow) -> identity_pb2.Customer:
         merged_into=customer_name(customer.merged_into) if customer.merged_into else "",
         create_time=timestamp(customer.create_time),
         update_time=timestamp(customer.update_time),
+    )
+
+
+def merge_to_proto(merge: MergeRow) -> identity_pb2.MergeRecord:
+    return identity_pb2.MergeRecord(
+        source_customer=customer_name(merge.source),
+        target_customer=customer_name(merge.target),
+        actor=merge.actor,
+        reason=merge.reason,
+        merge_time=timestamp(merge.merge_time),
     )
 
 
@@ -146,32 +147,11 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     async def ResolveCustomer(
         self, request: identity_service_pb2.ResolveCustomerRequest, context: Any
     ) -> identity_service_pb2.ResolveCustomerResponse:
-        kinds = _CHANNEL_KINDS.get(request.channel)
-        if kinds is None:
-            raise _invalid("channel", "UNKNOWN_CHANNEL", "must be EMAIL, WHATSAPP or WEB_FORM")
-        allowed, proven = kinds
-        if not request.identifiers:
-            raise _invalid("identifiers", "IDENTIFIERS_REQUIRED", "at least one identifier is required")
         display_name = self._text(
             request.display_name, "display_name", MAX_DISPLAY_NAME, required=False, reason="DISPLAY_NAME"
         )
-        sightings: list[Sighting] = []
-        for n, given in enumerate(request.identifiers):
-            field = f"identifiers[{n}]"
-            ident = self._identifier(given, field)
-            if ident.kind not in allowed:
-                raise _invalid(
-                    f"{field}.kind", "IDENTIFIER_KIND_NOT_ALLOWED", "this kind does not come from the channel"
-                )
-            if any(s.ident.kind == ident.kind for s in sightings):
-                raise _invalid(f"{field}.kind", "DUPLICATE_IDENTIFIER_KIND", "give at most one identifier of each kind")
-            sightings.append(Sighting(ident, ident.kind in proven))
-        if not any(s.proven for s in sightings):
-            raise _invalid(
-                "identifiers",
-                "CHANNEL_IDENTIFIER_REQUIRED",
-                "include the identifier the channel itself gives (the email on email and web form)",
-            )
+        idents = [self._identifier(given, f"identifiers[{n}]") for n, given in enumerate(request.identifiers)]
+        sightings = domain.sightings(request.channel, idents, sender_authenticated=request.sender_authenticated)
         customer, created = await self._store.resolve(sightings, display_name)
         RESOLVES.labels("created" if created else "found").inc()
         return identity_service_pb2.ResolveCustomerResponse(customer=to_proto(customer), created=created)
@@ -232,8 +212,18 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         customer_id = self._customer_id(request.customer, "customer")
         ident = self._required_identifier(request)
         code = self._text(request.code, "code", MAX_CODE, required=True, reason="CODE")
-        customer = await self._store.complete_verification(customer_id, ident, code, key=self._verification.key)
-        return identity_service_pb2.CompleteVerificationResponse(customer=to_proto(customer))
+        customer, merge = await self._store.complete_verification(
+            customer_id, ident, code, key=self._verification.key, actor=self._actor()
+        )
+        response = identity_service_pb2.CompleteVerificationResponse(customer=to_proto(customer))
+        if merge is not None:
+            self._on_event()
+            response.merge.CopyFrom(merge_to_proto(merge))
+            log.info(
+                "customers merged by a one-time code",
+                extra={"source": customer_name(merge.source), "target": customer_name(merge.target)},
+            )
+        return response
 
     async def MergeCustomers(
         self, request: identity_service_pb2.MergeCustomersRequest, context: Any
@@ -253,16 +243,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             "customers merged",
             extra={"source": customer_name(merge.source), "target": customer_name(merge.target), "actor": merge.actor},
         )
-        return identity_service_pb2.MergeCustomersResponse(
-            customer=to_proto(customer),
-            merge=identity_pb2.MergeRecord(
-                source_customer=customer_name(merge.source),
-                target_customer=customer_name(merge.target),
-                actor=merge.actor,
-                reason=merge.reason,
-                merge_time=timestamp(merge.merge_time),
-            ),
-        )
+        return identity_service_pb2.MergeCustomersResponse(customer=to_proto(customer), merge=merge_to_proto(merge))
 
     async def EraseCustomer(
         self, request: identity_service_pb2.EraseCustomerRequest, context: Any

@@ -46,12 +46,17 @@ def email(value: str) -> identity_service_pb2.IdentifierInput:
 
 
 def resolve_request(
-    channel: int, *identifiers: identity_service_pb2.IdentifierInput, name: str = ""
+    channel: int,
+    *identifiers: identity_service_pb2.IdentifierInput,
+    name: str = "",
+    authenticated: bool | None = None,
 ) -> identity_service_pb2.ResolveCustomerRequest:
+    """An email is authenticated unless told otherwise (what the gateway sees for ordinary mail)."""
     return identity_service_pb2.ResolveCustomerRequest(
         channel=channel,  # type: ignore[arg-type]
         identifiers=identifiers,
         display_name=name,
+        sender_authenticated=(channel == Channel.CHANNEL_EMAIL) if authenticated is None else authenticated,
     )
 
 

@@ -6,7 +6,9 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import fte_identity
 from identity_helpers import count_rows  # type: ignore[import-not-found]
 
 
@@ -19,7 +21,10 @@ async def test_migrate_command_applies_the_schema_once(new_database: Callable[[]
         )
         _, stderr = await proc.communicate()
         assert proc.returncode == 0, stderr.decode()
-    assert await count_rows(dsn, "SELECT count(*) FROM identity.schema_migrations") == 1
+    migrations = Path(fte_identity.__file__).parent / "migrations"
+    assert await count_rows(dsn, "SELECT count(*) FROM identity.schema_migrations") == len(
+        list(migrations.glob("*.sql"))
+    )
     tables = await count_rows(
         dsn,
         """SELECT count(*) FROM information_schema.tables WHERE table_schema = 'identity'

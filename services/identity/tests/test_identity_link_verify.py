@@ -58,7 +58,8 @@ async def test_a_claimed_email_is_unverified_and_does_not_capture_that_email(ide
     assert not claimed.verified
     # Linking the same claim again is a no-op.
     again = await claim(identity, customer.name, address)
-    assert len(again.identifiers) == 2
+    assert len(again.identifiers) == len(linked.identifiers)
+    assert claimed.evidence == identity_pb2.EVIDENCE_CLAIMED
     by_email = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
     assert by_email.created
     assert by_email.customer.name != customer.name
@@ -245,25 +246,49 @@ async def test_verification_errors(identity: Identity) -> None:
     )
 
 
-async def test_verifying_an_identifier_another_customer_owns_does_not_steal_it(identity: Identity) -> None:
+async def test_proving_an_identifier_another_customer_owns_merges_the_claimant_into_it(identity: Identity) -> None:
+    """A claim proven by a code sent to the owner's own address: the two are one person. The
+    claimant is merged into the owner with an audit record, and a replayed code is refused."""
     address = new_email("owned")
     owner = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
     claimant = await whatsapp_customer(identity)
-    await claim(identity, claimant.name, address)
+    claimed = await claim(identity, claimant.name, address)
+    [pending] = [i for i in claimed.identifiers if i.kind == Kind.IDENTIFIER_KIND_EMAIL]
+    assert pending.contested
+    assert not pending.verified
     code = (
         await identity.stub.StartVerification(
             Req.StartVerificationRequest(customer=claimant.name, identifier=email(address))
         )
     ).code
+    done = await identity.stub.CompleteVerification(
+        Req.CompleteVerificationRequest(customer=claimant.name, identifier=email(address), code=code)
+    )
+    assert done.customer.name == owner.customer.name
+    assert (done.merge.source_customer, done.merge.target_customer) == (claimant.name, owner.customer.name)
+    assert "one-time code" in done.merge.reason
+    kinds = sorted((i.kind, i.verified) for i in done.customer.identifiers)
+    assert (Kind.IDENTIFIER_KIND_EMAIL, True) in kinds
+    assert (Kind.IDENTIFIER_KIND_WHATSAPP, True) in kinds
+    assert (
+        await count_rows(
+            identity.dsn,
+            "SELECT count(*) FROM merges WHERE source_customer = $1",
+            uuid.UUID(claimant.name.split("/")[1]),
+        )
+        == 1
+    )
+    found = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
+    assert found.customer.name == owner.customer.name
+    gone = await identity.stub.GetCustomer(Req.GetCustomerRequest(name=claimant.name))
+    assert gone.customer.name == owner.customer.name
     await expect_error(
         identity.stub.CompleteVerification(
             Req.CompleteVerificationRequest(customer=claimant.name, identifier=email(address), code=code)
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
-        "IDENTIFIER_OWNED_BY_OTHER_CUSTOMER",
+        "CODE_ALREADY_USED",
     )
-    found = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
-    assert found.customer.name == owner.customer.name
 
 
 async def test_new_codes_per_hour_are_capped(start_identity: StartIdentity) -> None:

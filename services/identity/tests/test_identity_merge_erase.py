@@ -61,8 +61,10 @@ async def test_merge_moves_identifiers_audits_and_the_source_resolves_to_the_tar
         )
     )
     assert merged.customer.name == target.name
+    # A WhatsApp sender proves its phone number too.
     assert sorted(i.kind for i in merged.customer.identifiers) == [
         Kind.IDENTIFIER_KIND_EMAIL,
+        Kind.IDENTIFIER_KIND_PHONE,
         Kind.IDENTIFIER_KIND_WHATSAPP,
     ]
     record = merged.merge

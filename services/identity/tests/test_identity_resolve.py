@@ -72,7 +72,10 @@ async def test_fifty_concurrent_resolves_of_a_new_identifier_create_one_customer
     assert await count_rows(identity.dsn, "SELECT count(*) FROM identifiers WHERE value = $1", address.lower()) == 1
 
 
-async def test_concurrent_web_forms_with_email_and_phone_create_one_customer(identity: Identity) -> None:
+async def test_web_forms_prove_nothing_so_each_is_a_claimant_of_its_own(identity: Identity) -> None:
+    """Changed with the evidence levels: a web form's email and phone are typed in, so concurrent
+    forms with one address no longer share a customer (that shared history with whoever typed the
+    address); each holds claims only, and none owns the address."""
     address, phone = unique_email("form."), unique_phone()
     results = await asyncio.gather(
         *(
@@ -82,15 +85,23 @@ async def test_concurrent_web_forms_with_email_and_phone_create_one_customer(ide
             for _ in range(20)
         )
     )
-    assert len({r.customer.name for r in results}) == 1
-    [customer] = {r.customer.name: r.customer for r in results}.values()
-    assert sorted((i.kind, i.verified) for i in customer.identifiers) == [
-        (Kind.IDENTIFIER_KIND_EMAIL, True),
-        (Kind.IDENTIFIER_KIND_PHONE, True),
-    ]
+    assert len({r.customer.name for r in results}) == 20
+    assert all(r.created for r in results)
+    for r in results:
+        assert sorted((i.kind, i.verified, i.evidence) for i in r.customer.identifiers) == [
+            (Kind.IDENTIFIER_KIND_EMAIL, False, identity_pb2.EVIDENCE_CLAIMED),
+            (Kind.IDENTIFIER_KIND_PHONE, False, identity_pb2.EVIDENCE_CLAIMED),
+        ]
+    # The address arriving authenticated on its own channel is a new, proven customer.
+    proven = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
+    assert proven.created
+    [mail] = by_kind(proven.customer, Kind.IDENTIFIER_KIND_EMAIL)
+    assert (mail.verified, mail.evidence) == (True, identity_pb2.EVIDENCE_CHANNEL)
 
 
-async def test_web_form_links_email_and_phone_and_later_finds_by_either_format(identity: Identity) -> None:
+async def test_web_form_phone_is_normalised_and_stays_a_claim(identity: Identity) -> None:
+    """Changed with the evidence levels: the typed phone used to be stored verified and a second
+    form found the first one's customer; both were the bug. Now the phone is a normalised claim."""
     address = unique_email()
     national = "(720) 555-0177"
     first = await identity.stub.ResolveCustomer(
@@ -98,13 +109,12 @@ async def test_web_form_links_email_and_phone_and_later_finds_by_either_format(i
     )
     [phone] = by_kind(first.customer, Kind.IDENTIFIER_KIND_PHONE)
     assert phone.value == "+17205550177"
-    assert phone.verified
+    assert not phone.verified
     again = await identity.stub.ResolveCustomer(
         resolve_request(Channel.CHANNEL_WEB_FORM, email(address.upper()), ident(Kind.IDENTIFIER_KIND_PHONE, national))
     )
-    assert again.customer.name == first.customer.name
-    assert not again.created
-    assert len(again.customer.identifiers) == 2
+    assert again.customer.name != first.customer.name
+    assert [i.value for i in by_kind(again.customer, Kind.IDENTIFIER_KIND_PHONE)] == ["+17205550177"]
 
 
 async def test_whatsapp_number_and_bsuid_arrive_together_then_bsuid_alone(identity: Identity) -> None:
@@ -130,25 +140,28 @@ async def test_whatsapp_number_and_bsuid_arrive_together_then_bsuid_alone(identi
 async def test_identifiers_of_two_customers_given_together_are_not_merged(identity: Identity) -> None:
     """The documented rule: the owner of the channel's own identifier wins; the other customer's
     identifier becomes an unverified claim of it; nothing moves and nothing merges."""
-    address_a, phone_b, address_b = unique_email("a."), unique_phone(), unique_email("b.")
+    address_a, phone_b = unique_email("a."), unique_phone()
     a = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address_a)))
     b = await identity.stub.ResolveCustomer(
-        resolve_request(Channel.CHANNEL_WEB_FORM, email(address_b), ident(Kind.IDENTIFIER_KIND_PHONE, phone_b))
+        resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP, f"whatsapp:{phone_b}"))
     )
     mixed = await identity.stub.ResolveCustomer(
         resolve_request(Channel.CHANNEL_WEB_FORM, email(address_a), ident(Kind.IDENTIFIER_KIND_PHONE, phone_b))
     )
-    assert mixed.customer.name == a.customer.name
-    [claim] = by_kind(mixed.customer, Kind.IDENTIFIER_KIND_PHONE)
-    assert not claim.verified
+    # Changed with the evidence levels: the form's email no longer picks A; the form is a claimant.
+    assert mixed.customer.name not in (a.customer.name, b.customer.name)
+    claims = {(i.kind, i.verified, i.contested) for i in mixed.customer.identifiers}
+    assert claims == {(Kind.IDENTIFIER_KIND_EMAIL, False, True), (Kind.IDENTIFIER_KIND_PHONE, False, True)}
     b_now = await identity.stub.GetCustomer(identity_service_pb2.GetCustomerRequest(name=b.customer.name))
     assert b_now.customer.state == b_now.customer.STATE_ACTIVE
     assert [i.verified for i in by_kind(b_now.customer, Kind.IDENTIFIER_KIND_PHONE)] == [True]
-    # The phone still resolves to its owner, B.
+    # The number still resolves to its owner, B, and the address to A.
     owner = await identity.stub.ResolveCustomer(
-        resolve_request(Channel.CHANNEL_WEB_FORM, email(address_b), ident(Kind.IDENTIFIER_KIND_PHONE, phone_b))
+        resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP, f"whatsapp:{phone_b}"))
     )
     assert owner.customer.name == b.customer.name
+    again = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address_a)))
+    assert again.customer.name == a.customer.name
 
 
 async def test_a_typed_phone_never_picks_an_existing_customer(identity: Identity) -> None:
@@ -230,3 +243,49 @@ async def test_whatsapp_number_and_id_of_two_customers_resolve_to_the_number_own
         resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP_BSUID, bsuid))
     )
     assert alone.customer.name == by_id.customer.name
+
+
+async def test_an_unauthenticated_email_is_a_claim_and_never_reaches_the_owner(identity: Identity) -> None:
+    address = unique_email("spoofed.")
+    owner = await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))
+    spoof = await identity.stub.ResolveCustomer(
+        resolve_request(Channel.CHANNEL_EMAIL, email(address), authenticated=False)
+    )
+    assert spoof.created
+    assert spoof.customer.name != owner.customer.name
+    [claim] = by_kind(spoof.customer, Kind.IDENTIFIER_KIND_EMAIL)
+    assert (claim.verified, claim.contested, claim.evidence) == (False, True, identity_pb2.EVIDENCE_CLAIMED)
+
+
+async def test_a_whatsapp_sender_and_a_proven_phone_are_one_customer(identity: Identity) -> None:
+    """The number proven by a code (sent over WhatsApp) is the WhatsApp sender's: a later message
+    from that number resolves to the customer who proved it, with no second customer."""
+    address, phone = unique_email("phone."), unique_phone()
+    customer = (await identity.stub.ResolveCustomer(resolve_request(Channel.CHANNEL_EMAIL, email(address)))).customer
+    await identity.stub.LinkIdentifier(
+        identity_service_pb2.LinkIdentifierRequest(
+            customer=customer.name, identifier=ident(Kind.IDENTIFIER_KIND_PHONE, phone)
+        )
+    )
+    code = (
+        await identity.stub.StartVerification(
+            identity_service_pb2.StartVerificationRequest(
+                customer=customer.name, identifier=ident(Kind.IDENTIFIER_KIND_PHONE, phone)
+            )
+        )
+    ).code
+    done = await identity.stub.CompleteVerification(
+        identity_service_pb2.CompleteVerificationRequest(
+            customer=customer.name, identifier=ident(Kind.IDENTIFIER_KIND_PHONE, phone), code=code
+        )
+    )
+    assert not done.HasField("merge")
+    [proven] = by_kind(done.customer, Kind.IDENTIFIER_KIND_PHONE)
+    assert (proven.verified, proven.evidence) == (True, identity_pb2.EVIDENCE_CODE)
+    wa = await identity.stub.ResolveCustomer(
+        resolve_request(Channel.CHANNEL_WHATSAPP, ident(Kind.IDENTIFIER_KIND_WHATSAPP, f"whatsapp:{phone}"))
+    )
+    assert not wa.created
+    assert wa.customer.name == customer.name
+    [sender] = by_kind(wa.customer, Kind.IDENTIFIER_KIND_WHATSAPP)
+    assert (sender.verified, sender.evidence) == (True, identity_pb2.EVIDENCE_CHANNEL)

@@ -503,9 +503,19 @@ def build_email(
     in_reply_to: str | None = None,
     references: str | None = None,
     attachments: Mapping[str, tuple[str, bytes]] | None = None,
+    authenticated: bool = True,
 ) -> bytes:
-    """A raw RFC 822 message for tests and the demo: text (+ optional HTML) and attachments."""
+    """A raw RFC 822 message for tests and the demo: text (+ optional HTML) and attachments.
+
+    `authenticated` stamps the Authentication-Results Gmail adds on receipt when the sender's
+    domain passed DKIM, SPF and DMARC; False stamps the failures a spoofed From gets."""
     msg = EmailMessage()
+    domain = sender.rsplit("@", 1)[-1].strip(">")
+    outcome = "pass" if authenticated else "fail"
+    msg["Authentication-Results"] = (
+        f"mx.google.com; dkim={outcome} header.i=@{domain}; spf={outcome} smtp.mailfrom={sender}; "
+        f"dmarc={outcome} (p=REJECT) header.from={domain}"
+    )
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject

@@ -26,7 +26,7 @@ from fte.common.v1 import common_pb2 as fte_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fte/events/v1/message_events.proto\x12\rfte.events.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x03\n\x0fMessageReceived\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x1a\n\x12\x63hannel_message_id\x18\x02 \x01(\t\x12%\n\x06sender\x18\x03 \x01(\x0b\x32\x15.fte.events.v1.Sender\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x11\n\ttext_body\x18\x06 \x01(\t\x12.\n\x0b\x61ttachments\x18\x07 \x03(\x0b\x32\x19.fte.common.v1.Attachment\x12\x30\n\x0c\x65mail_thread\x18\x08 \x01(\x0b\x32\x1a.fte.common.v1.EmailThread\x12(\n\x08web_form\x18\t \x01(\x0b\x32\x16.fte.events.v1.WebForm\x12\x31\n\rreceived_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11recipient_address\x18\x0b \x01(\t\"Z\n\x06Sender\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x18\n\x10whatsapp_address\x18\x03 \x01(\t\x12\x18\n\x10whatsapp_user_id\x18\x04 \x01(\t\"y\n\x07WebForm\x12)\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x17.fte.common.v1.Category\x12)\n\x08priority\x18\x02 \x01(\x0e\x32\x17.fte.common.v1.Priority\x12\x18\n\x10ticket_reference\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fte/events/v1/message_events.proto\x12\rfte.events.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x03\n\x0fMessageReceived\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x1a\n\x12\x63hannel_message_id\x18\x02 \x01(\t\x12%\n\x06sender\x18\x03 \x01(\x0b\x32\x15.fte.events.v1.Sender\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x11\n\ttext_body\x18\x06 \x01(\t\x12.\n\x0b\x61ttachments\x18\x07 \x03(\x0b\x32\x19.fte.common.v1.Attachment\x12\x30\n\x0c\x65mail_thread\x18\x08 \x01(\x0b\x32\x1a.fte.common.v1.EmailThread\x12(\n\x08web_form\x18\t \x01(\x0b\x32\x16.fte.events.v1.WebForm\x12\x31\n\rreceived_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11recipient_address\x18\x0b \x01(\t\"w\n\x06Sender\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x18\n\x10whatsapp_address\x18\x03 \x01(\t\x12\x18\n\x10whatsapp_user_id\x18\x04 \x01(\t\x12\x1b\n\x13\x65mail_authenticated\x18\x05 \x01(\x08\"\x8c\x01\n\x07WebForm\x12)\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x17.fte.common.v1.Category\x12)\n\x08priority\x18\x02 \x01(\x0e\x32\x17.fte.common.v1.Priority\x12\x18\n\x10ticket_reference\x18\x03 \x01(\t\x12\x11\n\tfollow_up\x18\x04 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGERECEIVED']._serialized_start=115
   _globals['_MESSAGERECEIVED']._serialized_end=516
   _globals['_SENDER']._serialized_start=518
-  _globals['_SENDER']._serialized_end=608
-  _globals['_WEBFORM']._serialized_start=610
-  _globals['_WEBFORM']._serialized_end=731
+  _globals['_SENDER']._serialized_end=637
+  _globals['_WEBFORM']._serialized_start=640
+  _globals['_WEBFORM']._serialized_end=780
 # @@protoc_insertion_point(module_scope)

@@ -107,6 +107,7 @@ class Sender(_message.Message):
     PHONE_FIELD_NUMBER: _builtins.int
     WHATSAPP_ADDRESS_FIELD_NUMBER: _builtins.int
     WHATSAPP_USER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_AUTHENTICATED_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """Email address as given (email, web form)."""
     phone: _builtins.str
@@ -117,6 +118,10 @@ class Sender(_message.Message):
     """WhatsApp user id: Twilio WaId (the phone number's digits) or a business-scoped user id
     when the user shares no phone number.
     """
+    email_authenticated: _builtins.bool
+    """Email: the mail provider's authentication of the From passed (Gmail's Authentication-Results:
+    dmarc=pass, or dkim/spf pass for the From's domain). False means the From is only a claim.
+    """
     def __init__(
         self,
         *,
@@ -124,10 +129,11 @@ class Sender(_message.Message):
         phone: _builtins.str = ...,
         whatsapp_address: _builtins.str = ...,
         whatsapp_user_id: _builtins.str = ...,
+        email_authenticated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "phone", b"phone", "whatsapp_address", b"whatsapp_address", "whatsapp_user_id", b"whatsapp_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "email_authenticated", b"email_authenticated", "phone", b"phone", "whatsapp_address", b"whatsapp_address", "whatsapp_user_id", b"whatsapp_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -142,6 +148,7 @@ class WebForm(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     TICKET_REFERENCE_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_FIELD_NUMBER: _builtins.int
     category: _common_pb2.Category.ValueType
     """The category the customer chose."""
     priority: _common_pb2.Priority.ValueType
@@ -150,16 +157,21 @@ class WebForm(_message.Message):
     """The ticket reference minted by the gateway and shown to the customer; the agent uses it
     as the ticket id.
     """
+    follow_up: _builtins.bool
+    """A reply typed on the status page of the ticket `ticket_reference`. The reference, shown only
+    to whoever submitted the form, identifies the ticket and its customer; `sender` is empty.
+    """
     def __init__(
         self,
         *,
         category: _common_pb2.Category.ValueType = ...,
         priority: _common_pb2.Priority.ValueType = ...,
         ticket_reference: _builtins.str = ...,
+        follow_up: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "priority", b"priority", "ticket_reference", b"ticket_reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "follow_up", b"follow_up", "priority", b"priority", "ticket_reference", b"ticket_reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66te/identity/v1/identity.proto\x12\x0f\x66te.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x02\n\x08\x43ustomer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x30\n\x0bidentifiers\x18\x03 \x03(\x0b\x32\x1b.fte.identity.v1.Identifier\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.fte.identity.v1.Customer.State\x12\x13\n\x0bmerged_into\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_MERGED\x10\x02\x12\x10\n\x0cSTATE_ERASED\x10\x03\"\xa0\x01\n\nIdentifier\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fte.identity.v1.IdentifierKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\traw_value\x18\x03 \x01(\t\x12\x10\n\x08verified\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0bMergeRecord\x12\x17\n\x0fsource_customer\x18\x01 \x01(\t\x12\x17\n\x0ftarget_customer\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nmerge_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa9\x01\n\x0eIdentifierKind\x12\x1f\n\x1bIDENTIFIER_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15IDENTIFIER_KIND_EMAIL\x10\x01\x12\x19\n\x15IDENTIFIER_KIND_PHONE\x10\x02\x12\x1c\n\x18IDENTIFIER_KIND_WHATSAPP\x10\x03\x12\"\n\x1eIDENTIFIER_KIND_WHATSAPP_BSUID\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66te/identity/v1/identity.proto\x12\x0f\x66te.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x02\n\x08\x43ustomer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x30\n\x0bidentifiers\x18\x03 \x03(\x0b\x32\x1b.fte.identity.v1.Identifier\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.fte.identity.v1.Customer.State\x12\x13\n\x0bmerged_into\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x10\n\x0cSTATE_MERGED\x10\x02\x12\x10\n\x0cSTATE_ERASED\x10\x03\"\x9e\x02\n\nIdentifier\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fte.identity.v1.IdentifierKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\traw_value\x18\x03 \x01(\t\x12\x10\n\x08verified\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x65vidence\x18\x06 \x01(\x0e\x32\x19.fte.identity.v1.Evidence\x12\x11\n\tcontested\x18\x07 \x01(\x08\x12<\n\x18verification_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0bMergeRecord\x12\x17\n\x0fsource_customer\x18\x01 \x01(\t\x12\x17\n\x0ftarget_customer\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nmerge_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa9\x01\n\x0eIdentifierKind\x12\x1f\n\x1bIDENTIFIER_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15IDENTIFIER_KIND_EMAIL\x10\x01\x12\x19\n\x15IDENTIFIER_KIND_PHONE\x10\x02\x12\x1c\n\x18IDENTIFIER_KIND_WHATSAPP\x10\x03\x12\"\n\x1eIDENTIFIER_KIND_WHATSAPP_BSUID\x10\x04*w\n\x08\x45vidence\x12\x18\n\x14\x45VIDENCE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VIDENCE_CLAIMED\x10\x01\x12\x14\n\x10\x45VIDENCE_CHANNEL\x10\x02\x12\x11\n\rEVIDENCE_CODE\x10\x03\x12\x12\n\x0e\x45VIDENCE_STAFF\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fte.identity.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTIFIERKIND']._serialized_start=745
-  _globals['_IDENTIFIERKIND']._serialized_end=914
+  _globals['_IDENTIFIERKIND']._serialized_start=871
+  _globals['_IDENTIFIERKIND']._serialized_end=1040
+  _globals['_EVIDENCE']._serialized_start=1042
+  _globals['_EVIDENCE']._serialized_end=1161
   _globals['_CUSTOMER']._serialized_start=85
   _globals['_CUSTOMER']._serialized_end=434
   _globals['_CUSTOMER_STATE']._serialized_start=350
   _globals['_CUSTOMER_STATE']._serialized_end=434
   _globals['_IDENTIFIER']._serialized_start=437
-  _globals['_IDENTIFIER']._serialized_end=597
-  _globals['_MERGERECORD']._serialized_start=600
-  _globals['_MERGERECORD']._serialized_end=742
+  _globals['_IDENTIFIER']._serialized_end=723
+  _globals['_MERGERECORD']._serialized_start=726
+  _globals['_MERGERECORD']._serialized_end=868
 # @@protoc_insertion_point(module_scope)

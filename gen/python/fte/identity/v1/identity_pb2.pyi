@@ -50,6 +50,40 @@ IDENTIFIER_KIND_WHATSAPP_BSUID: IdentifierKind.ValueType  # 4
 """A WhatsApp business-scoped user id (arrives without a phone number)."""
 Global___IdentifierKind: _TypeAlias = IdentifierKind  # noqa: Y015
 
+class _Evidence:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EvidenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Evidence.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVIDENCE_UNSPECIFIED: _Evidence.ValueType  # 0
+    EVIDENCE_CLAIMED: _Evidence.ValueType  # 1
+    """Typed into a form or written in a message: a claim. Owns nothing, opens no history."""
+    EVIDENCE_CHANNEL: _Evidence.ValueType  # 2
+    """The channel itself proved it: a Twilio WhatsApp sender, or the From of an email whose
+    mail-provider authentication passed.
+    """
+    EVIDENCE_CODE: _Evidence.ValueType  # 3
+    """The customer sent back a one-time code delivered to it."""
+    EVIDENCE_STAFF: _Evidence.ValueType  # 4
+    """A staff member vouched for it (LinkIdentifier with `verified`)."""
+
+class Evidence(_Evidence, metaclass=_EvidenceEnumTypeWrapper):
+    """How an identifier came to belong to a customer: only proof of control verifies it."""
+
+EVIDENCE_UNSPECIFIED: Evidence.ValueType  # 0
+EVIDENCE_CLAIMED: Evidence.ValueType  # 1
+"""Typed into a form or written in a message: a claim. Owns nothing, opens no history."""
+EVIDENCE_CHANNEL: Evidence.ValueType  # 2
+"""The channel itself proved it: a Twilio WhatsApp sender, or the From of an email whose
+mail-provider authentication passed.
+"""
+EVIDENCE_CODE: Evidence.ValueType  # 3
+"""The customer sent back a one-time code delivered to it."""
+EVIDENCE_STAFF: Evidence.ValueType  # 4
+"""A staff member vouched for it (LinkIdentifier with `verified`)."""
+Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
 @_typing.final
 class Customer(_message.Message):
     """A customer: one person across every channel."""
@@ -138,6 +172,9 @@ class Identifier(_message.Message):
     RAW_VALUE_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    CONTESTED_FIELD_NUMBER: _builtins.int
+    VERIFICATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     kind: Global___IdentifierKind.ValueType
     """Required. The kind."""
     value: _builtins.str
@@ -149,9 +186,19 @@ class Identifier(_message.Message):
     together with a verified identifier, or passed a one-time code. History is shared across
     channels only through verified identifiers.
     """
+    evidence: Global___Evidence.ValueType
+    """Output only. What proves it (or that nothing does: EVIDENCE_CLAIMED)."""
+    contested: _builtins.bool
+    """Output only. A claim of an identifier that another customer holds verified. Nothing of that
+    customer is shared until the claim is proven with a one-time code.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def verification_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. Set while a one-time code sent to this claimed identifier waits to be sent back."""
 
     def __init__(
         self,
@@ -161,10 +208,13 @@ class Identifier(_message.Message):
         raw_value: _builtins.str = ...,
         verified: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        evidence: Global___Evidence.ValueType = ...,
+        contested: _builtins.bool = ...,
+        verification_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "verification_expire_time", b"verification_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "kind", b"kind", "raw_value", b"raw_value", "value", b"value", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contested", b"contested", "create_time", b"create_time", "evidence", b"evidence", "kind", b"kind", "raw_value", b"raw_value", "value", b"value", "verification_expire_time", b"verification_expire_time", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

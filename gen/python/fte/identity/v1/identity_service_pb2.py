@@ -27,7 +27,7 @@ from fte.identity.v1 import identity_pb2 as fte_dot_identity_dot_v1_dot_identity
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&fte/identity/v1/identity_service.proto\x12\x0f\x66te.identity.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1e\x66te/identity/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x0fIdentifierInput\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fte.identity.v1.IdentifierKind\x12\r\n\x05value\x18\x02 \x01(\t\"\x8e\x01\n\x16ResolveCustomerRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x35\n\x0bidentifiers\x18\x02 \x03(\x0b\x32 .fte.identity.v1.IdentifierInput\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"W\n\x17ResolveCustomerResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x12GetCustomerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x13GetCustomerResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\"s\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\nidentifier\x18\x03 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\"^\n\x15ListCustomersResponse\x12,\n\tcustomers\x18\x01 \x03(\x0b\x32\x19.fte.identity.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x15LinkIdentifierRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x34\n\nidentifier\x18\x02 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\x12\x10\n\x08verified\x18\x03 \x01(\x08\"E\n\x16LinkIdentifierResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\"b\n\x18StartVerificationRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x34\n\nidentifier\x18\x02 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\"Z\n\x19StartVerificationResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x1b\x43ompleteVerificationRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x34\n\nidentifier\x18\x02 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"K\n\x1c\x43ompleteVerificationResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\"m\n\x15MergeCustomersRequest\x12\x17\n\x0fsource_customer\x18\x01 \x01(\t\x12\x17\n\x0ftarget_customer\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"r\n\x16MergeCustomersResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\x12+\n\x05merge\x18\x02 \x01(\x0b\x32\x1c.fte.identity.v1.MergeRecord\"H\n\x14\x45raseCustomerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x45raseCustomerResponse2\xb8\x06\n\x0fIdentityService\x12\x64\n\x0fResolveCustomer\x12\'.fte.identity.v1.ResolveCustomerRequest\x1a(.fte.identity.v1.ResolveCustomerResponse\x12X\n\x0bGetCustomer\x12#.fte.identity.v1.GetCustomerRequest\x1a$.fte.identity.v1.GetCustomerResponse\x12^\n\rListCustomers\x12%.fte.identity.v1.ListCustomersRequest\x1a&.fte.identity.v1.ListCustomersResponse\x12\x61\n\x0eLinkIdentifier\x12&.fte.identity.v1.LinkIdentifierRequest\x1a\'.fte.identity.v1.LinkIdentifierResponse\x12j\n\x11StartVerification\x12).fte.identity.v1.StartVerificationRequest\x1a*.fte.identity.v1.StartVerificationResponse\x12s\n\x14\x43ompleteVerification\x12,.fte.identity.v1.CompleteVerificationRequest\x1a-.fte.identity.v1.CompleteVerificationResponse\x12\x61\n\x0eMergeCustomers\x12&.fte.identity.v1.MergeCustomersRequest\x1a\'.fte.identity.v1.MergeCustomersResponse\x12^\n\rEraseCustomer\x12%.fte.identity.v1.EraseCustomerRequest\x1a&.fte.identity.v1.EraseCustomerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&fte/identity/v1/identity_service.proto\x12\x0f\x66te.identity.v1\x1a\x1a\x66te/common/v1/common.proto\x1a\x1e\x66te/identity/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x0fIdentifierInput\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fte.identity.v1.IdentifierKind\x12\r\n\x05value\x18\x02 \x01(\t\"\xac\x01\n\x16ResolveCustomerRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x35\n\x0bidentifiers\x18\x02 \x03(\x0b\x32 .fte.identity.v1.IdentifierInput\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x1c\n\x14sender_authenticated\x18\x04 \x01(\x08\"W\n\x17ResolveCustomerResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x12GetCustomerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x13GetCustomerResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\"s\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\nidentifier\x18\x03 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\"^\n\x15ListCustomersResponse\x12,\n\tcustomers\x18\x01 \x03(\x0b\x32\x19.fte.identity.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x15LinkIdentifierRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x34\n\nidentifier\x18\x02 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\x12\x10\n\x08verified\x18\x03 \x01(\x08\"E\n\x16LinkIdentifierResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\"b\n\x18StartVerificationRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x34\n\nidentifier\x18\x02 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\"Z\n\x19StartVerificationResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x1b\x43ompleteVerificationRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x34\n\nidentifier\x18\x02 \x01(\x0b\x32 .fte.identity.v1.IdentifierInput\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"x\n\x1c\x43ompleteVerificationResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\x12+\n\x05merge\x18\x02 \x01(\x0b\x32\x1c.fte.identity.v1.MergeRecord\"m\n\x15MergeCustomersRequest\x12\x17\n\x0fsource_customer\x18\x01 \x01(\t\x12\x17\n\x0ftarget_customer\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"r\n\x16MergeCustomersResponse\x12+\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x19.fte.identity.v1.Customer\x12+\n\x05merge\x18\x02 \x01(\x0b\x32\x1c.fte.identity.v1.MergeRecord\"H\n\x14\x45raseCustomerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x45raseCustomerResponse2\xb8\x06\n\x0fIdentityService\x12\x64\n\x0fResolveCustomer\x12\'.fte.identity.v1.ResolveCustomerRequest\x1a(.fte.identity.v1.ResolveCustomerResponse\x12X\n\x0bGetCustomer\x12#.fte.identity.v1.GetCustomerRequest\x1a$.fte.identity.v1.GetCustomerResponse\x12^\n\rListCustomers\x12%.fte.identity.v1.ListCustomersRequest\x1a&.fte.identity.v1.ListCustomersResponse\x12\x61\n\x0eLinkIdentifier\x12&.fte.identity.v1.LinkIdentifierRequest\x1a\'.fte.identity.v1.LinkIdentifierResponse\x12j\n\x11StartVerification\x12).fte.identity.v1.StartVerificationRequest\x1a*.fte.identity.v1.StartVerificationResponse\x12s\n\x14\x43ompleteVerification\x12,.fte.identity.v1.CompleteVerificationRequest\x1a-.fte.identity.v1.CompleteVerificationResponse\x12\x61\n\x0eMergeCustomers\x12&.fte.identity.v1.MergeCustomersRequest\x1a\'.fte.identity.v1.MergeCustomersResponse\x12^\n\rEraseCustomer\x12%.fte.identity.v1.EraseCustomerRequest\x1a&.fte.identity.v1.EraseCustomerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,37 +37,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IDENTIFIERINPUT']._serialized_start=152
   _globals['_IDENTIFIERINPUT']._serialized_end=231
   _globals['_RESOLVECUSTOMERREQUEST']._serialized_start=234
-  _globals['_RESOLVECUSTOMERREQUEST']._serialized_end=376
-  _globals['_RESOLVECUSTOMERRESPONSE']._serialized_start=378
-  _globals['_RESOLVECUSTOMERRESPONSE']._serialized_end=465
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=467
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=501
-  _globals['_GETCUSTOMERRESPONSE']._serialized_start=503
-  _globals['_GETCUSTOMERRESPONSE']._serialized_end=569
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=571
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=686
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=688
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=782
-  _globals['_LINKIDENTIFIERREQUEST']._serialized_start=784
-  _globals['_LINKIDENTIFIERREQUEST']._serialized_end=897
-  _globals['_LINKIDENTIFIERRESPONSE']._serialized_start=899
-  _globals['_LINKIDENTIFIERRESPONSE']._serialized_end=968
-  _globals['_STARTVERIFICATIONREQUEST']._serialized_start=970
-  _globals['_STARTVERIFICATIONREQUEST']._serialized_end=1068
-  _globals['_STARTVERIFICATIONRESPONSE']._serialized_start=1070
-  _globals['_STARTVERIFICATIONRESPONSE']._serialized_end=1160
-  _globals['_COMPLETEVERIFICATIONREQUEST']._serialized_start=1162
-  _globals['_COMPLETEVERIFICATIONREQUEST']._serialized_end=1277
-  _globals['_COMPLETEVERIFICATIONRESPONSE']._serialized_start=1279
-  _globals['_COMPLETEVERIFICATIONRESPONSE']._serialized_end=1354
-  _globals['_MERGECUSTOMERSREQUEST']._serialized_start=1356
-  _globals['_MERGECUSTOMERSREQUEST']._serialized_end=1465
-  _globals['_MERGECUSTOMERSRESPONSE']._serialized_start=1467
-  _globals['_MERGECUSTOMERSRESPONSE']._serialized_end=1581
-  _globals['_ERASECUSTOMERREQUEST']._serialized_start=1583
-  _globals['_ERASECUSTOMERREQUEST']._serialized_end=1655
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=1657
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=1680
-  _globals['_IDENTITYSERVICE']._serialized_start=1683
-  _globals['_IDENTITYSERVICE']._serialized_end=2507
+  _globals['_RESOLVECUSTOMERREQUEST']._serialized_end=406
+  _globals['_RESOLVECUSTOMERRESPONSE']._serialized_start=408
+  _globals['_RESOLVECUSTOMERRESPONSE']._serialized_end=495
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=497
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=531
+  _globals['_GETCUSTOMERRESPONSE']._serialized_start=533
+  _globals['_GETCUSTOMERRESPONSE']._serialized_end=599
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=601
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=716
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=718
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=812
+  _globals['_LINKIDENTIFIERREQUEST']._serialized_start=814
+  _globals['_LINKIDENTIFIERREQUEST']._serialized_end=927
+  _globals['_LINKIDENTIFIERRESPONSE']._serialized_start=929
+  _globals['_LINKIDENTIFIERRESPONSE']._serialized_end=998
+  _globals['_STARTVERIFICATIONREQUEST']._serialized_start=1000
+  _globals['_STARTVERIFICATIONREQUEST']._serialized_end=1098
+  _globals['_STARTVERIFICATIONRESPONSE']._serialized_start=1100
+  _globals['_STARTVERIFICATIONRESPONSE']._serialized_end=1190
+  _globals['_COMPLETEVERIFICATIONREQUEST']._serialized_start=1192
+  _globals['_COMPLETEVERIFICATIONREQUEST']._serialized_end=1307
+  _globals['_COMPLETEVERIFICATIONRESPONSE']._serialized_start=1309
+  _globals['_COMPLETEVERIFICATIONRESPONSE']._serialized_end=1429
+  _globals['_MERGECUSTOMERSREQUEST']._serialized_start=1431
+  _globals['_MERGECUSTOMERSREQUEST']._serialized_end=1540
+  _globals['_MERGECUSTOMERSRESPONSE']._serialized_start=1542
+  _globals['_MERGECUSTOMERSRESPONSE']._serialized_end=1656
+  _globals['_ERASECUSTOMERREQUEST']._serialized_start=1658
+  _globals['_ERASECUSTOMERREQUEST']._serialized_end=1730
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=1732
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=1755
+  _globals['_IDENTITYSERVICE']._serialized_start=1758
+  _globals['_IDENTITYSERVICE']._serialized_end=2582
 # @@protoc_insertion_point(module_scope)

@@ -54,10 +54,15 @@ class ResolveCustomerRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     IDENTIFIERS_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SENDER_AUTHENTICATED_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     """Required. The channel the identifiers were seen on."""
     display_name: _builtins.str
     """Optional. The name the customer gave."""
+    sender_authenticated: _builtins.bool
+    """Email only: the message's From passed the mail provider's authentication (DMARC, or an
+    aligned DKIM or SPF pass). Without it the From is a claim, not proof.
+    """
     @_builtins.property
     def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentifierInput]:
         """Required. One or more identifiers of the same person, as the channel gave them."""
@@ -68,10 +73,11 @@ class ResolveCustomerRequest(_message.Message):
         channel: _common_pb2.Channel.ValueType = ...,
         identifiers: _abc.Iterable[Global___IdentifierInput] | None = ...,
         display_name: _builtins.str = ...,
+        sender_authenticated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "display_name", b"display_name", "identifiers", b"identifiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "display_name", b"display_name", "identifiers", b"identifiers", "sender_authenticated", b"sender_authenticated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -263,7 +269,9 @@ class StartVerificationRequest(_message.Message):
     """Required. "customers/{customer}"."""
     @_builtins.property
     def identifier(self) -> Global___IdentifierInput:
-        """Required. The claimed identifier, already linked as unverified."""
+        """Required. The claimed identifier, already linked as unverified (it may be verified for another
+        customer: proving it merges the two).
+        """
 
     def __init__(
         self,
@@ -340,18 +348,26 @@ class CompleteVerificationResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    MERGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> _identity_pb2.Customer:
-        """The customer with the identifier now verified."""
+        """The customer with the identifier now verified. When another customer held the identifier,
+        the two were merged and this is the remaining one.
+        """
+
+    @_builtins.property
+    def merge(self) -> _identity_pb2.MergeRecord:
+        """Set when completing the verification merged the claimant into the identifier's owner."""
 
     def __init__(
         self,
         *,
         customer: _identity_pb2.Customer | None = ...,
+        merge: _identity_pb2.MergeRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "merge", b"merge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "merge", b"merge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

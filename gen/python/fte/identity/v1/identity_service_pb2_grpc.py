@@ -84,8 +84,9 @@ class IdentityServiceServicer:
     """
 
     def ResolveCustomer(self, request, context):
-        """Finds the customer owning the identifiers, creating one if none does. Identifiers given
-        together (a web form's email and phone) are linked to that customer as verified.
+        """Finds the customer owning the identifiers the channel proves, creating one if none does.
+        Identifiers the channel does not prove (a web form's email and phone, an unauthenticated
+        email's From) are recorded as claims: they never pick an existing customer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +123,9 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompleteVerification(self, request, context):
-        """Completes a verification with the code the customer sent back.
+        """Completes a verification with the code the customer sent back. When another customer held
+        the identifier verified, the claimant is merged into that customer (with an audit record).
+        Wrong, expired and used codes are refused; wrong codes count against the code's attempts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

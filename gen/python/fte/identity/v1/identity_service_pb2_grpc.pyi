@@ -36,8 +36,9 @@ class IdentityServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
     ResolveCustomer: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ResolveCustomerRequest, _identity_service_pb2.ResolveCustomerResponse]
-    """Finds the customer owning the identifiers, creating one if none does. Identifiers given
-    together (a web form's email and phone) are linked to that customer as verified.
+    """Finds the customer owning the identifiers the channel proves, creating one if none does.
+    Identifiers the channel does not prove (a web form's email and phone, an unauthenticated
+    email's From) are recorded as claims: they never pick an existing customer.
     """
     GetCustomer: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.GetCustomerRequest, _identity_service_pb2.GetCustomerResponse]
     """Gets a customer. A merged customer's name returns the customer it was merged into."""
@@ -52,7 +53,10 @@ class IdentityServiceStub:
     over the claimed channel.
     """
     CompleteVerification: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteVerificationRequest, _identity_service_pb2.CompleteVerificationResponse]
-    """Completes a verification with the code the customer sent back."""
+    """Completes a verification with the code the customer sent back. When another customer held
+    the identifier verified, the claimant is merged into that customer (with an audit record).
+    Wrong, expired and used codes are refused; wrong codes count against the code's attempts.
+    """
     MergeCustomers: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.MergeCustomersRequest, _identity_service_pb2.MergeCustomersResponse]
     """Merges one customer into another, with an audit record."""
     EraseCustomer: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.EraseCustomerRequest, _identity_service_pb2.EraseCustomerResponse]
@@ -66,8 +70,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ResolveCustomer: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ResolveCustomerRequest, _identity_service_pb2.ResolveCustomerResponse]  # type: ignore[assignment]
-    """Finds the customer owning the identifiers, creating one if none does. Identifiers given
-    together (a web form's email and phone) are linked to that customer as verified.
+    """Finds the customer owning the identifiers the channel proves, creating one if none does.
+    Identifiers the channel does not prove (a web form's email and phone, an unauthenticated
+    email's From) are recorded as claims: they never pick an existing customer.
     """
     GetCustomer: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.GetCustomerRequest, _identity_service_pb2.GetCustomerResponse]  # type: ignore[assignment]
     """Gets a customer. A merged customer's name returns the customer it was merged into."""
@@ -82,7 +87,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     over the claimed channel.
     """
     CompleteVerification: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteVerificationRequest, _identity_service_pb2.CompleteVerificationResponse]  # type: ignore[assignment]
-    """Completes a verification with the code the customer sent back."""
+    """Completes a verification with the code the customer sent back. When another customer held
+    the identifier verified, the claimant is merged into that customer (with an audit record).
+    Wrong, expired and used codes are refused; wrong codes count against the code's attempts.
+    """
     MergeCustomers: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.MergeCustomersRequest, _identity_service_pb2.MergeCustomersResponse]  # type: ignore[assignment]
     """Merges one customer into another, with an audit record."""
     EraseCustomer: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.EraseCustomerRequest, _identity_service_pb2.EraseCustomerResponse]  # type: ignore[assignment]
@@ -99,8 +107,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.ResolveCustomerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.ResolveCustomerResponse, _abc.Awaitable[_identity_service_pb2.ResolveCustomerResponse]]:
-        """Finds the customer owning the identifiers, creating one if none does. Identifiers given
-        together (a web form's email and phone) are linked to that customer as verified.
+        """Finds the customer owning the identifiers the channel proves, creating one if none does.
+        Identifiers the channel does not prove (a web form's email and phone, an unauthenticated
+        email's From) are recorded as claims: they never pick an existing customer.
         """
 
     @_abc_1.abstractmethod
@@ -145,7 +154,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.CompleteVerificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.CompleteVerificationResponse, _abc.Awaitable[_identity_service_pb2.CompleteVerificationResponse]]:
-        """Completes a verification with the code the customer sent back."""
+        """Completes a verification with the code the customer sent back. When another customer held
+        the identifier verified, the claimant is merged into that customer (with an audit record).
+        Wrong, expired and used codes are refused; wrong codes count against the code's attempts.
+        """
 
     @_abc_1.abstractmethod
     def MergeCustomers(
