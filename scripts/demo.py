@@ -27,11 +27,10 @@ from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime.grpc_client import connect
 from fte_stack.fakes.gmail import build_email
-from twilio.request_validator import RequestValidator
+from fte_stack.fakes.twilio import inbound_whatsapp
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT_MAILBOX = "support@example.com"
-SUPPORT_WHATSAPP = "whatsapp:+14155238886"
 
 SCENARIOS: list[dict[str, str]] = [
     {"channel": "whatsapp", "name": "Rosa", "phone": "+14155550123", "text": "hi! how do i invite my teammates?"},
@@ -84,21 +83,11 @@ async def send(http: httpx.AsyncClient, gmail_url: str, scenario: dict[str, str]
     text = f"{scenario['text']} [{run}]"
     scenario["sent_text"] = text
     if scenario["channel"] == "whatsapp":
-        sid = "SM" + uuid.uuid4().hex
-        params = {
-            "MessageSid": sid,
-            "SmsMessageSid": sid,
-            "AccountSid": "AC" + "0" * 32,
-            "From": f"whatsapp:{scenario['phone']}",
-            "To": SUPPORT_WHATSAPP,
-            "Body": text,
-            "NumMedia": "0",
-            "ProfileName": scenario["name"],
-            "WaId": scenario["phone"].lstrip("+"),
-        }
         url = str(http.base_url).rstrip("/") + "/webhooks/whatsapp"  # the URL Twilio signs
-        signature = RequestValidator(DEV_TWILIO_AUTH_TOKEN).compute_signature(url, params)
-        resp = await http.post("/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": signature})
+        params, headers = inbound_whatsapp(
+            url, scenario["phone"], text, auth_token=DEV_TWILIO_AUTH_TOKEN, name=scenario["name"]
+        )
+        resp = await http.post("/webhooks/whatsapp", data=params, headers=headers)
         resp.raise_for_status()
         return ""
     if scenario["channel"] == "email":

@@ -34,14 +34,13 @@ from pathlib import Path
 
 import httpx
 from fte_stack.fakes.gmail import build_email
+from fte_stack.fakes.twilio import inbound_whatsapp
 from fte_stack.procs import scratch_dir
 from fte_stack.providers import MAILBOX, TWILIO_AUTH_TOKEN
 from fte_stack.stack import Stack, StackConfig
-from twilio.request_validator import RequestValidator
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_SET = REPO / "services" / "agent" / "tests" / "data" / "dev_set.jsonl"
-SUPPORT_NUMBER = "whatsapp:+14155238886"
 VICTIMS = ("gateway", "agent", "knowledge", "identity", "notifier", "envoy")
 
 
@@ -79,7 +78,6 @@ class Customers:
         self.http = http
         self.run = run
         self.gateway = f"http://127.0.0.1:{stack.ports['gateway']}"
-        self.validator = RequestValidator(TWILIO_AUTH_TOKEN)
 
     async def _post(self, path: str, **kwargs: object) -> httpx.Response:
         # Twilio (with its retry policy) and Pub/Sub redeliver until the endpoint answers 2xx;
@@ -96,20 +94,8 @@ class Customers:
         raise RuntimeError(f"{path} never accepted the request")
 
     async def whatsapp(self, phone: str, text: str, duplicate: bool) -> Sent:
-        sid = "SM" + uuid.uuid4().hex
-        params = {
-            "MessageSid": sid,
-            "SmsMessageSid": sid,
-            "AccountSid": "AC" + "0" * 32,
-            "From": f"whatsapp:{phone}",
-            "To": SUPPORT_NUMBER,
-            "Body": text,
-            "NumMedia": "0",
-            "ProfileName": "Soak",
-            "WaId": phone.lstrip("+"),
-        }
-        signature = self.validator.compute_signature(self.gateway + "/webhooks/whatsapp", params)
-        headers = {"X-Twilio-Signature": signature}
+        url = self.gateway + "/webhooks/whatsapp"
+        params, headers = inbound_whatsapp(url, phone, text, auth_token=TWILIO_AUTH_TOKEN, name="Soak")
         resp = await self._post("/webhooks/whatsapp", data=params, headers=headers)
         assert resp.status_code in (200, 204), resp.text
         sent = Sent("whatsapp", f"whatsapp:{phone}", time.time())

@@ -17,11 +17,8 @@ from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime.grpc_client import connect
 from fte_stack.fakes.gmail import build_email
-from fte_stack.fakes.twilio import FakeTwilio
+from fte_stack.fakes.twilio import FakeTwilio, inbound_whatsapp
 from fte_stack.stack import Stack
-from twilio.request_validator import RequestValidator
-
-SUPPORT_NUMBER = "whatsapp:+14155238886"
 
 
 class E2E:
@@ -50,23 +47,11 @@ class E2E:
 
     async def whatsapp(self, phone: str, body: str, sid: str | None = None, name: str = "Rosa") -> str:
         """POST the inbound webhook exactly as Twilio would, signature included."""
-        sid = sid or "SM" + uuid.uuid4().hex
-        params = {
-            "MessageSid": sid,
-            "SmsMessageSid": sid,
-            "AccountSid": "AC" + "0" * 32,
-            "From": f"whatsapp:{phone}",
-            "To": SUPPORT_NUMBER,
-            "Body": body,
-            "NumMedia": "0",
-            "ProfileName": name,
-            "WaId": phone.lstrip("+"),
-        }
         url = f"{self.gateway}/webhooks/whatsapp"
-        signature = RequestValidator(DEV_TWILIO_AUTH_TOKEN).compute_signature(url, params)
-        resp = await self.http.post("/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": signature})
+        params, headers = inbound_whatsapp(url, phone, body, auth_token=DEV_TWILIO_AUTH_TOKEN, sid=sid or "", name=name)
+        resp = await self.http.post("/webhooks/whatsapp", data=params, headers=headers)
         assert resp.status_code in (200, 204), resp.text
-        return sid
+        return params["MessageSid"]
 
     async def email(self, sender: str, subject: str, text: str, *, authenticated: bool = True) -> str:
         """Deliver mail into the local fake mailbox; the stack pushes it to the gateway like Pub/Sub.

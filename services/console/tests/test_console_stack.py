@@ -20,9 +20,9 @@ from fte.common.v1 import common_pb2
 from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_runtime.grpc_client import connect
+from fte_stack.fakes.twilio import inbound_whatsapp
 from fte_stack.stack import Stack
 from playwright.async_api import Page, async_playwright, expect
-from twilio.request_validator import RequestValidator
 
 pytestmark = pytest.mark.kafka
 PASSWORD = "correct horse battery staple"
@@ -115,15 +115,9 @@ def new_phone() -> str:
 
 
 async def whatsapp(gateway: str, phone: str, body: str) -> None:
-    sid = "SM" + uuid.uuid4().hex
-    params = {
-        "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32, "From": f"whatsapp:{phone}",
-        "To": "whatsapp:+14155238886", "Body": body, "NumMedia": "0", "ProfileName": "Rosa",
-        "WaId": phone.lstrip("+"),
-    }  # fmt: skip
-    signature = RequestValidator(DEV_TWILIO_AUTH_TOKEN).compute_signature(f"{gateway}/webhooks/whatsapp", params)
+    params, headers = inbound_whatsapp(f"{gateway}/webhooks/whatsapp", phone, body, auth_token=DEV_TWILIO_AUTH_TOKEN)
     async with httpx.AsyncClient(timeout=10) as http:
-        resp = await http.post(f"{gateway}/webhooks/whatsapp", data=params, headers={"X-Twilio-Signature": signature})
+        resp = await http.post(f"{gateway}/webhooks/whatsapp", data=params, headers=headers)
     assert resp.status_code in (200, 204), resp.text
 
 

@@ -116,6 +116,29 @@ def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
     return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
 
 
+SUPPORT_WHATSAPP = "whatsapp:+14155238886"  # the sandbox number the stack's notifier sends from
+
+
+def inbound_whatsapp(
+    url: str, phone: str, body: str, *, auth_token: str, sid: str = "", name: str = "Rosa"
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The form and headers Twilio POSTs to `url` for a WhatsApp message from `phone` (E.164),
+    signed with `auth_token` as Twilio signs it. A retry of the same message keeps its `sid`."""
+    sid = sid or "SM" + secrets.token_hex(16)
+    params = {
+        "MessageSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": f"whatsapp:{phone}",
+        "To": SUPPORT_WHATSAPP,
+        "Body": body,
+        "NumMedia": "0",
+        "ProfileName": name,
+        "WaId": phone.lstrip("+"),
+    }
+    return params, {"X-Twilio-Signature": sign(auth_token, url, params)}
+
+
 def _parse_time(text: str) -> datetime:
     for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
         try:
