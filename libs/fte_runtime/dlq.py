@@ -96,7 +96,8 @@ async def _read_all(bootstrap: str, name: str) -> list[ConsumerRecord]:
     try:
         partitions = consumer.partitions_for_topic(name)
         if not partitions:
-            await consumer.force_metadata_update()
+            # A consumer with no subscription knows only the topics of its first metadata answer.
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(name) or set()
         parts = [TopicPartition(name, p) for p in sorted(partitions)]
         if not parts:

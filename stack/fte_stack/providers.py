@@ -30,10 +30,12 @@ TWILIO_AUTH_TOKEN = "local-dev-twilio-auth-token"  # noqa: S105 - a local creden
 
 
 class LocalProviders:
-    def __init__(self, *, gmail_port: int, certs_port: int, twilio_port: int, gateway_port: int) -> None:
+    def __init__(
+        self, *, gmail_port: int, certs_port: int, twilio_port: int, gateway_port: int, callbacks: bool = True
+    ) -> None:
         self.gmail = FakeGmail(MAILBOX, gmail_port)
         self.certs = FakeGoogleCerts(certs_port)
-        self.twilio = FakeTwilio(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, callbacks=True, port=twilio_port)
+        self.twilio = FakeTwilio(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, callbacks=callbacks, port=twilio_port)
         self.push_url = f"http://127.0.0.1:{gateway_port}/webhooks/gmail"
         self.push_audience = self.push_url
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -70,6 +70,9 @@ class StackConfig:
     local_providers: bool = True
     # Restart every process that dies (see `supervisor`), as Kubernetes would.
     supervise: bool = True
+    # The fake Twilio posts signed status callbacks (sent, delivered) to the gateway. Off for
+    # tests: seconds after a test they would still land on a broker other tests share.
+    provider_callbacks: bool = False
 
     @classmethod
     def for_tests(cls, state_dir: Path, **kwargs: object) -> StackConfig:
@@ -77,7 +80,7 @@ class StackConfig:
 
     @classmethod
     def for_local_run(cls, state_dir: Path) -> StackConfig:
-        return cls(state_dir=state_dir, ports=dict(DEFAULT_PORTS))
+        return cls(state_dir=state_dir, ports=dict(DEFAULT_PORTS), provider_callbacks=True)
 
 
 class Stack:
@@ -130,6 +133,7 @@ class Stack:
                 gmail_port=self.ports["fake-gmail"],
                 certs_port=self.ports["fake-google-certs"],
                 twilio_port=self.ports["fake-twilio"],
+                callbacks=self.config.provider_callbacks,
                 gateway_port=self.ports["gateway"],
             )
             provider_info = await self.providers.start()
