@@ -175,7 +175,8 @@ async def status_page(http: httpx.AsyncClient, gateway: str, reference: str) -> 
     if resp.status_code != 200:
         return 1, []
     messages = resp.json().get("messages", [])
-    asked = sum(1 for m in messages if m.get("author") == "You")
+    # An empty page ("received": no ticket yet) still owes the submission its reply.
+    asked = max(1, sum(1 for m in messages if m.get("author") == "You"))
     return asked, [datetime.fromisoformat(m["time"]).timestamp() for m in messages if m.get("author") != "You"]
 
 
