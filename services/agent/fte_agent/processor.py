@@ -318,19 +318,19 @@ class MessageProcessor:
             )
         decision = await self._reason(msg, inbound, resolved.name, allowed, assessment)
         before: set[tuple[int, str]] = {(i.kind, i.value) for i in resolved.identifiers}
-        claimed_now: set[tuple[int, str]] = (
+        typed: set[tuple[int, str]] = (
             {(int(i.kind), i.value) for i in resolved.identifiers if not i.verified}
             if msg.channel == C.CHANNEL_WEB_FORM
             else set()
         )
         customer = await self.verifier.claim(resolved, msg)
-        claimed_now |= {(int(i.kind), i.value) for i in customer.identifiers if not i.verified} - before
-        claimed_now |= verification.mention_keys(msg.text_body)
-        if not claimed_now:
+        written = {(int(i.kind), i.value) for i in customer.identifiers if not i.verified} - before
+        written |= verification.mention_keys(msg.text_body)
+        if not typed and not written:
             return decision
-        wanted = [f"whatsapp:{v}" for k, v in claimed_now if k == identity_pb2.IDENTIFIER_KIND_PHONE]
+        wanted = [f"whatsapp:{v}" for k, v in typed | written if k == identity_pb2.IDENTIFIER_KIND_PHONE]
         last = await store.last_whatsapp_times(self.pool, wanted) if wanted else {}
-        offer = await self.verifier.offer(customer, msg, voice, claimed_now=claimed_now, last_whatsapp=last)
+        offer = await self.verifier.offer(customer, msg, voice, typed=typed, written=written, last_whatsapp=last)
         if not offer:
             return decision
         return dataclasses.replace(decision, reply_text=f"{decision.reply_text}\n\n{offer}")

@@ -172,17 +172,20 @@ class Verifier:
         msg: message_events_pb2.MessageReceived,
         voice: Voice,
         *,
-        claimed_now: set[tuple[int, str]],
+        typed: set[tuple[int, str]],
+        written: set[tuple[int, str]],
         last_whatsapp: dict[str, datetime],
     ) -> str:
         """Send a code for one claim this message made and return the sentence that says so ("" when
-        nothing was offered). Contested claims (another customer holds them) come first."""
+        nothing was offered). What the sender typed as their own (the web form's fields) may get a
+        code; an identifier only written in the text gets one only when another customer holds it
+        proven, so that naming a colleague's address never mails them. Contested claims come first."""
         candidates = [
             i
             for i in customer.identifiers
             if not i.verified
             and i.kind in _CODE_CHANNEL
-            and (i.kind, i.value) in claimed_now
+            and ((i.kind, i.value) in typed or ((i.kind, i.value) in written and i.contested))
             and not i.HasField("verification_expire_time")
         ]
         if not candidates:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from agent_helpers import eventually, phone_for  # type: ignore[import-not-found]
 from e2e_client import E2E  # type: ignore[import-not-found]
@@ -164,3 +165,50 @@ async def test_a_hostile_claim_gets_nothing_and_its_guesses_are_refused(e2e: E2E
     still = await _customer_of(e2e, K.IDENTIFIER_KIND_EMAIL, victim)
     assert still.name == victim_customer.name
     assert await _history_channels(e2e, victim_customer.name) == {MAIL}
+
+
+async def test_an_address_nobody_holds_gets_no_code(e2e: E2E) -> None:
+    """Naming a colleague's address is not a claim to prove: no code mails a third party."""
+    _, phone = _person()
+    colleague, _ = _person()
+    ask = f"How do I invite teammates? My colleague {colleague} needs access ({uuid.uuid4().hex[:4]})"
+    await e2e.whatsapp(phone, ask)
+    _, reply = await e2e.reply_after(ask, WA)
+    assert "invite-teammates" in reply
+    assert "one-time code" not in reply
+    # The offer is made before the reply goes out, so by now a code would have been delivered.
+    assert await e2e.codes_sent_to(colleague, MAIL) == []
+
+
+async def test_an_expired_code_is_refused_and_merges_nothing(full_stack: Stack, e2e: E2E) -> None:
+    address, phone = _person()
+    first = f"Which browsers are supported? ({uuid.uuid4().hex[:4]})"
+    await e2e.email(address, "Browsers", first)
+    await e2e.reply_after(first, MAIL)
+    owner = await _customer_of(e2e, K.IDENTIFIER_KIND_EMAIL, address)
+    ask = f"How do I reset my password? I wrote to you from {address} ({uuid.uuid4().hex[:4]})"
+    await e2e.whatsapp(phone, ask)
+    _, reply = await e2e.reply_after(ask, WA)
+    assert "one-time code" in reply
+    code = await e2e.new_code(address, MAIL)
+    # Time passes: the code's ten minutes are over.
+    conn = await asyncpg.connect(full_stack.postgres.dsn())
+    try:
+        expired = await conn.execute(
+            "UPDATE identity.verification_codes SET expire_time = now() - interval '1 second'"
+            " WHERE used_time IS NULL AND expire_time > now()"
+            " AND identifier_id IN (SELECT id FROM identity.identifiers WHERE kind = $1 AND value = $2"
+            " AND NOT verified)",
+            K.IDENTIFIER_KIND_EMAIL,
+            address,
+        )
+    finally:
+        await conn.close()
+    assert expired == "UPDATE 1"
+    await e2e.whatsapp(phone, code)
+    _, answer = await e2e.reply_after(code, WA)
+    assert "expired" in answer
+    assert "connected" not in answer
+    claimant = await _customer_of(e2e, K.IDENTIFIER_KIND_WHATSAPP, f"whatsapp:{phone}")
+    assert claimant.name != owner.name
+    assert await _history_channels(e2e, owner.name) == {MAIL}
