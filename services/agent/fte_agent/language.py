@@ -31,7 +31,8 @@ COMMON = (
     "da",
 )
 # Below this confidence the text is too short or mixed to tell: it goes to the likeliest
-# supported language, or to the default.
+# supported language, or to the default. An unsupported language is believed only above it, and
+# only for a text that reads as a sentence (see `_reads_as_sentence`).
 CONFIDENCE_FLOOR = 0.5
 
 
@@ -62,7 +63,7 @@ class LanguageDetection:
             return self.default, 0.0
         top = values[0]
         code = top.language.iso_code_639_1.name.lower()
-        if top.value >= CONFIDENCE_FLOOR:
+        if top.value >= CONFIDENCE_FLOOR and (code in self.supported or _reads_as_sentence(text)):
             return code, top.value
         if code in self.supported:
             # A short text leans to the default unless the other language wins it clearly.
@@ -70,9 +71,17 @@ class LanguageDetection:
             if code == self.default or top.value >= 1.25 * default:
                 return code, top.value
             return self.default, default
-        # Not sure, and the likeliest is an unsupported language: believe it only for a real
-        # sentence that it wins clearly; a short "agent pls" or "thx" goes to the default.
-        best = next((v.value for v in values if v.language.iso_code_639_1.name.lower() in self.supported), 0.0)
-        if len(text.split()) >= 4 and top.value >= 1.5 * best:
-            return code, top.value
+        # Not sure, and the likeliest is an unsupported language. A real sentence in one is
+        # recognised with confidence (French, Portuguese: above 0.9); what is left here is a
+        # typo-laden "can i talk to a humna", "agent pls" or a keyboard mash: the default.
         return self.default, top.value
+
+
+def _reads_as_sentence(text: str) -> bool:
+    """Enough words to tell a language by (three or more), or a script of its own (Japanese,
+    Arabic, Cyrillic...: no keyboard mash of a Latin keyboard looks like it)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    latin = sum(1 for c in letters if c.isascii() or "\u00c0" <= c <= "\u024f")
+    return len(text.split()) >= 3 or latin / len(letters) < 0.5

@@ -129,3 +129,9 @@ def test_language_detection() -> None:
     assert detect("パスワードを忘れました")[0] == "ja"
     assert detect("ok")[0] == "en"
     assert detect("agent pls")[0] == "en"
+    # An unsupported language only for what reads as one: real sentences are recognised...
+    assert detect("Preciso falar com alguém por favor")[0] == "pt"
+    assert detect("Не могу войти в аккаунт")[0] == "ru"
+    # ... typos, greetings and keyboard mashes are not Polish or Swedish (a person would get them).
+    for short in ("can i talk to a humna", "talk to a persn", "hiya", "hgfdsa", "asdfghjklö", "jklö jklö"):
+        assert detect(short)[0] in ("en", "es", "de"), short
