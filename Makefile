@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := $(VENV)/bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test test-kafka soak lint typecheck contracts protos bench eval images clean
+.PHONY: setup run demo test test-kafka soak soak-kafka lint typecheck contracts protos bench eval images clean
 
 setup:
 	@scripts/setup.sh
@@ -59,6 +59,10 @@ eval: setup
 SOAK_ARGS ?= --web 30 --email 15 --whatsapp 15 --people 5 --kills 6
 soak: setup
 	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+# The same against a real Apache Kafka broker, which is SIGKILLed once mid-run and restarted.
+soak-kafka: setup
+	$(PY) scripts/apache_kafka.py run -- $(PY) scripts/soak.py $(SOAK_ARGS)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -2,7 +2,9 @@
 
 The broker jars come from Maven Central through kafka/pom.xml and run on the machine's JDK.
     python scripts/apache_kafka.py run -- CMD ...   start the broker, run CMD with
-        `--kafka-bootstrap HOST:PORT --kafka-idempotence` appended, stop the broker
+        `--kafka-bootstrap HOST:PORT --kafka-idempotence` appended, stop the broker; the broker
+        is restarted whenever it dies (same ports, same data) and its pid is in the file named
+        by FTE_KAFKA_BROKER_PID_FILE in CMD's environment
     python scripts/apache_kafka.py serve            start it and wait for Ctrl-C
 """
 
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -61,7 +64,23 @@ def java() -> str:
     return found
 
 
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _jvm() -> list[str]:
+    return [
+        java(),
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={KAFKA / 'log4j2.properties'}",
+        "-cp",
+        f"{LIBS}/*",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "KAFKA_HEAP_OPTS": "-Xmx512m"}
+
+
+def prepare(workdir: Path) -> int:
+    """Writes the broker's configuration and formats its storage; returns its port."""
     port, controller = free_port(), free_port()
     logs = workdir / "data"
     props = workdir / "server.properties"
@@ -90,25 +109,22 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         )
         + "\n"
     )
-    classpath = f"{LIBS}/*"
-    env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xmx512m"}
-    jvm = [
-        java(),
-        "-Xmx512m",
-        "-XX:+UseG1GC",
-        f"-Dlog4j2.configurationFile={KAFKA / 'log4j2.properties'}",
-        "-cp",
-        classpath,
-    ]
     subprocess.run(
-        [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", uuid.uuid4().hex[:22], "-c", str(props)],
+        [*_jvm(), "kafka.tools.StorageTool", "format", "--standalone", "-t", uuid.uuid4().hex[:22], "-c", str(props)],
         check=True,
         stdout=subprocess.DEVNULL,
-        env=env,
+        env=_env(),
     )
-    out = (workdir / "kafka.log").open("wb")
-    proc = subprocess.Popen([*jvm, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 90
+    return port
+
+
+def launch(workdir: Path, port: int, timeout: float = 90.0) -> subprocess.Popen[bytes]:
+    """Starts the prepared broker (again, after a crash: same ports, same data) and waits for it."""
+    out = (workdir / "kafka.log").open("ab")
+    proc = subprocess.Popen(
+        [*_jvm(), "kafka.Kafka", str(workdir / "server.properties")], stdout=out, stderr=subprocess.STDOUT, env=_env()
+    )
+    deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             sys.exit(f"Apache Kafka exited with {proc.returncode}; see {workdir / 'kafka.log'}")
@@ -118,9 +134,15 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
                 break
         if time.monotonic() > deadline:
             proc.kill()
-            sys.exit("Apache Kafka did not start within 90 s")
+            sys.exit(f"Apache Kafka did not start within {timeout:.0f} s")
         time.sleep(0.2)
-    return proc, f"127.0.0.1:{port}"
+    (workdir / "broker.pid").write_text(str(proc.pid))
+    return proc
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = prepare(workdir)
+    return launch(workdir, port), f"127.0.0.1:{port}"
 
 
 def stop_broker(proc: subprocess.Popen[bytes]) -> None:
@@ -132,6 +154,38 @@ def stop_broker(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+class Supervised:
+    """The broker restarted whenever it dies, as a kubelet would (the soak SIGKILLs it); its
+    current pid is in `pid_file` for whoever wants to kill it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = prepare(workdir)
+        self.proc = launch(workdir, self.port)
+        self.pid_file = workdir / "broker.pid"
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._keep_up, daemon=True)
+        self._watch.start()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _keep_up(self) -> None:
+        while not self._stopping.is_set():
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            self.restarts += 1
+            print(f"Apache Kafka exited with code {code}; restarting (restart {self.restarts})", flush=True)
+            self.proc = launch(self.workdir, self.port)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        stop_broker(self.proc)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["run", "serve"])
@@ -140,17 +194,19 @@ def main() -> int:
     resolve_jars()
     workdir = Path(tempfile.mkdtemp(prefix="fte-kafka-"))
     started = time.monotonic()
-    proc, bootstrap = start_broker(workdir)
-    print(f"Apache Kafka (KRaft) ready at {bootstrap} in {time.monotonic() - started:.1f}s", flush=True)
+    broker = Supervised(workdir)
+    print(f"Apache Kafka (KRaft) ready at {broker.bootstrap} in {time.monotonic() - started:.1f}s", flush=True)
     try:
         if args.mode == "serve":
             with contextlib.suppress(KeyboardInterrupt):
-                proc.wait()
+                threading.Event().wait()
             return 0
         command = [c for c in args.command if c != "--"]
-        return subprocess.run([*command, "--kafka-bootstrap", bootstrap, "--kafka-idempotence"], check=False).returncode
+        env = {**os.environ, "FTE_KAFKA_BROKER_PID_FILE": str(broker.pid_file)}
+        argv = [*command, "--kafka-bootstrap", broker.bootstrap, "--kafka-idempotence"]
+        return subprocess.run(argv, check=False, env=env).returncode
     finally:
-        stop_broker(proc)
+        broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,6 +1,8 @@
 """The 24-hour test, compressed: customers write on all three channels through the real webhooks
 (Twilio and Pub/Sub retrying some deliveries, as they do), while processes of the stack are
 SIGKILLed at random and PostgreSQL is killed once mid-run; the stack's supervisor restarts each.
+On Apache Kafka (`make soak-kafka`: scripts/apache_kafka.py runs the broker and restarts it when it
+dies) the broker is SIGKILLed once too, three quarters of the way through.
 Replies are counted where a customer would see them: the fake Twilio (WhatsApp), the fake Gmail
 (email, matched to the mail it answers by In-Reply-To) and the ticket's status page (web form).
 
@@ -122,8 +124,18 @@ class Customers:
         return Sent("web_form", resp.json()["reference"], time.time())
 
 
-async def chaos(stack: Stack, run: Run, *, kills: int, every: float, rng: random.Random, stop: asyncio.Event) -> None:
-    """SIGKILLs a random process every `every` seconds, and PostgreSQL once, halfway."""
+async def chaos(
+    stack: Stack,
+    run: Run,
+    *,
+    kills: int,
+    every: float,
+    rng: random.Random,
+    stop: asyncio.Event,
+    broker_pid_file: Path | None = None,
+) -> None:
+    """SIGKILLs a random process every `every` seconds, PostgreSQL once, halfway, and the external
+    broker once (its pid in `broker_pid_file`), three quarters of the way."""
     for n in range(kills):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
@@ -133,6 +145,10 @@ async def chaos(stack: Stack, run: Run, *, kills: int, every: float, rng: random
             pid = int((stack.postgres.data_dir / "postmaster.pid").read_text().split()[0])
             os.kill(pid, signal.SIGKILL)
             run.kills["postgres"] += 1
+            continue
+        if broker_pid_file is not None and n == (3 * kills) // 4:
+            os.kill(int(await asyncio.to_thread(broker_pid_file.read_text)), signal.SIGKILL)
+            run.kills["kafka broker"] += 1
             continue
         victim = rng.choice(VICTIMS)
         child = stack.envoy.child if victim == "envoy" and stack.envoy else stack.children.get(victim)
@@ -196,7 +212,10 @@ async def main(args: argparse.Namespace, root: Path) -> int:
         services=["identity", "knowledge", "notifier", "agent", "gateway"],
         # Every simulated visitor posts from 127.0.0.1: the per-address form limit would refuse them.
         extra_env={"FTE_GATEWAY_FORM_RATE_PER_MINUTE": "0"},
+        kafka_bootstrap=args.kafka_bootstrap,
+        kafka_idempotence=args.kafka_idempotence,
     )
+    pid_file = os.environ.get("FTE_KAFKA_BROKER_PID_FILE") if args.kafka_bootstrap else None
     print("starting the stack (supervised, with the provider fakes)...", flush=True)
     async with Stack(config) as stack, httpx.AsyncClient(timeout=10) as http:
         run = Run()
@@ -209,7 +228,17 @@ async def main(args: argparse.Namespace, root: Path) -> int:
         every = args.kill_every or len(plan) / args.rate / (args.kills + 1)
         tasks = [
             # Spread over the sending, so every kill lands while messages flow.
-            asyncio.create_task(chaos(stack, run, kills=args.kills, every=every, rng=rng, stop=stop)),
+            asyncio.create_task(
+                chaos(
+                    stack,
+                    run,
+                    kills=args.kills,
+                    every=every,
+                    rng=rng,
+                    stop=stop,
+                    broker_pid_file=Path(pid_file) if pid_file else None,
+                )
+            ),
             asyncio.create_task(poll_ready(stack, run, stop)),
         ]
         started = time.monotonic()
@@ -314,6 +343,8 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every reply")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to keep watching for late doubles")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--kafka-bootstrap", default=None, help="an external broker instead of the stack's Tansu")
+    parser.add_argument("--kafka-idempotence", action="store_true")
     args = parser.parse_args()
     with scratch_dir("fte-soak-") as root:
         sys.exit(asyncio.run(main(args, root)))
