@@ -14,7 +14,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the Kafka worker and the gRPC AgentService until SIGTERM")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
-    train = sub.add_parser("train", help="embed the reader's training corpus into the cache folder and exit")
+    train = sub.add_parser("train", help="embed the reader's corpus and fit its stages into the cache folder, and exit")
     train.add_argument("--cache-dir", type=Path, help="default: FTE_AGENT_READER_CACHE_DIR")
     args = parser.parse_args()
     settings = AgentSettings()
@@ -25,7 +25,7 @@ def main() -> None:
         if cache_dir is None:
             parser.error("train needs --cache-dir or FTE_AGENT_READER_CACHE_DIR")
         reader.trained(cache_dir)
-        print("reader corpus vectors cached in", cache_dir)
+        print("reader corpus vectors and fitted stages cached in", cache_dir)
         return
     if args.command == "migrate":
         from fte_runtime.db import print_applied

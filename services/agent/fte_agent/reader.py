@@ -6,9 +6,10 @@ Two stages over the same character n-grams (typos, shorthand, words of every lan
   confidence end here;
 - deep: with the multilingual e5 embedding (about 30 ms), which places a Spanish or German
   sentence next to its English meaning. Every other message is read by it.
-Each stage has two logistic regressions (scikit-learn): intent and tone. Training takes seconds
-once the corpus vectors exist; they are computed once and kept in a cache folder when one is given
-(`python -m fte_agent train` fills it, e.g. at image build time).
+Each stage has two logistic regressions (scikit-learn): intent and tone. The corpus vectors and
+the fitted stages are computed once and kept in a cache folder when one is given (`python -m
+fte_agent train` fills it, e.g. at image build time), keyed by the corpus, this module's code and
+the scikit-learn version.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import joblib
 import numpy as np
 import numpy.typing as npt
+import sklearn
 from fte_runtime.embeddings import LocalMiniLM, MultilingualE5, Vector
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -167,6 +170,30 @@ class Reader:
         return replace(self.deep.read(text, vectors[self.deep_embedder.model]), vectors=vectors)
 
 
+T = TypeVar("T")
+
+
+def _cached(
+    path: Path, compute: Callable[[], T], load: Callable[[Path], T | None], save: Callable[[T, Path], None]
+) -> T:
+    """`compute()`, kept in `path`: read from there when it holds it. A baked, read-only cache (an
+    image's) is only read; processes starting together compute once, the others wait for the file."""
+    found = load(path) if path.exists() else None
+    if found is not None:
+        return found
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = load(path) if path.exists() else None
+        if found is not None:
+            return found
+        value = compute()
+        partial = path.with_name(f".{path.name}.partial")
+        save(value, partial)
+        partial.replace(path)
+        return value
+
+
 def cached_vectors(
     cache_dir: Path | None, name: str, texts: Sequence[str], embed: Callable[[Sequence[str]], list[Vector]]
 ) -> list[Vector]:
@@ -174,30 +201,36 @@ def cached_vectors(
     if cache_dir is None:
         return embed(texts)
     digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:24]
-    path = cache_dir / f"{name}-{digest}.npy"
 
-    def stored() -> list[Vector] | None:
-        if not path.exists():
-            return None
+    def load(path: Path) -> list[Vector] | None:
         matrix = np.load(path)
         return list(matrix.astype(np.float32)) if matrix.shape[0] == len(texts) else None
 
-    # A baked, read-only cache (an image's) is only read.
-    found = stored()
-    if found is not None:
-        return found
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Processes starting together compute once: the others wait for the file.
-    with (cache_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = stored()
-        if found is not None:
-            return found
-        vectors = embed(texts)
-        partial = path.with_suffix(".partial.npy")
-        np.save(partial, np.vstack(vectors).astype(np.float32))
-        partial.replace(path)
-        return vectors
+    def save(vectors: list[Vector], path: Path) -> None:
+        with path.open("wb") as out:
+            np.save(out, np.vstack(vectors).astype(np.float32))
+
+    return _cached(cache_dir / f"{name}-{digest}.npy", lambda: embed(texts), load, save)
+
+
+def cached_model(cache_dir: Path | None, stage: str, fit: Callable[[], Model], *inputs: Sequence[str]) -> Model:
+    """A fitted stage, from the cache folder when it holds one fitted on the same corpus with the
+    same code and scikit-learn: fitting both stages costs about 40 s of CPU at every start."""
+    if cache_dir is None:
+        return fit()
+    recipe = hashlib.sha256(Path(__file__).read_bytes() + sklearn.__version__.encode())
+    for column in inputs:
+        recipe.update("\x1e".join(column).encode() + b"\x1d")
+    path = cache_dir / f"reader-{stage}-{recipe.hexdigest()[:24]}.joblib"
+
+    def load(path: Path) -> Model | None:
+        model = joblib.load(path)
+        return model if isinstance(model, Model) else None
+
+    def save(model: Model, path: Path) -> None:
+        joblib.dump(model, path)
+
+    return _cached(path, fit, load, save)
 
 
 _lock = threading.Lock()
@@ -229,11 +262,22 @@ def fit(examples: Sequence[Example], cache_dir: Path | None = None) -> Reader:
     tones = [e.tone for e in examples]
     fast_vectors = cached_vectors(cache_dir, fast_embedder.model, texts, fast_embedder.embed_sync)
     deep_vectors = cached_vectors(cache_dir, deep_embedder.model, texts, deep_embedder.query_sync)
+    inputs = (texts, intents, tones)
     return Reader(
         fast_embedder,
         deep_embedder,
-        Model(texts, fast_vectors, intents, tones, weight=FAST_WEIGHT, stage="fast"),
-        Model(texts, deep_vectors, intents, tones, weight=DEEP_WEIGHT, stage="deep"),
+        cached_model(
+            cache_dir,
+            fast_embedder.model,
+            lambda: Model(texts, fast_vectors, intents, tones, weight=FAST_WEIGHT, stage="fast"),
+            *inputs,
+        ),
+        cached_model(
+            cache_dir,
+            deep_embedder.model,
+            lambda: Model(texts, deep_vectors, intents, tones, weight=DEEP_WEIGHT, stage="deep"),
+            *inputs,
+        ),
     )
 
 

@@ -4,8 +4,10 @@ floors guard against a regression of what the reader reaches today."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fte.common.v1 import common_pb2
 from fte_agent import evaluation, packs, reader
@@ -92,3 +94,23 @@ async def test_a_ticket_is_filed_under_a_category_in_the_message_language(
     policy: Policy, message: str, category: int
 ) -> None:
     assert (await policy.assess(message)).category == category
+
+
+def test_fitted_stages_are_kept_in_the_cache_and_read_back_unchanged(tmp_path: Path) -> None:
+    examples = reader.parse_corpus(reader.corpus_text())
+    # A slice of every label keeps the fit short; the cache is keyed by what was fitted on.
+    small = [e for label in reader.labels() for e in [x for x in examples if x.label == label][:15]]
+    corpus = "\n".join(
+        json.dumps({"text": e.text, "label": e.label, "language": e.language, "sentiment": e.tone}) for e in small
+    )
+    first = reader.fit(reader.parse_corpus(corpus), tmp_path)
+    kept = sorted(p.name for p in tmp_path.glob("reader-*.joblib"))
+    assert len(kept) == 2  # the fast and the deep stage
+    again = reader.fit(reader.parse_corpus(corpus), tmp_path)
+    assert again.fast is not first.fast  # read back from the file, not the same object
+    text = "I was charged twice and I want my money back"
+    (vector,) = reader.shared_minilm().embed_sync([text])
+    assert np.allclose(first.fast.probabilities(text, vector)[0], again.fast.probabilities(text, vector)[0])
+    # Another corpus is another fit, kept beside the first.
+    reader.fit(reader.parse_corpus(corpus.rsplit("\n", 1)[0]), tmp_path)
+    assert len(list(tmp_path.glob("reader-*.joblib"))) == 4
