@@ -161,6 +161,11 @@ class Accounts:
             json.dumps(detail),
         )
 
+    async def usernames(self) -> list[str]:
+        """Every staff member a ticket can be assigned to, by name."""
+        rows = await self.pool.fetch("SELECT username FROM staff_users ORDER BY username")
+        return [r["username"] for r in rows]
+
     async def audit_trail(self, target: str, limit: int = 50) -> list[tuple[str, str, datetime]]:
         rows = await self.pool.fetch(
             "SELECT actor, action, create_time FROM audit_log WHERE target = $1 ORDER BY id DESC LIMIT $2",

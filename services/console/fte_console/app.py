@@ -59,6 +59,8 @@ HEADERS = {
 }
 AUTHORS = value_names(agent_pb2.Author)
 DELIVERY = value_names(common_pb2.DeliveryStatus)
+# What staff may escalate a ticket for, by name ("refund" -> ESCALATION_REASON_REFUND).
+ESCALATION_REASONS = {name: value for value, name in queue.REASONS.items()}
 
 
 @dataclass
@@ -315,12 +317,13 @@ async def ticket_page(request: Request, session: Session) -> Response:
     ticket = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
     suggest = request.query_params.get("suggest") == "1" and ticket.status != agent_pb2.TICKET_STATUS_RESOLVED
     # What the page shows besides the ticket, read at once.
-    entries, notes, card, trail, (draft, no_draft) = await asyncio.gather(
+    entries, notes, card, trail, (draft, no_draft), staff = await asyncio.gather(
         _conversation(deps, name),
         _call(deps.agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=100))),
         _card(deps, ticket.customer),
         deps.accounts.audit_trail(name),
         _suggestion(deps, name) if suggest else _nothing(),
+        deps.accounts.usernames(),
     )
     return _render(
         request,
@@ -332,6 +335,9 @@ async def ticket_page(request: Request, session: Session) -> Response:
             for n in notes.notes
         ],
         note_request_id=str(uuid.uuid4()),
+        escalate_request_id=str(uuid.uuid4()),
+        staff=staff,
+        escalation_reasons=list(ESCALATION_REASONS),
         card=card,
         draft=draft,
         no_draft=no_draft,
@@ -380,10 +386,14 @@ async def resolve(request: Request, session: Session, form: FormData) -> Respons
 
 @staff_action
 async def assign(request: Request, session: Session, form: FormData) -> Response:
+    """Assign to me (no `assignee` given) or reassign to another staff member."""
     deps = _deps(request)
     name = _ticket_name(request)
+    assignee = str(form.get("assignee", "")).strip().lower() or session.user.username
+    if assignee not in await deps.accounts.usernames():
+        return PlainTextResponse(f"no staff member is called {assignee!r}", 400, headers=HEADERS)
     current = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
-    change = agent_pb2.Ticket(name=name, etag=current.etag, assignee=session.user.username)
+    change = agent_pb2.Ticket(name=name, etag=current.etag, assignee=assignee)
     await _call(
         deps.agent.UpdateTicket(
             agent_service_pb2.UpdateTicketRequest(
@@ -391,7 +401,37 @@ async def assign(request: Request, session: Session, form: FormData) -> Response
             )
         )
     )
-    await deps.accounts.audit(session.user.username, "assign", name, assignee=session.user.username)
+    await deps.accounts.audit(session.user.username, "assign", name, assignee=assignee)
+    return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
+
+
+@staff_action
+async def escalate(request: Request, session: Session, form: FormData) -> Response:
+    """Escalate with a reason, e.g. an answered question the customer's reply shows needs a person."""
+    deps = _deps(request)
+    name = _ticket_name(request)
+    reason = str(form.get("reason", "")).strip()
+    value = ESCALATION_REASONS.get(reason)
+    if value is None:
+        return PlainTextResponse(
+            f"reason {reason!r} is not one of: {', '.join(ESCALATION_REASONS)}", 400, headers=HEADERS
+        )
+    detail = str(form.get("detail", "")).strip()[:1000]
+    request_id = _request_id(form)
+    if request_id is None:
+        return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
+    await _call(
+        deps.agent.EscalateTicket(
+            agent_service_pb2.EscalateTicketRequest(
+                ticket=name,
+                reason=value,  # type: ignore[arg-type]
+                detail=detail,
+                request_id=request_id,
+                actor=session.user.username,
+            )
+        )
+    )
+    await deps.accounts.audit(session.user.username, "escalate", name, reason=reason, request_id=request_id)
     return RedirectResponse(request.url_for("ticket", ticket=name.removeprefix("tickets/")).path, 303, headers=HEADERS)
 
 
@@ -607,6 +647,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),
         Route("/tickets/{ticket}/assign", assign, methods=["POST"]),
+        Route("/tickets/{ticket}/escalate", escalate, methods=["POST"]),
         Route("/tickets/{ticket}/notes", add_note, methods=["POST"]),
         Route("/customers/{customer}", customer_page, methods=["GET"]),
         Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),

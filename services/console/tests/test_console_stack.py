@@ -443,3 +443,62 @@ async def test_a_suggested_reply_is_edited_in_the_browser_and_exactly_the_edit_i
 
 async def _cookies(page: Page) -> dict[str, str]:
     return {c["name"]: c["value"] for c in await page.context.cookies() if "name" in c and "value" in c}
+
+
+async def test_staff_escalate_an_answered_ticket_and_reassign_it(full_stack: Stack, console: httpx.AsyncClient) -> None:
+    name, colleague = f"ivo-{uuid.uuid4().hex[:8]}", f"mia-{uuid.uuid4().hex[:8]}"
+    await add_user(full_stack, name)
+    await add_user(full_stack, colleague)
+    assert (await sign_in(console, name)).status_code == 303
+    marker = uuid.uuid4().hex[:8]
+    gateway = f"http://127.0.0.1:{full_stack.ports['gateway']}"
+    await whatsapp(gateway, new_phone(), f"How do I export a project to Excel? {marker}")
+    answered = await ticket_of(full_stack, marker)
+    ticket = answered.name.removeprefix("tickets/")
+
+    async def page_of() -> str:
+        async with asyncio.timeout(60):
+            while True:  # the agent answers and resolves it
+                page = (await console.get(f"/tickets/{ticket}")).text
+                if 'id="ticket-status">resolved' in page:
+                    return page
+                await asyncio.sleep(0.5)
+
+    page = await page_of()
+    assert 'id="reassign-form"' not in page  # nothing to reassign on a resolved ticket...
+    form = {
+        "csrf_token": csrf(page),
+        "request_id": request_id_of(page, "escalate-form"),  # ... but staff may reopen it for a person
+        "reason": "legal",
+        "detail": "A lawyer wrote in the same thread",
+    }
+    bad = await console.post(f"/tickets/{ticket}/escalate", data={**form, "reason": "bored"})
+    assert bad.status_code == 400
+    assert "reason 'bored' is not one of: pricing, refund, legal" in bad.text
+    assert (await console.post(f"/tickets/{ticket}/escalate", data={**form, "csrf_token": "x"})).status_code == 403
+    for _ in range(2):  # a resubmitted form escalates once
+        assert (await console.post(f"/tickets/{ticket}/escalate", data=form)).status_code == 303
+    page = (await console.get(f"/tickets/{ticket}")).text
+    assert 'id="ticket-status">escalated' in page
+    assert 'id="ticket-reason">legal' in page
+    assert f"<dd>{form['detail']}</dd>" in page
+    assert f'<option value="{colleague}">' in page
+
+    unknown = await console.post(f"/tickets/{ticket}/assign", data={"csrf_token": csrf(page), "assignee": "nobody-x"})
+    assert (unknown.status_code, unknown.text) == (400, "no staff member is called 'nobody-x'")
+    moved = await console.post(f"/tickets/{ticket}/assign", data={"csrf_token": csrf(page), "assignee": colleague})
+    assert moved.status_code == 303
+    page = (await console.get(f"/tickets/{ticket}")).text
+    assert f'id="ticket-assignee">{colleague}' in page
+    async with connect(f"127.0.0.1:{full_stack.ports['envoy']}", token=full_stack.tokens["staff"]) as channel:
+        found = await agent_service_pb2_grpc.AgentServiceStub(channel).GetTicket(
+            agent_service_pb2.GetTicketRequest(name=answered.name)
+        )
+    assert (found.ticket.status, found.ticket.escalation_reason) == (
+        agent_pb2.TICKET_STATUS_ESCALATED,
+        common_pb2.ESCALATION_REASON_LEGAL,
+    )
+    assert found.ticket.assignee == colleague
+    assert found.ticket.HasField("reply_due_time")  # escalated: a reply is due again
+    trail = re.findall(r"UTC (\S+): (\w+)</li>", page)
+    assert trail[:3] == [(name, "assign"), (name, "escalate"), (name, "escalate")]
