@@ -16,7 +16,7 @@ from fte_runtime.embeddings import MULTILINGUAL_MODEL, MultilingualE5, Vector
 MODEL = "multilingual-e5-small-q4-lead"
 # Words of a chunk (its heading path first) the multilingual model reads: about 90 tokens, where
 # the topic is; the cost grows with every token.
-LEAD_WORDS = 48
+LEAD_WORDS = 96
 
 
 def lead(chunk_text: str, words: int = LEAD_WORDS) -> str:
