@@ -14,7 +14,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
-projects=(gen libs stack)
+projects=(gen clients/python/fte-client libs stack)
 for p in services/*/pyproject.toml; do
   [ -e "$p" ] && projects+=("$(dirname "$p")")
 done
