@@ -32,5 +32,12 @@ fi
 # The agent reader's training-corpus vectors (about a minute of CPU, once per corpus change).
 FTE_AGENT_READER_CACHE_DIR="${FTE_AGENT_READER_CACHE_DIR:-.local/cache/reader}" .venv/bin/python -m fte_agent train >/dev/null
 
+# grpcurl for the API docs' examples (built once with Go into a cache folder outside the clone).
+if command -v go >/dev/null; then
+  scripts/grpcurl.sh >/dev/null
+else
+  echo "make setup: Go is not installed, so grpcurl (the API docs' examples) is not built" >&2
+fi
+
 # The browser for the support-form test (Debian chromium, installed only when missing).
 scripts/install-browser.sh
