@@ -16,11 +16,11 @@ from fte_stack.stack import Stack
 ROOT = Path(__file__).resolve().parents[4]
 CALL = """
 import asyncio, os, sys
-import fte.knowledge.v1, fte_client
+import fte_client
 from fte.knowledge.v1 import knowledge_service_pb2 as ks
 from fte_client import v1
 
-for module in (fte_client, fte.knowledge.v1):
+for module in (fte_client, ks):
     assert module.__file__.startswith(sys.prefix), module.__file__
 
 async def main() -> None:
