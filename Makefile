@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := $(VENV)/bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test test-kafka soak soak-kafka lint typecheck contracts protos bench eval images clean
+.PHONY: setup run demo test test-kafka soak soak-kafka lint typecheck contracts protos bench eval images dist clean
 
 setup:
 	@scripts/setup.sh
@@ -35,11 +35,12 @@ lint: setup
 
 # One mypy run per project folder, so each service's tests/ stays its own module tree.
 space := $(empty) $(empty)
-MYPYPATH := gen/python:libs:stack:$(subst $(space),:,$(wildcard services/*))
+CLIENTS := clients/python/fte-client
+MYPYPATH := gen/python:libs:stack:$(CLIENTS):$(subst $(space),:,$(wildcard services/*))
 ROOT_PY := libs stack scripts tests $(if $(wildcard bench/*.py),bench)
 typecheck: setup
 	MYPYPATH=$(MYPYPATH) $(VENV)/bin/mypy $(ROOT_PY)
-	@for d in $(wildcard services/*/); do echo "mypy $$d"; MYPYPATH=$(MYPYPATH) $(VENV)/bin/mypy $$d || exit 1; done
+	@for d in $(wildcard services/*/) $(CLIENTS)/; do echo "mypy $$d"; MYPYPATH=$(MYPYPATH) $(VENV)/bin/mypy $$d || exit 1; done
 
 test: setup lint typecheck contracts
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -85,5 +86,9 @@ images:
 		$(ENGINE) build -f services/$$s/Dockerfile -t $(IMAGE_REGISTRY)fte-$$s:$(IMAGE_TAG) . || exit 1; \
 	done
 
+# Wheels of the packages internal teams install (fte-contracts, fte-client) into dist/.
+dist: setup
+	$(PY) scripts/dist.py
+
 clean:
-	rm -rf .local build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .local build dist .mypy_cache .ruff_cache .pytest_cache

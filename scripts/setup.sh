@@ -14,7 +14,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
-projects=(gen libs stack)
+projects=(gen clients/python/fte-client libs stack)
 for p in services/*/pyproject.toml; do
   [ -e "$p" ] && projects+=("$(dirname "$p")")
 done
@@ -31,6 +31,13 @@ fi
 
 # The agent reader's training-corpus vectors (about a minute of CPU, once per corpus change).
 FTE_AGENT_READER_CACHE_DIR="${FTE_AGENT_READER_CACHE_DIR:-.local/cache/reader}" .venv/bin/python -m fte_agent train >/dev/null
+
+# grpcurl for the API docs' examples (built once with Go into a cache folder outside the clone).
+if command -v go >/dev/null; then
+  scripts/grpcurl.sh >/dev/null
+else
+  echo "make setup: Go is not installed, so grpcurl (the API docs' examples) is not built" >&2
+fi
 
 # The browser for the support-form test (Debian chromium, installed only when missing).
 scripts/install-browser.sh

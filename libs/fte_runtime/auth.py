@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from fte_runtime.context import Principal
 from fte_runtime.errors import PermissionDenied, Unauthenticated
-from fte_runtime.settings import TokenGrant
+from fte_runtime.settings import RateLimit, TokenGrant
 
 # Marks a method anyone may call (health checks, reflection).
 PUBLIC = ""
@@ -45,3 +45,14 @@ class Authenticator:
                 reason="MISSING_SCOPE",
                 metadata={"scope": scope},
             )
+
+
+def principal_rate_limits(grants: Mapping[str, TokenGrant]) -> dict[str, tuple[float, int]]:
+    """principal -> (requests per minute, burst), for the principals the grants limit. The tokens of
+    one principal share one bucket, so they must agree on it: a mismatch stops the start."""
+    limits: dict[str, RateLimit | None] = {}
+    for grant in grants.values():
+        if grant.principal in limits and limits[grant.principal] != grant.rate_limit:
+            raise ValueError(f"the tokens of principal '{grant.principal}' give it different rate limits")
+        limits[grant.principal] = grant.rate_limit
+    return {p: (lim.requests_per_minute, lim.burst) for p, lim in limits.items() if lim is not None}

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
-from google.protobuf import any_pb2
+from fte_client.v1.errors import status_details
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,20 @@ class Unauthenticated(FteError):
 
 
 class ResourceExhausted(FteError):
+    """A quota or rate limit ran out; `retry_delay` (seconds), when known, goes to the caller as a
+    `google.rpc.RetryInfo`."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
+    retry_delay: float | None = None
+
+    @classmethod
+    def retry_after(
+        cls, seconds: float, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> ResourceExhausted:
+        error = cls(message, reason=reason, metadata=metadata)
+        error.retry_delay = seconds
+        return error
 
 
 class Unavailable(FteError):
@@ -132,6 +145,12 @@ def to_rpc_status(error: FteError, domain: str) -> status_pb2.Status:
             )
         )
         details.append(bad)
+    if isinstance(error, ResourceExhausted) and error.retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_delay))
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 
@@ -144,22 +163,9 @@ def internal_status(domain: str) -> status_pb2.Status:
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo a failed call carries, if any (for clients and tests)."""
-    status = rpc_status.from_call(err)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
+    return status_details(err).error_info
 
 
 def field_violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     """(field path, description) of each violation in the BadRequest a failed call carries."""
-    status = rpc_status.from_call(err)
-    fields: list[tuple[str, str]] = []
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [(v.field, v.description) for v in bad.field_violations]
-    return fields
+    return status_details(err).field_violations

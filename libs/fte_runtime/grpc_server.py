@@ -21,10 +21,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from fte_runtime.auth import PUBLIC, Authenticator
+from fte_runtime.auth import PUBLIC, Authenticator, principal_rate_limits
 from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, deadline_var, new_correlation_id, principal_var
-from fte_runtime.errors import FteError, PermissionDenied, internal_status, to_rpc_status
+from fte_runtime.errors import FteError, PermissionDenied, ResourceExhausted, internal_status, to_rpc_status
 from fte_runtime.metrics import GRPC_HANDLED, GRPC_LATENCY
+from fte_runtime.ratelimit import PerClientLimits
 from fte_runtime.settings import GrpcServerSettings
 
 log = logging.getLogger("fte.grpc")
@@ -46,10 +47,17 @@ class ServiceRegistration:
 class CallWrapper:
     """Builds, for each method, the handler that runs the cross-cutting concerns around it."""
 
-    def __init__(self, domain: str, authenticator: Authenticator, scopes: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        domain: str,
+        authenticator: Authenticator,
+        scopes: Mapping[str, str],
+        limits: PerClientLimits | None = None,
+    ) -> None:
         self._domain = domain
         self._auth = authenticator
         self._scopes = scopes  # full method path -> scope
+        self._limits = limits or PerClientLimits({})
 
     def wrap(self, handler: Any, method: str) -> Any:
         # Typed as Any: grpc's stubs describe synchronous handlers, these are coroutines.
@@ -81,6 +89,15 @@ class CallWrapper:
                 return
             principal = self._auth.authenticate(authorization)
             principal_var.set(principal)
+            # Before the scope check: a runaway script's refused calls cost it too.
+            wait = self._limits.acquire(principal.name)
+            if wait > 0:
+                raise ResourceExhausted.retry_after(
+                    wait,
+                    f"caller '{principal.name}' is over its rate limit; retry in {wait:.2f}s",
+                    reason="RATE_LIMITED",
+                    metadata={"principal": principal.name},
+                )
             if scope is None:
                 # Deny by default: a method nobody gave a scope is a configuration mistake.
                 raise PermissionDenied(f"method {method} has no scope configured", reason="METHOD_NOT_ALLOWED")
@@ -218,7 +235,13 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        registrar = _WrappingRegistrar(self.server, CallWrapper(domain, Authenticator(settings.auth_tokens), scopes))
+        wrapper = CallWrapper(
+            domain,
+            Authenticator(settings.auth_tokens),
+            scopes,
+            PerClientLimits(principal_rate_limits(settings.auth_tokens)),
+        )
+        registrar = _WrappingRegistrar(self.server, wrapper)
         for svc in services:
             svc.add_to_server(svc.servicer, registrar)  # type: ignore[arg-type]
             if svc.full_name not in registrar.registered:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_TRACKED = 50_000
@@ -45,3 +46,15 @@ class RateLimiter:
         # Buckets that have refilled are the same as new ones: forget them.
         full_after = self.burst / self.rate
         self._buckets = {k: b for k, b in self._buckets.items() if now - b.updated < full_after}
+
+
+class PerClientLimits:
+    """A token bucket per client, each client at its own rate; clients without one are not limited."""
+
+    def __init__(self, limits: Mapping[str, tuple[float, int]]) -> None:
+        self._limiters = {client: RateLimiter(per_minute, burst) for client, (per_minute, burst) in limits.items()}
+
+    def acquire(self, client: str) -> float:
+        """0 when allowed, else the seconds until the client's next request would be."""
+        limiter = self._limiters.get(client)
+        return 0.0 if limiter is None else limiter.acquire(client)

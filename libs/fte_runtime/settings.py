@@ -14,11 +14,21 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class RateLimit(BaseModel):
+    """How fast one principal may call a service: a token bucket refilled at
+    `requests_per_minute` that holds at most `burst` calls."""
+
+    requests_per_minute: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
 class TokenGrant(BaseModel):
     """What one bearer token may do."""
 
     principal: str = Field(min_length=1)
     scopes: list[str] = Field(default_factory=list)
+    # None: the principal is not limited. Every token of one principal shares its bucket.
+    rate_limit: RateLimit | None = None
 
 
 class BaseServiceSettings(BaseSettings):

@@ -24,7 +24,7 @@ from fte_runtime.settings import KafkaSettings, TokenGrant
 from fte_stack.broker import TansuBroker
 from fte_stack.postgres import PostgresServer
 from fte_stack.procs import free_port, scratch_dir
-from fte_stack.services import GRANTS, READER_CACHE_DIR
+from fte_stack.services import GRANTS, READER_CACHE_DIR, token_grant
 from fte_stack.stack import Stack, StackConfig
 
 
@@ -103,7 +103,7 @@ def tokens() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def token_grants(tokens: dict[str, str]) -> dict[str, TokenGrant]:
     """`auth_tokens` for a service under test: every principal with its scopes."""
-    return {tok: TokenGrant(principal=p, scopes=list(GRANTS[p])) for p, tok in tokens.items()}
+    return {tok: TokenGrant.model_validate(token_grant(p)) for p, tok in tokens.items()}
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

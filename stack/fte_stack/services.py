@@ -37,6 +37,15 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
     "console": ("tickets.read", "tickets.write", "identity.read", "identity.write"),
     # An internal team that only searches the knowledge base.
     "kb-reader": ("kb.read",),
+    # An internal team's script that reads articles, customers and tickets, held to a low rate.
+    "team-script": ("kb.read", "identity.read", "tickets.read"),
+}
+
+# (requests per minute, burst) of the principals held to a rate limit, in every service they call
+# (fte_runtime.settings.RateLimit). The mesh's own callers are not limited.
+RATE_LIMITS: Mapping[str, tuple[float, int]] = {
+    "kb-reader": (600, 60),
+    "team-script": (60, 5),
 }
 
 
@@ -59,7 +68,16 @@ class StackInfo:
     extra: Mapping[str, str] = field(default_factory=dict)  # e.g. fake provider URLs
 
     def auth_tokens_json(self) -> str:
-        return json.dumps({tok: {"principal": p, "scopes": list(GRANTS[p])} for p, tok in self.tokens.items()})
+        return json.dumps({tok: token_grant(p) for p, tok in self.tokens.items()})
+
+
+def token_grant(principal: str) -> dict[str, object]:
+    """The `AUTH_TOKENS` entry of a principal: its scopes and, when it has one, its rate limit."""
+    grant: dict[str, object] = {"principal": principal, "scopes": list(GRANTS[principal])}
+    if principal in RATE_LIMITS:
+        per_minute, burst = RATE_LIMITS[principal]
+        grant["rate_limit"] = {"requests_per_minute": per_minute, "burst": burst}
+    return grant
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,15 @@ from fte_runtime.context import remaining_seconds
 from fte_runtime.errors import NotFound, Violations
 from fte_runtime.grpc_client import connect
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration
-from fte_runtime.settings import GrpcServerSettings, TokenGrant
+from fte_runtime.settings import GrpcServerSettings, RateLimit, TokenGrant
 
 TOKENS = {
     "reader-token": TokenGrant(principal="reader", scopes=["kb.read"]),
     "nobody-token": TokenGrant(principal="nobody", scopes=[]),
+    # Three calls at once, then one a second.
+    "script-token": TokenGrant(
+        principal="script", scopes=["kb.read"], rate_limit=RateLimit(requests_per_minute=60, burst=3)
+    ),
 }
 
 

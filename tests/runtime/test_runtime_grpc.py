@@ -8,10 +8,12 @@ from pathlib import Path
 import grpc
 import pytest
 from fte.knowledge.v1 import knowledge_service_pb2, knowledge_service_pb2_grpc
+from fte_client.v1.errors import status_details
+from fte_runtime.auth import principal_rate_limits
 from fte_runtime.errors import error_info, field_violations
 from fte_runtime.grpc_client import connect
 from fte_runtime.grpc_server import GrpcServer
-from fte_runtime.settings import GrpcServerSettings
+from fte_runtime.settings import GrpcServerSettings, RateLimit, TokenGrant
 from fte_stack.envoy import EnvoyProxy
 from fte_stack.procs import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -160,3 +162,35 @@ async def test_concurrent_calls_are_isolated(probe: Probe) -> None:
     names = [f"articles/n{i}" for i in range(50)]
     results = await asyncio.gather(*(get(target(probe), n, "reader-token") for n in names))
     assert results == names
+
+
+async def test_principal_over_its_rate_limit_is_refused_with_retry_info(probe: Probe) -> None:
+    # The probe's own fixture is shared: a fresh server gives the script a full bucket.
+    server, _ = await start_probe(GrpcServerSettings(grpc_port=0, auth_tokens=TOKENS))
+    try:
+        where = f"127.0.0.1:{server.port}"
+        for _ in range(3):
+            assert await get(where, "articles/a", "script-token") == "articles/a"
+        err = await error_of(where, "articles/a", "script-token")
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reason(err) == "RATE_LIMITED"
+        delay = status_details(err).retry_delay
+        assert delay is not None
+        assert 0.5 < delay <= 1.0
+        # Another principal is not slowed by the script's empty bucket.
+        for _ in range(10):
+            assert await get(where, "articles/a", "reader-token") == "articles/a"
+        await asyncio.sleep(delay)
+        assert await get(where, "articles/a", "script-token") == "articles/a"
+    finally:
+        await server.stop()
+
+
+def test_tokens_of_one_principal_must_agree_on_its_rate_limit() -> None:
+    grants = {
+        "a": TokenGrant(principal="team", rate_limit=RateLimit(requests_per_minute=60, burst=3)),
+        "b": TokenGrant(principal="team", rate_limit=RateLimit(requests_per_minute=120, burst=3)),
+    }
+    with pytest.raises(ValueError, match="different rate limits"):
+        principal_rate_limits(grants)
+    assert principal_rate_limits({"a": grants["a"], "c": TokenGrant(principal="other")}) == {"team": (60.0, 3)}
