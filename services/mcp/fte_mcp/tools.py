@@ -100,9 +100,13 @@ RequestId = Annotated[
 class SearchKnowledgeBase(ToolInput):
     LOGGED = frozenset({"top_k", "category", "language"})
     query: str = Field(min_length=1, max_length=2000, description="The question or search terms, in any language.")
-    top_k: int = Field(5, ge=1, le=20, description="How many results, best first.")
-    category: str | None = Field(None, max_length=100, description='Only articles of this category, e.g. "billing".')
-    language: str | None = Field(None, max_length=20, description='Only articles in this language (BCP 47, e.g. "en").')
+    top_k: int = Field(default=5, ge=1, le=20, description="How many results, best first.")
+    category: str | None = Field(
+        default=None, max_length=100, description='Only articles of this category, e.g. "billing".'
+    )
+    language: str | None = Field(
+        default=None, max_length=20, description='Only articles in this language (BCP 47, e.g. "en").'
+    )
 
 
 class GetArticle(ToolInput):
@@ -115,9 +119,12 @@ class GetArticle(ToolInput):
 
 class LookupCustomer(ToolInput):
     # Both are personal data: logged as lengths only.
-    email: str | None = Field(None, min_length=3, max_length=320, description="The customer's email address.")
+    email: str | None = Field(default=None, min_length=3, max_length=320, description="The customer's email address.")
     phone: str | None = Field(
-        None, min_length=5, max_length=40, description="The customer's phone number, with its country code (+...)."
+        default=None,
+        min_length=5,
+        max_length=40,
+        description="The customer's phone number, with its country code (+...).",
     )
 
     @model_validator(mode="after")
@@ -130,25 +137,29 @@ class LookupCustomer(ToolInput):
 class GetCustomerHistory(ToolInput):
     LOGGED = frozenset({"customer", "page_size", "page_token"})
     customer: Customer
-    page_size: int = Field(20, ge=1, le=100, description="Messages per page, newest first.")
+    page_size: int = Field(default=20, ge=1, le=100, description="Messages per page, newest first.")
     page_token: PageToken | None = None
 
 
 class ListTickets(ToolInput):
     LOGGED = frozenset({"status", "channel", "customer", "escalation_reason", "assignee", "page_size", "page_token"})
-    status: StatusName | None = Field(None, description="Only tickets in this status.")
-    channel: ChannelName | None = Field(None, description="Only tickets opened on it.")
+    status: StatusName | None = Field(default=None, description="Only tickets in this status.")
+    channel: ChannelName | None = Field(default=None, description="Only tickets opened on it.")
     customer: Customer | None = None
-    escalation_reason: ReasonName | None = Field(None, description="Only tickets escalated for this reason.")
-    assignee: str | None = Field(None, max_length=200, description="Only tickets assigned to this staff member.")
-    page_size: int = Field(20, ge=1, le=100, description="Tickets per page, newest first.")
+    escalation_reason: ReasonName | None = Field(default=None, description="Only tickets escalated for this reason.")
+    assignee: str | None = Field(
+        default=None, max_length=200, description="Only tickets assigned to this staff member."
+    )
+    page_size: int = Field(default=20, ge=1, le=100, description="Tickets per page, newest first.")
     page_token: PageToken | None = None
 
 
 class GetTicket(ToolInput):
     LOGGED = frozenset({"ticket"})
     ticket: Ticket
-    max_messages: int = Field(50, ge=0, le=100, description="How many of its messages to include, oldest first.")
+    max_messages: int = Field(
+        default=50, ge=0, le=100, description="How many of its messages to include, oldest first."
+    )
 
 
 class ReplyToTicket(ToolInput):
@@ -165,8 +176,8 @@ class ReplyToTicket(ToolInput):
 class EscalateTicket(ToolInput):
     LOGGED = frozenset({"ticket", "reason", "request_id"})
     ticket: Ticket
-    reason: ReasonName = Field("manual", description="Why it needs a person.")
-    detail: str | None = Field(None, max_length=2000, description="A note for the human team.")
+    reason: ReasonName = Field(default="manual", description="Why it needs a person.")
+    detail: str | None = Field(default=None, max_length=2000, description="A note for the human team.")
     request_id: RequestId | None = None
 
 
