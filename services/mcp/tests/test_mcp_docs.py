@@ -58,6 +58,19 @@ async def test_the_python_example_lists_tools_and_searches(full_stack: Stack) ->
         assert re.fullmatch(r"\d\.\d\d  .+  \S+", line), line
 
 
+async def test_the_curl_example_lists_the_tools(full_stack: Stack) -> None:
+    [example] = blocks("sh")
+    command = example.replace(":8095/", f":{full_stack.ports['mcp']}/")
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", command, env={"TOKEN": full_stack.tokens["kb-reader"], "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    answer = json.loads(out)
+    assert ", ".join(sorted(t["name"] for t in answer["result"]["tools"])) == READ_TOOLS
+
+
 async def test_the_http_configuration_connects(full_stack: Stack) -> None:
     entry = config("http")
     assert entry["type"] == "http"
