@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import mcp_types as types
-from fte_runtime.context import Principal
 from mcp.server import Server, ServerRequestContext
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.shared.exceptions import MCPError
@@ -147,7 +146,3 @@ def create_server(mesh: Mesh, stdio_caller: Caller | None = None) -> Server[Any]
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
-
-
-def caller_for(principal: Principal, token: str) -> Caller:
-    return Caller(principal.name, principal.scopes, token)
