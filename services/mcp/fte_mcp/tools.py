@@ -87,6 +87,14 @@ PageToken = Annotated[
 StatusName = Annotated[str, Choice.of(views.STATUSES)]
 ChannelName = Annotated[str, Choice.of(views.CHANNELS)]
 ReasonName = Annotated[str, Choice.of(views.REASONS)]
+ActingFor = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="The person you act for (their staff username or name): recorded with the change.",
+    ),
+]
 RequestId = Annotated[
     str,
     Field(
@@ -163,7 +171,7 @@ class GetTicket(ToolInput):
 
 
 class ReplyToTicket(ToolInput):
-    LOGGED = frozenset({"ticket", "request_id"})
+    LOGGED = frozenset({"ticket", "request_id", "acting_for"})
     ticket: Ticket
     text: str = Field(
         min_length=1,
@@ -171,14 +179,16 @@ class ReplyToTicket(ToolInput):
         description="The reply, sent to the customer on the ticket's own channel (email, WhatsApp or web form).",
     )
     request_id: RequestId | None = None
+    acting_for: ActingFor | None = None
 
 
 class EscalateTicket(ToolInput):
-    LOGGED = frozenset({"ticket", "reason", "request_id"})
+    LOGGED = frozenset({"ticket", "reason", "request_id", "acting_for"})
     ticket: Ticket
     reason: ReasonName = Field(default="manual", description="Why it needs a person.")
     detail: str | None = Field(default=None, max_length=2000, description="A note for the human team.")
     request_id: RequestId | None = None
+    acting_for: ActingFor | None = None
 
 
 Run = Callable[[Mesh, Caller, Any], Awaitable[dict[str, Any]]]
@@ -333,10 +343,12 @@ async def get_ticket(mesh: Mesh, caller: Caller, args: GetTicket) -> dict[str, A
 @tool("reply_to_ticket", "Reply to a ticket", ReplyToTicket, ("tickets.write",), write=True)
 async def reply_to_ticket(mesh: Mesh, caller: Caller, args: ReplyToTicket) -> dict[str, Any]:
     """Sends a reply to the ticket's customer on the ticket's own channel, recorded as a staff
-    reply of this token's principal. It reaches a real customer: write it as the support team
-    would. Needs the scope tickets.write."""
+    reply of this token's principal (and of acting_for, when given). It reaches a real customer:
+    write it as the support team would. Needs the scope tickets.write."""
     reply = await mesh.agent.ReplyToTicket(
-        agent_service_pb2.ReplyToTicketRequest(ticket=args.ticket, text=args.text, request_id=args.request_id or ""),
+        agent_service_pb2.ReplyToTicketRequest(
+            ticket=args.ticket, text=args.text, request_id=args.request_id or "", actor=args.acting_for or ""
+        ),
         metadata=caller.metadata,
     )
     return {"message": views.message(reply.message)}
@@ -352,6 +364,7 @@ async def escalate_ticket(mesh: Mesh, caller: Caller, args: EscalateTicket) -> d
             reason=common_pb2.EscalationReason.ValueType(views.number(views.REASONS, args.reason)),
             detail=args.detail or "",
             request_id=args.request_id or "",
+            actor=args.acting_for or "",
         ),
         metadata=caller.metadata,
     )

@@ -236,8 +236,13 @@ async def test_every_tool_on_a_real_ticket(full_stack: Stack) -> None:
     async with mcp_client(full_stack, full_stack.tokens["staff"]) as staff:
         request_id = str(uuid.uuid4())
         for _ in range(2):  # a retry with the same request id sends once
-            sent = await ok(staff, "reply_to_ticket", {"ticket": name, "text": reply, "request_id": request_id})
+            sent = await ok(
+                staff,
+                "reply_to_ticket",
+                {"ticket": name, "text": reply, "request_id": request_id, "acting_for": "dana"},
+            )
             assert sent["message"]["author"] == "human"
+            assert sent["message"]["actor"] == "dana"
         escalated = await ok(
             staff, "escalate_ticket", {"ticket": name, "reason": "human_requested", "detail": "wants a call back"}
         )
@@ -250,7 +255,8 @@ async def test_every_tool_on_a_real_ticket(full_stack: Stack) -> None:
         agent = agent_service_pb2_grpc.AgentServiceStub(channel)
         messages = await agent.ListMessages(agent_service_pb2.ListMessagesRequest(ticket=name))
         stored = await agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name))
-    assert [m.text for m in messages.messages if m.author == agent_pb2.AUTHOR_HUMAN] == [reply]
+    human = [(m.text, m.actor) for m in messages.messages if m.author == agent_pb2.AUTHOR_HUMAN]
+    assert human == [(reply, "dana")]  # sent once, and who it was sent for
     assert stored.ticket.status == agent_pb2.TICKET_STATUS_ESCALATED
 
     # Every call audited with its principal, tool and outcome; no customer words or phone in the log.
@@ -269,7 +275,12 @@ async def test_every_tool_on_a_real_ticket(full_stack: Stack) -> None:
     assert ("staff", "escalate_ticket", "ok") in seen
     assert ("staff", "get_ticket", "error") in seen
     replies = [a for a in audit if a["tool"] == "reply_to_ticket" and a["principal"] == "staff"]
-    assert replies[-1]["arguments"] == {"ticket": name, "text": f"[{len(reply)} chars]", "request_id": request_id}
+    assert replies[-1]["arguments"] == {
+        "acting_for": "dana",
+        "request_id": request_id,
+        "text": f"[{len(reply)} chars]",
+        "ticket": name,
+    }
     log_text = (full_stack.state_dir / "mcp.log").read_text()
     for private in (marker, phone, phone.lstrip("+"), other, "reset my password", "mobile app"):
         assert private not in log_text
