@@ -41,7 +41,24 @@ class BaseServiceSettings(BaseSettings):
     log_json: bool = True
 
 
-class GrpcServerSettings(BaseServiceSettings):
+class AuthTokensSettings(BaseServiceSettings):
+    """A service that authenticates bearer tokens against the mesh's token configuration."""
+
+    # Bearer token -> grant, as JSON; or a mounted file with that JSON (auth_tokens_file).
+    auth_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
+    auth_tokens_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load_tokens_file(self) -> AuthTokensSettings:
+        if self.auth_tokens_file is not None:
+            data: dict[str, Any] = json.loads(self.auth_tokens_file.read_text())
+            merged = dict(self.auth_tokens)
+            merged.update({k: TokenGrant.model_validate(v) for k, v in data.items()})
+            object.__setattr__(self, "auth_tokens", merged)
+        return self
+
+
+class GrpcServerSettings(AuthTokensSettings):
     """A service that serves gRPC."""
 
     grpc_host: str = "127.0.0.1"
@@ -52,19 +69,7 @@ class GrpcServerSettings(BaseServiceSettings):
     shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 10.0
     # Timeout of a downstream call when the caller set no deadline.
     default_deadline_seconds: Annotated[float, Field(gt=0)] = 5.0
-    # Bearer token -> grant, as JSON; or a mounted file with that JSON (auth_tokens_file).
-    auth_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
-    auth_tokens_file: Path | None = None
     max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 256
-
-    @model_validator(mode="after")
-    def _load_tokens_file(self) -> GrpcServerSettings:
-        if self.auth_tokens_file is not None:
-            data: dict[str, Any] = json.loads(self.auth_tokens_file.read_text())
-            merged = dict(self.auth_tokens)
-            merged.update({k: TokenGrant.model_validate(v) for k, v in data.items()})
-            object.__setattr__(self, "auth_tokens", merged)
-        return self
 
 
 class DatabaseSettings(BaseServiceSettings):

@@ -33,6 +33,10 @@ async def run(state_dir: Path) -> None:
             f"  staff console      http://127.0.0.1:{p['console']}/   "
             f"(user admin, password in {state_dir / 'console-admin-password'})"
         )
+        print(
+            f"  MCP (assistants)   http://127.0.0.1:{p['mcp']}/mcp   (a bearer token from tokens.json; "
+            "docs/apis/mcp.md)"
+        )
         print(f"  gateway metrics    http://127.0.0.1:{p['gateway-metrics']}/metrics")
         print(f"  gRPC (via Envoy)   127.0.0.1:{p['envoy']}   (Envoy admin http://127.0.0.1:{p['envoy-admin']})")
         for spec in stack.specs:
@@ -47,7 +51,7 @@ async def run(state_dir: Path) -> None:
             "  replies sent       python -m fte_stack outbox   "
             f"(fake Twilio :{p['fake-twilio']}, fake Gmail :{p['fake-gmail']})"
         )
-        print(f"  tokens             {state_dir / 'tokens.json'}")
+        print(f"  tokens             {state_dir / 'tokens.json'}   (their scopes: {state_dir / 'auth-tokens.json'})")
         print(f"  logs               {state_dir}/*.log\n", flush=True)
         await stop.wait()
         print("stopping...", flush=True)

@@ -39,6 +39,9 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
     "kb-reader": ("kb.read",),
     # An internal team's script that reads articles, customers and tickets, held to a low rate.
     "team-script": ("kb.read", "identity.read", "tickets.read"),
+    # An internal team's AI assistant (through the MCP server) that reads the knowledge base,
+    # customers and tickets, and never writes.
+    "assistant-reader": ("kb.read", "identity.read", "tickets.read"),
 }
 
 # (requests per minute, burst) of the principals held to a rate limit, in every service they call
@@ -214,7 +217,22 @@ def _console_first_admin(info: StackInfo) -> list[list[str]]:
     ]  # fmt: skip
 
 
-# Start order: dependencies first. The edges are last: the gateway and the staff console.
+def _mcp_env(info: StackInfo) -> dict[str, str]:
+    # No token of its own: it checks each caller's bearer against the mesh's token configuration
+    # and calls the mesh (through Envoy) with that same token.
+    return {
+        "FTE_MCP_HTTP_HOST": "127.0.0.1",
+        "FTE_MCP_HTTP_PORT": str(info.ports["mcp"]),
+        "FTE_MCP_METRICS_PORT": str(info.ports.get("mcp-metrics", 0)),
+        "FTE_MCP_AUTH_TOKENS": info.auth_tokens_json(),
+        "FTE_MCP_KNOWLEDGE_TARGET": info.envoy_target,
+        "FTE_MCP_IDENTITY_TARGET": info.envoy_target,
+        "FTE_MCP_AGENT_TARGET": info.envoy_target,
+    }
+
+
+# Start order: dependencies first. The edges are last: the gateway, the staff console and the
+# MCP server.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("identity", "fte_identity", "grpc", _identity_env),
     ServiceSpec("knowledge", "fte_knowledge", "grpc", _knowledge_env, after_start=_knowledge_sample_kb),
@@ -222,4 +240,5 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("agent", "fte_agent", "grpc", _agent_env),
     ServiceSpec("gateway", "fte_gateway", "http", _gateway_env),
     ServiceSpec("console", "fte_console", "http", _console_env, after_start=_console_first_admin),
+    ServiceSpec("mcp", "fte_mcp", "http", _mcp_env),
 )

@@ -50,6 +50,8 @@ DEFAULT_PORTS = {
     "agent-metrics": 9184,
     "gateway-metrics": 9185,
     "console": 8090,
+    "mcp": 8095,
+    "mcp-metrics": 9186,
     # Local stand-ins for Gmail, Twilio and Google's certs endpoint (fte_stack.providers).
     "fake-gmail": 8081,
     "fake-google-certs": 8082,
@@ -147,6 +149,12 @@ class Stack:
             ports=self.ports,
             extra={**provider_info, **self.config.extra_env},
         )
+        # The token configuration every service reads, as a file for local tools (the MCP
+        # server's stdio mode: FTE_MCP_AUTH_TOKENS_FILE).
+        grants = self.state_dir / "auth-tokens.json"
+        grants.touch(mode=0o600)
+        grants.write_text(self.info.auth_tokens_json())
+        grants.chmod(0o600)
         grpc_specs = [s for s in self.specs if s.kind == "grpc"]
         for spec in grpc_specs:
             await self.start_service(spec)

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway", "console")
+SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway", "console", "mcp")
 GRPC_PORTS = {"knowledge": 50051, "identity": 50052, "notifier": 50053, "agent": 50054}
-HTTP_PORTS = {"gateway": 8080, "console": 8090}
+HTTP_PORTS = {"gateway": 8080, "console": 8090, "mcp": 8095}
 # An exact CPython 3.11 patch release on Debian bookworm, optionally pinned to a digest as well.
 PINNED_BASE = re.compile(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?")
 WORKDIR = "/src"

@@ -33,6 +33,8 @@ OPERATIONS_DOC = REPO / "docs" / "operations.md"
 COMPONENTS = tuple(sorted(p.name for p in (K8S / "components").iterdir() if (p / "kustomization.yaml").exists()))
 OVERLAYS = tuple(sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists()))
 SERVICES = ("knowledge", "identity", "notifier", "agent", "gateway", "console")
+# Deployed like the others but owning no schema and reading no topic (no migrations Job).
+STATELESS = ("mcp",)
 GRPC_PORTS = {"knowledge": 50051, "identity": 50052, "notifier": 50053, "agent": 50054}
 # The oldest Kubernetes the manifests target and the newest kubernetes-validate knows.
 K8S_VERSIONS = ("1.30", "1.37")
@@ -399,7 +401,7 @@ def test_migrations_job_per_schema_and_the_gmail_watch_cronjob() -> None:
     assert (dom, month, dow) == ("*", "*", "*"), "daily"
 
 
-@pytest.mark.parametrize("svc", SERVICES)
+@pytest.mark.parametrize("svc", SERVICES + STATELESS)
 def test_container_commands_exist_in_the_service(svc: str) -> None:
     """The args the manifests pass are commands of the real `python -m fte_<svc>`."""
     result = subprocess.run(
@@ -415,7 +417,7 @@ def test_container_commands_exist_in_the_service(svc: str) -> None:
         for c in template["spec"]["containers"]
         if c["image"].rsplit("/", 1)[-1].startswith(f"fte-{svc}:")
     }
-    assert {"serve", "migrate"} <= commands
+    assert ({"serve"} if svc in STATELESS else {"serve", "migrate"}) <= commands
     for command in commands:
         assert re.search(rf"\b{re.escape(command)}\b", result.stdout), f"fte_{svc} has no '{command}' command"
 
@@ -473,6 +475,16 @@ def test_dev_callers_tokens_are_accepted_by_their_callees() -> None:
             grants = json.loads(secret_data(objs, f"{callee}-auth-tokens-")["tokens.json"])
             assert grants[token]["principal"] == caller, f"{callee} does not know {caller}'s token"
             assert grants[token]["scopes"], callee
+    # The MCP server holds no token: each grant it knows is the one its callees hold for that token.
+    mcp = json.loads(secret_data(objs, "mcp-auth-tokens-")["tokens.json"])
+    callee_of = {"kb": "knowledge", "identity": "identity", "tickets": "agent"}
+    assert {g["principal"] for g in mcp.values()} >= {"assistant-reader", "kb-reader"}
+    for token, grant in mcp.items():
+        for scope in grant["scopes"]:
+            held = json.loads(secret_data(objs, f"{callee_of[scope.split('.')[0]]}-auth-tokens-")["tokens.json"])
+            assert held[token]["principal"] == grant["principal"], (token, scope)
+            assert scope in held[token]["scopes"], (grant["principal"], scope)
+    assert not [c for c in references(objs) if c[0] == "mcp" and c[2].startswith("mcp-secrets")]
     # Only the callers listed: the gateway cannot call knowledge directly.
     knowledge = json.loads(secret_data(objs, "knowledge-auth-tokens-")["tokens.json"])
     assert "gateway" not in {g["principal"] for g in knowledge.values()}
@@ -534,7 +546,16 @@ def test_each_service_is_reachable_only_from_its_callers() -> None:
     assert allowed_sources(objs, "gateway", "http") == {"*"}
     # The staff console: only from the staff ingress, and it reaches the mesh only through Envoy.
     assert allowed_sources(objs, "console", "http") == {"ns:fte.io/staff-ingress=true"}
-    assert allowed_sources(objs, "envoy", "grpc") == {"gateway", "agent", "console", "ns:fte.io/grpc-client=true"}
+    # The MCP server: only from internal teams' namespaces, and it too reaches the mesh through Envoy.
+    assert allowed_sources(objs, "mcp", "http") == {"ns:fte.io/mcp-client=true"}
+    assert allowed_sources(objs, "mcp", "metrics") == {"ns:kubernetes.io/metadata.name=monitoring"}
+    assert allowed_sources(objs, "envoy", "grpc") == {
+        "gateway",
+        "agent",
+        "console",
+        "mcp",
+        "ns:fte.io/grpc-client=true",
+    }
     for svc in GRPC_PORTS:
         assert allowed_sources(objs, svc, "grpc") == {"envoy"}, svc
         assert allowed_sources(objs, svc, "metrics") == {"ns:kubernetes.io/metadata.name=monitoring"}, svc
@@ -568,6 +589,8 @@ def test_envoy_is_the_checked_in_config_and_routes_to_the_services() -> None:
     assert config_value(objs, "gateway-config", "FTE_GATEWAY_AGENT_TARGET") == f"envoy:{listen}"
     for target in ("AGENT", "IDENTITY"):
         assert config_value(objs, "console-config", f"FTE_CONSOLE_{target}_TARGET") == f"envoy:{listen}"
+    for target in ("KNOWLEDGE", "IDENTITY", "AGENT"):
+        assert config_value(objs, "mcp-config", f"FTE_MCP_{target}_TARGET") == f"envoy:{listen}"
 
 
 # -- custom resources: Strimzi and CloudNativePG ----------------------------------------------

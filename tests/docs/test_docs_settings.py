@@ -12,6 +12,7 @@ from fte_console.settings import ConsoleSettings
 from fte_gateway.settings import GatewaySettings
 from fte_identity.settings import IdentitySettings
 from fte_knowledge.settings import KnowledgeSettings
+from fte_mcp.settings import McpSettings
 from fte_notifier.settings import NotifierSettings
 from fte_runtime import settings as runtime_settings
 from pydantic_settings import BaseSettings
@@ -23,12 +24,14 @@ SERVICES: dict[str, type[BaseSettings]] = {
     "gateway": GatewaySettings,
     "identity": IdentitySettings,
     "knowledge": KnowledgeSettings,
+    "mcp": McpSettings,
     "notifier": NotifierSettings,
 }
 SHARED = {
     name
     for base in (
         runtime_settings.BaseServiceSettings,
+        runtime_settings.AuthTokensSettings,
         runtime_settings.GrpcServerSettings,
         runtime_settings.DatabaseSettings,
         runtime_settings.KafkaSettings,

@@ -1,0 +1,1 @@
+"""The MCP server: the mesh as tools for internal AI assistants."""
