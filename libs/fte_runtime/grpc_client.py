@@ -1,5 +1,6 @@
 """Channels to other services: every call carries the caller's token, the correlation id, and
-the remaining deadline of the request being served (clamped to a default when there is none)."""
+the remaining deadline of the request being served (clamped to a default when there is none), and,
+with tracing on, the trace context."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from fte_runtime import tracing
 from fte_runtime.context import CORRELATION_HEADER, current_correlation_id, remaining_seconds
 
 
@@ -49,7 +51,8 @@ def connect(target: str, *, token: str | None = None, default_timeout: float = 5
     """An insecure channel (TLS is Envoy's job in the mesh) with the call-context interceptor."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=[_CallContextInterceptor(token, default_timeout)],
+        # The tracing interceptors (when on) come after ours and add `traceparent` to the metadata.
+        interceptors=[_CallContextInterceptor(token, default_timeout), *tracing.client_interceptors()],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.max_send_message_length", 8 * 1024 * 1024),

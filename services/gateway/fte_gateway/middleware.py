@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+from fte_runtime import tracing
 from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, new_correlation_id
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,6 +65,7 @@ class EdgeMiddleware:
         if not _VALID_CORRELATION.match(cid):
             cid = new_correlation_id()
         token = correlation_id_var.set(cid)
+        tracing.tag_correlation(cid)
         cid_header = (_CORRELATION_HEADER, cid.encode())
         code, response_started = 500, False
 
