@@ -34,3 +34,7 @@ FTE_AGENT_READER_CACHE_DIR="${FTE_AGENT_READER_CACHE_DIR:-.local/cache/reader}" 
 
 # The browser for the support-form test (Debian chromium, installed only when missing).
 scripts/install-browser.sh
+
+# The local trace backend (Jaeger v2, built once from the Go module proxy into ~/.cache/fte and
+# reused by every clone): several minutes the first time, nothing afterwards.
+.venv/bin/python scripts/jaeger.py >/dev/null

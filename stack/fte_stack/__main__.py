@@ -1,4 +1,5 @@
-"""`python -m fte_stack run`: the whole system on this machine, no credentials, no Docker.
+"""`python -m fte_stack run [--traces]`: the whole system on this machine, no credentials, no Docker
+(`--traces`: with Jaeger, every service and Envoy tracing into it).
 `python -m fte_stack outbox`: what its provider fakes received (the replies customers got)."""
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from fte_stack.stack import DEFAULT_PORTS, Stack, StackConfig
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def run(state_dir: Path) -> None:
-    stack = Stack(StackConfig.for_local_run(state_dir))
+async def run(state_dir: Path, *, traces: bool = False) -> None:
+    stack = Stack(StackConfig.for_local_run(state_dir, traces=traces))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -47,6 +48,8 @@ async def run(state_dir: Path) -> None:
             "  replies sent       python -m fte_stack outbox   "
             f"(fake Twilio :{p['fake-twilio']}, fake Gmail :{p['fake-gmail']})"
         )
+        if stack.jaeger is not None:
+            print(f"  traces (Jaeger UI) {stack.jaeger.ui_url}/search   (OTLP in {stack.jaeger.otlp_endpoint})")
         print(f"  tokens             {state_dir / 'tokens.json'}")
         print(f"  logs               {state_dir}/*.log\n", flush=True)
         await stop.wait()
@@ -58,6 +61,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="start everything and wait for Ctrl-C")
     run_cmd.add_argument("--state-dir", type=Path, default=REPO / ".local" / "stack")
+    run_cmd.add_argument(
+        "--traces", action="store_true", help="start Jaeger and trace every service and Envoy into it (UI URL printed)"
+    )
     outbox_cmd = sub.add_parser("outbox", help="what the running stack's provider fakes received")
     outbox_cmd.add_argument("--json", action="store_true", help="one JSON list instead of text")
     args = parser.parse_args()
@@ -67,7 +73,7 @@ def main() -> None:
     configure_logging("stack", "INFO", json_lines=False)
     logging.getLogger("fte.stack").setLevel(logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args.state_dir))
+        asyncio.run(run(args.state_dir, traces=args.traces))
 
 
 if __name__ == "__main__":
