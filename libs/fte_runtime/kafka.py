@@ -264,7 +264,7 @@ async def handle_with_retry(
     """Process one record under `policy`: True when done (handled or dead-lettered), False when
     stopping came first. With tracing on, one span covers every try, child of the span that
     published the record."""
-    with tracing.consumer_span(record.topic, record.headers, **{"messaging.kafka.offset": record.offset}):
+    with tracing.consumer_span(record.topic, record.headers, {"messaging.kafka.offset": record.offset}):
         return await _handle_with_retry(record, handler, producer, stopping, policy)
 
 

@@ -172,7 +172,7 @@ def producer_span(topic: str, parent: Mapping[str, str] | None = None) -> Iterat
 
 @contextlib.contextmanager
 def consumer_span(
-    topic: str, headers: Sequence[tuple[str, bytes]] | None, **attributes: str | int
+    topic: str, headers: Sequence[tuple[str, bytes]] | None, attributes: Mapping[str, str | int] | None = None
 ) -> Iterator[Span | None]:
     """A CONSUMER span for processing one record, child of the producer span its headers name."""
     if _provider is None:
@@ -182,14 +182,18 @@ def consumer_span(
         f"process {topic}",
         context=context_of(fields_of(headers)),
         kind=SpanKind.CONSUMER,
-        attributes={"messaging.system": "kafka", "messaging.destination.name": topic, **attributes},
+        attributes={"messaging.system": "kafka", "messaging.destination.name": topic, **(attributes or {})},
     ) as span:
         yield span
 
 
 @contextlib.contextmanager
 def span(
-    name: str, *, parent: Mapping[str, str] | None = None, kind: SpanKind = SpanKind.INTERNAL, **attributes: str | int
+    name: str,
+    *,
+    parent: Mapping[str, str] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, str | int] | None = None,
 ) -> Iterator[Span | None]:
     """A span around work of our own (a provider call, a delivery), child of `parent` (a stored
     carrier) when given, else of the current span."""

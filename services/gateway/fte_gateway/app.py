@@ -533,7 +533,7 @@ def create_app(settings: GatewaySettings, *, migrate: bool = True) -> Starlette:
         middleware.insert(
             0,
             Middleware(
-                OpenTelemetryMiddleware,  # type: ignore[arg-type]
+                OpenTelemetryMiddleware,
                 excluded_urls="/healthz,/readyz",
                 exclude_spans=["receive", "send"],
             ),

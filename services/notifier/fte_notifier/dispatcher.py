@@ -121,7 +121,7 @@ class Dispatcher:
     async def _call(self, provider: str, fn: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
         try:
-            with tracing.span(f"{provider} {fn.__name__}", kind=SpanKind.CLIENT, **{"peer.service": provider}):
+            with tracing.span(f"{provider} {fn.__name__}", kind=SpanKind.CLIENT, attributes={"peer.service": provider}):
                 # The SDK runs in a thread: it gets this task's context, so its HTTP call (the
                 # requests instrumentation) is a child of the span above.
                 call = contextvars.copy_context().run
@@ -135,7 +135,7 @@ class Dispatcher:
         # Each delivery runs in its own task: its logs and outcome carry its SendMessage's id.
         correlation_id_var.set(d.correlation_id or new_correlation_id())
         # The attempt continues the trace of the SendMessage that queued the delivery.
-        with tracing.span("deliver", parent=d.trace_context, delivery=str(d.id), attempt=d.attempts):
+        with tracing.span("deliver", parent=d.trace_context, attributes={"delivery": str(d.id), "attempt": d.attempts}):
             try:
                 await self._attempt(d)
             except asyncio.CancelledError:
