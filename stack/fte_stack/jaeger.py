@@ -13,6 +13,7 @@ as a tool dependency of a throwaway module builds it with those replacements app
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import shutil
 import subprocess
@@ -56,6 +57,15 @@ def build() -> Path:
     if go is None:
         raise RuntimeError("the Go toolchain (1.24+) is needed once to build Jaeger: apt-get install golang-go")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Two clones' `make setup` at once: the second waits for the first's build and reuses it.
+    with (target.parent / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_file():
+            _build(go, target)
+    return target
+
+
+def _build(go: str, target: Path) -> None:
     print(f"building Jaeger {VERSION} into {target.parent} (once; several minutes)", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="jaeger-build-") as tmp:
         subprocess.run([go, "mod", "init", "jaegerbuild"], cwd=tmp, check=True, stderr=subprocess.DEVNULL)
@@ -63,7 +73,6 @@ def build() -> Path:
         partial = target.with_suffix(".partial")
         subprocess.run([go, "build", "-o", str(partial), PACKAGE], cwd=tmp, check=True)
         partial.replace(target)  # atomic: a half-written binary is never taken for a built one
-    return target
 
 
 def render_config(otlp_grpc: int, otlp_http: int, query_http: int, query_grpc: int, health: int) -> dict[str, Any]:
