@@ -118,7 +118,8 @@ class JaegerServer:
         await wait_for_port(self.ui_port, 60, "jaeger", proc)
 
     async def stop(self) -> None:
-        await self.child.stop(5)
+        # It drains its receivers and pipelines first: seconds, not milliseconds.
+        await self.child.stop(15)
 
 
 def find_traces(ui_url: str, service: str, *, tags: dict[str, str] | None = None, limit: int = 20) -> list[Any]:
@@ -167,3 +168,26 @@ async def wait_for_trace(
             return seen
         await asyncio.sleep(0.5)
     return seen
+
+
+def render_tree(trace: dict[str, Any]) -> str:
+    """The trace as an indented tree, one span a line: offset from the start, duration, service,
+    operation (what the Jaeger UI's timeline shows, for a terminal)."""
+    processes = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in trace["spans"]:
+        parents = [r["spanID"] for r in span["references"] if r["spanID"] in spans]
+        children.setdefault(parents[0] if parents else None, []).append(span)
+    start = min(s["startTime"] for s in trace["spans"])
+    lines = [f"trace {trace['traceID']}: {len(spans)} spans, {len(set(processes.values()))} services"]
+
+    def walk(parent: str | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s["startTime"]):
+            offset, took = (span["startTime"] - start) / 1000, span["duration"] / 1000
+            service = processes[span["processID"]]
+            lines.append(f"{offset:9.1f} ms {took:9.1f} ms  {'  ' * depth}{service}: {span['operationName']}")
+            walk(span["spanID"], depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)
