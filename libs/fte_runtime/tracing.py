@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from fte_runtime.settings import TracingSettings
 
@@ -33,6 +33,7 @@ TRACEPARENT_HEADER = "ce_traceparent"
 TRACESTATE_HEADER = "ce_tracestate"
 _HEADER_OF = {"traceparent": TRACEPARENT_HEADER, "tracestate": TRACESTATE_HEADER}
 _ATTRIBUTE_OF = {v: k for k, v in _HEADER_OF.items()}
+_W3C_HEADERS = (b"traceparent", b"tracestate")
 
 # gRPC services never traced: probes and tooling would bury the traces of real work.
 _UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
@@ -185,6 +186,31 @@ def consumer_span(
         attributes={"messaging.system": "kafka", "messaging.destination.name": topic, **(attributes or {})},
     ) as span:
         yield span
+
+
+@contextlib.contextmanager
+def http_server_span(
+    method: str, route: str, headers: Iterable[tuple[bytes, bytes]]
+) -> Iterator[Callable[[int], None] | None]:
+    """A SERVER span for an HTTP request (`METHOD /route/template`), continuing the caller's
+    `traceparent` when it sent one; yields the function that records the response status."""
+    if _provider is None:
+        yield None
+        return
+    fields = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _W3C_HEADERS}
+    with tracer.start_as_current_span(
+        f"{method} {route}",
+        context=context_of(fields),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": route},
+    ) as current:
+
+        def status(code: int) -> None:
+            current.set_attribute("http.response.status_code", code)
+            if code >= 500:
+                current.set_status(StatusCode.ERROR)
+
+        yield status
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 from fte.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from fte_runtime import topics, tracing
+from fte_runtime import topics
 from fte_runtime.context import current_correlation_id
 from fte_runtime.db import apply_migrations, create_pool
 from fte_runtime.grpc_client import connect
@@ -524,18 +524,5 @@ def create_app(settings: GatewaySettings, *, migrate: bool = True) -> Starlette:
                 expose_headers=["x-correlation-id"],
                 max_age=600,
             )
-        )
-    if tracing.enabled():
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-        # Outermost: the request span is the root of the customer message's trace. Probes are
-        # not traced, nor the ASGI receive/send steps (a span each, per chunk, for no insight).
-        middleware.insert(
-            0,
-            Middleware(
-                OpenTelemetryMiddleware,
-                excluded_urls="/healthz,/readyz",
-                exclude_spans=["receive", "send"],
-            ),
         )
     return Starlette(routes=router.routes, middleware=middleware, lifespan=lifespan)
