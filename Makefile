@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 setup:
 	@scripts/setup.sh
 
+# `make run TRACES=1`: also Jaeger, with every service and Envoy tracing into it (its UI URL is printed).
+TRACES ?=
 run: setup
-	$(PY) -m fte_stack run
+	$(PY) -m fte_stack run $(if $(TRACES),--traces)
 
 # Sends sample customer messages through the real webhooks of a running `make run` stack.
 demo: setup

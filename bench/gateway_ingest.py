@@ -4,7 +4,10 @@ it is answered), next to a bare Starlette handler (uvicorn process, reads the bo
 in the same run.
 
 Reports req/s, p50 and p99 per target and per kind, and the gateway/baseline throughput ratio.
-Floor: ratio >= 0.5 and gateway p99 <= 50 ms. The load generator is a minimal keep-alive HTTP/1.1
+Floor: ratio >= 0.5 and gateway p99 <= 50 ms. Tracing's cost, same run: a second gateway process
+with tracing on (a span per request and per publish, exported over OTLP to a local Jaeger) is
+measured after the untraced one; its median, p99, throughput and CPU per request are printed with
+the on/off ratios. The load generator is a minimal keep-alive HTTP/1.1
 client over asyncio streams with pre-signed requests, so it costs little CPU next to the servers.
 
     .venv/bin/python bench/gateway_ingest.py [--seconds 20] [--concurrency 64]
@@ -27,6 +30,7 @@ from pathlib import Path
 from fte_runtime import topics
 from fte_runtime.kafka import ensure_topics
 from fte_stack.broker import TansuBroker
+from fte_stack.jaeger import JaegerServer
 from fte_stack.procs import Child, free_port, scratch_dir, wait_for_port
 from twilio.request_validator import RequestValidator
 
@@ -200,7 +204,9 @@ async def main(work: Path) -> int:
     children: list[Child] = []
     try:
         await ensure_topics(broker.bootstrap, topics.ALL)
-        gw_port, base_port = free_port(), free_port()
+        jaeger = JaegerServer(work / "jaeger")
+        await jaeger.start()
+        gw_port, base_port, traced_port = free_port(), free_port(), free_port()
         env = {
             **os.environ,
             "FTE_GATEWAY_HTTP_PORT": str(gw_port),
@@ -214,21 +220,34 @@ async def main(work: Path) -> int:
         baseline = Child(
             "baseline", [sys.executable, __file__, "--serve-baseline", str(base_port)], work / "baseline.log", env
         )
-        children = [gateway, baseline]
-        for child, port in ((gateway, gw_port), (baseline, base_port)):
+        traced_env = {
+            **env,
+            "FTE_GATEWAY_HTTP_PORT": str(traced_port),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
+        }
+        traced = Child(
+            "gateway-traced", [sys.executable, "-m", "fte_gateway", "serve"], work / "traced.log", traced_env
+        )
+        children = [gateway, baseline, traced, jaeger.child]
+        for child, port in ((gateway, gw_port), (baseline, base_port), (traced, traced_port)):
             await child.start()
             await wait_ready(port, child)
 
         # A short warm-up of each, then the measured runs, baseline first.
-        for port in (base_port, gw_port):
+        for port in (base_port, gw_port, traced_port):
             await load(port, 2.0, args.concurrency)
         assert baseline.proc is not None
         assert gateway.proc is not None
+        assert traced.proc is not None
         broker_pid = broker.child.proc.pid if broker.child.proc is not None else 0
         broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         base = await load(base_port, args.seconds, args.concurrency, (baseline.proc.pid,))
         gw = await load(gw_port, args.seconds, args.concurrency, (gateway.proc.pid,))
         broker_cpu = cpu_seconds(broker_pid) - broker_before if broker_pid else 0.0
+        assert jaeger.child.proc is not None
+        jaeger_before = cpu_seconds(jaeger.child.proc.pid)
+        on = await load(traced_port, args.seconds, args.concurrency, (traced.proc.pid,))
+        jaeger_cpu = cpu_seconds(jaeger.child.proc.pid) - jaeger_before
     finally:
         for child in children:
             await child.stop()
@@ -244,7 +263,17 @@ async def main(work: Path) -> int:
         )
     print(f"  broker CPU during both measured runs: {broker_cpu * 1000 / gw.requests:.2f} ms per gateway request")
     print(f"  ratio gateway/baseline {ratio:.2f} (floor 0.5), gateway p99 {gw.p99_ms:.1f} ms (floor 50 ms)")
-    ok_statuses = set(gw.statuses) <= {200, 202}
+    print(
+        f"  tracing on: {on.rps:.0f} req/s  p50 {on.p50_ms:.1f} ms  p99 {on.p99_ms:.1f} ms  "
+        f"server CPU {on.cpu_ms_per_request:.2f} ms/req  statuses {on.statuses}; "
+        f"Jaeger CPU {jaeger_cpu * 1000 / max(on.requests, 1):.2f} ms/req"
+    )
+    print(
+        f"  tracing on/off: throughput {on.rps / gw.rps:.2f}x, median {on.p50_ms / gw.p50_ms:.2f}x, "
+        f"p99 {on.p99_ms / gw.p99_ms:.2f}x, "
+        f"gateway CPU per request {on.cpu_ms_per_request / gw.cpu_ms_per_request:.2f}x"
+    )
+    ok_statuses = set(gw.statuses) <= {200, 202} and set(on.statuses) <= {200, 202}
     if not ok_statuses:
         print("  FAIL: the gateway answered something other than 200/202")
     return 0 if ok_statuses and ratio >= 0.5 and gw.p99_ms <= 50 else 1

@@ -15,7 +15,11 @@ Every message must get exactly one delivery (checked in the notifier) and nothin
 DLQ. Baseline, same run: the broker alone (publish -> consume of the same number of records).
 CPU per message is reported for each process of the stack.
 
-    .venv/bin/python bench/pipeline.py [--messages 2000] [--rate 100] [--light-messages 300]
+Tracing's cost: the phases run on a stack with tracing off, then on one with tracing on (Jaeger in
+the stack, every span of every service and Envoy exported to it); medians, rates, CPU per message
+and the on/off ratios are printed (`--traces off|on` runs one only).
+
+    .venv/bin/python bench/pipeline.py [--messages 2000] [--rate 100] [--light-messages 300] [--traces both]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,7 +103,7 @@ def _cpu_of(pid: int) -> float:
 
 
 def cpu_snapshot(stack: Stack) -> dict[str, float]:
-    """CPU seconds used so far by this stack's processes: each service, Envoy, the broker, and
+    """CPU seconds used so far by this stack's processes: each service, Envoy, the broker, Jaeger, and
     PostgreSQL's postmaster with its backends (other processes on the machine are not counted)."""
     out = {name: _cpu_of(child.proc.pid) for name, child in stack.children.items() if child.proc is not None}
     mine = {os.getpid()}
@@ -114,7 +119,7 @@ def cpu_snapshot(stack: Stack) -> dict[str, float]:
         except OSError:
             continue
         pid, ppid = int(entry.name), int(stat[1])
-        if comm in ("envoy", "tansu") and ppid in mine:
+        if comm in ("envoy", "tansu", "jaeger") and ppid in mine:
             out[comm] = out.get(comm, 0.0) + _cpu_of(pid)
         elif comm == "postgres" and postmaster and postmaster in (pid, ppid):
             out["postgres"] = out.get("postgres", 0.0) + _cpu_of(pid)
@@ -277,15 +282,30 @@ async def dlq_count(bootstrap: str) -> int:
         await consumer.stop()
 
 
-async def main(args: argparse.Namespace, state: Path) -> int:
+@dataclass
+class Measured:
+    base: list[float]
+    results: dict[str, Any]
+    counts: dict[str, int]
+    dead: int
+    failed: int
+
+
+async def measure(args: argparse.Namespace, state: Path, traces: bool) -> Measured:
     config = StackConfig.for_tests(
         state / "stack",
         services=["identity", "knowledge", "notifier", "agent"],
         local_providers=False,
         # One embedding thread: on 2 shared cores, more threads only spin against the other services.
         extra_env={"FTE_KNOWLEDGE_EMBEDDING_THREADS": str(args.embedding_threads)},
+        # Tracing on: Jaeger runs in the stack and every service and Envoy export every span to it.
+        traces=traces,
     )
-    print("starting the stack (identity, knowledge + sample KB, notifier, agent, Envoy)...", flush=True)
+    tracing = "on (every span exported to Jaeger)" if traces else "off"
+    print(
+        f"starting the stack (identity, knowledge + sample KB, notifier, agent, Envoy), tracing {tracing}...",
+        flush=True,
+    )
     async with Stack(config) as stack:
         bootstrap = stack.kafka_bootstrap
         # The sample KB's cross-lingual vectors are computed in the background after the import:
@@ -325,8 +345,13 @@ async def main(args: argparse.Namespace, state: Path) -> int:
         wanted = {r for phase in results.values() for r in phase["sent"]}
         counts = await count_deliveries(f"127.0.0.1:{stack.ports['envoy']}", stack.tokens["staff"], wanted)
         dead = await dlq_count(bootstrap)
+    return Measured(base, results, counts, dead, watcher.failed)
 
-    print(f"\nbroker alone (baseline): p50 {statistics.median(base) * 1000:.1f} ms, p95 {pct(base, 95) * 1000:.1f} ms")
+
+def report(name: str, m: Measured, args: argparse.Namespace) -> bool:
+    base, results, counts = m.base, m.results, m.counts
+    print(f"\n== tracing {name}")
+    print(f"broker alone (baseline): p50 {statistics.median(base) * 1000:.1f} ms, p95 {pct(base, 95) * 1000:.1f} ms")
     ok = True
     for phase, r in results.items():
         lat = r["latencies"]
@@ -347,8 +372,33 @@ async def main(args: argparse.Namespace, state: Path) -> int:
             print(f"       floor p95 <= 1 s at {args.rate:.0f} msg/s: {'met' if p95 <= 1.0 else 'MISSED'}")
         if phase == "burst":
             print(f"       floor >= 100 msg/s drained: {'met' if rate >= 100 else 'MISSED'}")
-    print(f"dead-lettered: {dead}; delivery failures reported: {watcher.failed}")
-    return 0 if ok and dead == 0 else 1
+    print(f"dead-lettered: {m.dead}; delivery failures reported: {m.failed}")
+    return ok and m.dead == 0
+
+
+def summary(phase: str, m: Measured) -> tuple[float, float, float]:
+    """(p50 s, msg/s, CPU ms per message over every process) of one phase."""
+    r = m.results[phase]
+    rate = len(r["latencies"]) / r["seconds"] if r["seconds"] else 0.0
+    return statistics.median(r["latencies"]), rate, sum(r["cpu"].values()) / len(r["sent"]) * 1000
+
+
+async def main(args: argparse.Namespace, state: Path) -> int:
+    modes = {"off": False, "on": True} if args.traces == "both" else {args.traces: args.traces == "on"}
+    measured = {name: await measure(args, state / name, traces) for name, traces in modes.items()}
+    # Every report printed, then judged.
+    reports = [report(name, m, args) for name, m in measured.items()]
+    ok = all(reports)
+    if len(measured) == 2:
+        print("\ntracing's cost (on / off, same run):")
+        for phase in measured["off"].results:
+            (p50_off, rate_off, cpu_off), (p50_on, rate_on, cpu_on) = (summary(phase, measured[n]) for n in modes)
+            print(
+                f"  {phase:<6} median publish -> reply sent {p50_off * 1000:.0f} -> {p50_on * 1000:.0f} ms "
+                f"({p50_on / p50_off:.2f}x); {rate_off:.0f} -> {rate_on:.0f} msg/s ({rate_on / rate_off:.2f}x); "
+                f"CPU {cpu_off:.1f} -> {cpu_on:.1f} ms/message ({cpu_on / cpu_off:.2f}x)"
+            )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
@@ -359,6 +409,9 @@ if __name__ == "__main__":
     parser.add_argument("--light-rate", type=float, default=20.0)
     parser.add_argument("--embedding-threads", type=int, default=1, help="knowledge's ONNX threads (0: all cores)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a phase's replies")
+    parser.add_argument(
+        "--traces", choices=("both", "off", "on"), default="both", help="tracing off, on, or both in turn (default)"
+    )
     args = parser.parse_args()
     with scratch_dir("fte-bench-pipeline-") as state_dir:
         sys.exit(asyncio.run(main(args, state_dir)))

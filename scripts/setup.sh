@@ -41,3 +41,7 @@ fi
 
 # The browser for the support-form test (Debian chromium, installed only when missing).
 scripts/install-browser.sh
+
+# The local trace backend (Jaeger v2, built once from the Go module proxy into ~/.cache/fte and
+# reused by every clone): several minutes the first time, nothing afterwards.
+.venv/bin/python scripts/jaeger.py >/dev/null

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from fte_runtime import tracing
 from fte_runtime.auth import PUBLIC, Authenticator, principal_rate_limits
 from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, deadline_var, new_correlation_id, principal_var
 from fte_runtime.errors import FteError, PermissionDenied, ResourceExhausted, internal_status, to_rpc_status
@@ -81,7 +82,9 @@ class CallWrapper:
                     correlation_id = value
                 elif key == "authorization":
                     authorization = value
-            correlation_id_var.set(correlation_id or new_correlation_id())
+            correlation_id = correlation_id or new_correlation_id()
+            correlation_id_var.set(correlation_id)
+            tracing.tag_correlation(correlation_id)
             remaining = context.time_remaining()
             deadline_var.set(None if remaining is None else time.monotonic() + remaining)
             if scope == PUBLIC:
@@ -226,6 +229,8 @@ class GrpcServer:
             for method, scope in svc.method_scopes.items():
                 scopes[f"/{svc.full_name}/{method}"] = scope
         self.server = grpc.aio.server(
+            # A span per call continuing the caller's trace, when tracing is on (nothing when off).
+            interceptors=tracing.server_interceptors(),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +27,7 @@ from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
-from fte_runtime import envelope
+from fte_runtime import envelope, tracing
 from fte_runtime.backoff import Backoff
 from fte_runtime.metrics import KAFKA_CONSUMED, KAFKA_PRODUCED
 from fte_runtime.settings import KafkaSettings
@@ -94,22 +94,46 @@ class EventPublisher:
         self._produced: dict[str, Counter] = {}
 
     async def publish(
-        self, topic: str, message: Message, *, key: str, event_id: str | None = None, correlation_id: str | None = None
+        self,
+        topic: str,
+        message: Message,
+        *,
+        key: str,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> RecordMetadata:
-        value, headers = envelope.encode(message, source=self.source, event_id=event_id, correlation_id=correlation_id)
-        meta: RecordMetadata = await self.producer.send_and_wait(topic, value=value, key=key.encode(), headers=headers)
+        """Publish and wait for the broker's acknowledgement. The record carries the trace
+        context of `trace_context` (a stored carrier, see `tracing.carrier`) or of the current span."""
+        with tracing.producer_span(topic, trace_context) as trace_headers:
+            value, headers = envelope.encode(
+                message, source=self.source, event_id=event_id, correlation_id=correlation_id
+            )
+            meta: RecordMetadata = await self.producer.send_and_wait(
+                topic, value=value, key=key.encode(), headers=headers + trace_headers
+            )
         self._count(topic)
         return meta
 
     async def send(
-        self, topic: str, message: Message, *, key: str, event_id: str | None = None, correlation_id: str | None = None
+        self,
+        topic: str,
+        message: Message,
+        *,
+        key: str,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> asyncio.Future[RecordMetadata]:
         """Queue the event; the returned future resolves when the broker acknowledged it.
         Events queued one after another keep their order within a partition."""
-        value, headers = envelope.encode(message, source=self.source, event_id=event_id, correlation_id=correlation_id)
-        sent: asyncio.Future[RecordMetadata] = await self.producer.send(
-            topic, value=value, key=key.encode(), headers=headers
-        )
+        with tracing.producer_span(topic, trace_context) as trace_headers:
+            value, headers = envelope.encode(
+                message, source=self.source, event_id=event_id, correlation_id=correlation_id
+            )
+            sent: asyncio.Future[RecordMetadata] = await self.producer.send(
+                topic, value=value, key=key.encode(), headers=headers + trace_headers
+            )
         sent.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self._count(topic))
         return sent
 
@@ -238,7 +262,19 @@ async def handle_with_retry(
     policy: RetryPolicy,
 ) -> bool:
     """Process one record under `policy`: True when done (handled or dead-lettered), False when
-    stopping came first."""
+    stopping came first. With tracing on, one span covers every try, child of the span that
+    published the record."""
+    with tracing.consumer_span(record.topic, record.headers, {"messaging.kafka.offset": record.offset}):
+        return await _handle_with_retry(record, handler, producer, stopping, policy)
+
+
+async def _handle_with_retry(
+    record: ConsumerRecord,
+    handler: Handler,
+    producer: AIOKafkaProducer | None,
+    stopping: asyncio.Event,
+    policy: RetryPolicy,
+) -> bool:
     attempts = 0
     backoff = policy.backoff()
     while True:

@@ -1,4 +1,5 @@
-"""Structured JSON logging with the correlation id on every line and personal data redacted.
+"""Structured JSON logging with the correlation id (and, with tracing on, the trace id) on every
+line and personal data redacted.
 
 Message bodies are never passed to the logger; emails and phone numbers that reach a log line
 anyway (in an exception text, say) are masked by the redacting filter.
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fte_runtime.context import correlation_id_var
+from fte_runtime.tracing import current_ids
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # Seven or more digits with optional +, spaces, dots, dashes or parentheses: phone numbers,
@@ -47,6 +49,9 @@ class JsonFormatter(logging.Formatter):
         cid = correlation_id_var.get()
         if cid:
             entry["correlation_id"] = cid
+        ids = current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = redact(value) if isinstance(value, str) else value
@@ -61,6 +66,9 @@ class PlainFormatter(logging.Formatter):
         prefix = f"{record.levelname:<7} {record.name}"
         if cid:
             prefix += f" [{cid[:8]}]"
+        ids = current_ids()
+        if ids is not None:
+            prefix += f" trace={ids[0]}"
         text = f"{prefix}: {redact(record.getMessage())}"
         if record.exc_info:
             text += "\n" + redact("".join(traceback.format_exception(*record.exc_info)))

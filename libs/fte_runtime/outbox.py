@@ -4,7 +4,8 @@ A service writes each event into its outbox table in the same transaction as the
 announces; the relay publishes pending rows to Kafka afterwards. If Kafka is down, events wait
 in the table and go out once it is back: nothing is lost, nothing is published for a change that
 rolled back. One replica relays at a time (an advisory lock), so events leave in the order they
-were written, each with the correlation id of the request that wrote it. Delivery is at least
+were written, each with the correlation id and the trace context (`trace_context`) of the request
+that wrote it, so the relayed publish continues that request's trace. Delivery is at least
 once: a retry re-sends the same `ce_id`, and consumers drop the repeat.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import uuid
@@ -22,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 
+from fte_runtime import tracing
 from fte_runtime.backoff import Backoff
 from fte_runtime.context import current_correlation_id
 from fte_runtime.kafka import EventPublisher, start_producer
@@ -35,8 +38,8 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 @dataclass(frozen=True)
 class OutboxTable:
     """Where a service keeps its outbox. Every outbox table has the columns `topic`,
-    `record_key`, `event_type`, `payload` (the serialized event), `correlation_id` and
-    `attempts`; these name the rest."""
+    `record_key`, `event_type`, `payload` (the serialized event), `correlation_id`,
+    `trace_context` (jsonb: the W3C fields) and `attempts`; these name the rest."""
 
     table: str
     # The CloudEvents id of the row's event.
@@ -59,17 +62,20 @@ class OutboxTable:
 async def enqueue(
     conn: Any, table: OutboxTable, topic: str, key: str, message: Message, *, correlation_id: str | None = None
 ) -> None:
-    """Add an event to the outbox, with `correlation_id` (default: the current one); call inside
-    the transaction that makes the change it announces."""
+    """Add an event to the outbox, with `correlation_id` (default: the current one) and the
+    current trace context; call inside the transaction that makes the change it announces."""
+    trace_context = tracing.carrier()
     await conn.execute(
-        f"""INSERT INTO {table.table} ({table.event_id}, topic, record_key, event_type, payload, correlation_id)
-            VALUES ($1, $2, $3, $4, $5, $6)""",  # noqa: S608 - identifiers checked by OutboxTable
+        f"""INSERT INTO {table.table} ({table.event_id}, topic, record_key, event_type, payload, correlation_id,
+                                       trace_context)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",  # noqa: S608 - identifiers checked by OutboxTable
         uuid.uuid4(),
         topic,
         key,
         message.DESCRIPTOR.full_name,
         message.SerializeToString(),
         correlation_id or current_correlation_id(),
+        None if trace_context is None else json.dumps(trace_context),
     )
 
 
@@ -81,6 +87,7 @@ class PendingEvent:
     key: str
     message: Message
     correlation_id: str | None
+    trace_context: dict[str, str] | None = None
 
 
 class OutboxRelay:
@@ -111,7 +118,7 @@ class OutboxRelay:
         # Identifiers only, checked by OutboxTable; the values are query parameters.
         t = table
         self._select = f"""SELECT {t.position} AS position, {t.event_id}::text AS event_id, topic, record_key,
-                                  event_type, payload, correlation_id
+                                  event_type, payload, correlation_id, trace_context::text AS trace_context
                            FROM {t.table} WHERE {t.published} IS NULL ORDER BY {t.position} LIMIT $1"""  # noqa: S608
         self._mark = f"UPDATE {t.table} SET {t.published} = now() WHERE {t.position} = ANY($1::bigint[])"  # noqa: S608
         self._failed = f"UPDATE {t.table} SET attempts = attempts + 1 WHERE {t.position} = $1"  # noqa: S608
@@ -137,6 +144,7 @@ class OutboxRelay:
             key=row["record_key"],
             message=self._types[row["event_type"]].FromString(row["payload"]),
             correlation_id=row["correlation_id"],
+            trace_context=json.loads(row["trace_context"]) if row["trace_context"] else None,
         )
 
     async def publish_pending(self) -> int:
@@ -157,7 +165,12 @@ class OutboxRelay:
                 try:
                     sends.append(
                         await publisher.send(
-                            e.topic, e.message, key=e.key, event_id=e.event_id, correlation_id=e.correlation_id
+                            e.topic,
+                            e.message,
+                            key=e.key,
+                            event_id=e.event_id,
+                            correlation_id=e.correlation_id,
+                            trace_context=e.trace_context,
                         )
                     )
                 except Exception as exc:

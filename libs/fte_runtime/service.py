@@ -10,7 +10,8 @@ runtime does the rest the same way for every service:
   and never taking the server down with it.
 - `stop()` turns health NOT_SERVING, drains in-flight calls, lets graceful jobs finish what they
   started, cancels the rest, then closes the resources in reverse order.
-- `serve()` does all of it for the process, until SIGTERM or SIGINT.
+- `serve()` does all of it for the process, until SIGTERM or SIGINT, with logging, metrics and
+  traces (exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set) set up first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fte_runtime.logs import configure_logging
 from fte_runtime.metrics import serve_metrics
 from fte_runtime.settings import GrpcServerSettings
 from fte_runtime.tasks import cancel_all
+from fte_runtime.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger("fte.service")
 
@@ -180,6 +182,8 @@ class Service(Generic[S]):
     async def serve(self) -> None:
         """The process: start, run until SIGTERM or SIGINT, stop."""
         configure_logging(self.name, self.settings.log_level, self.settings.log_json)
+        # Before anything opens: channels and the server take their tracing interceptors at creation.
+        configure_tracing(self.name)
         serve_metrics(self.settings.metrics_port, self.settings.grpc_host)
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -190,3 +194,4 @@ class Service(Generic[S]):
             await signalled.wait()
         finally:
             await self.stop()
+            shutdown_tracing()

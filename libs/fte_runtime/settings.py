@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,3 +90,34 @@ class KafkaSettings(BaseServiceSettings):
     kafka_client_id: str = "fte"
     kafka_session_timeout_ms: Annotated[int, Field(ge=1000)] = 10000
     kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry traces (fte_runtime.tracing), from the standard `OTEL_*` variables every
+    OpenTelemetry SDK reads, shared by every service. No endpoint: tracing is off (no exporter,
+    no spans)."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore", frozen=True)
+
+    # The OTLP/gRPC collector, e.g. http://otel-collector:4317 (http: plaintext, https: TLS).
+    exporter_otlp_endpoint: str = ""
+    # A traces-only endpoint, taking precedence over exporter_otlp_endpoint.
+    exporter_otlp_traces_endpoint: str = ""
+    # Only OTLP over gRPC is shipped.
+    exporter_otlp_protocol: Literal["grpc"] = "grpc"
+    # Headers sent with every export, `key=value,key2=value2` (a collector's API key, say).
+    exporter_otlp_headers: SecretStr = SecretStr("")
+    # Empty: `fte-<service>`.
+    service_name: str = ""
+    # More resource attributes, `key=value,...` (deployment.environment=prod, say).
+    resource_attributes: str = ""
+    # Share of new traces kept (a parent's decision is always followed).
+    traces_sampler_arg: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    # Milliseconds between two exports of the buffered spans.
+    bsp_schedule_delay: Annotated[int, Field(ge=1)] = 5000
+    # True: no tracing whatever the endpoint says.
+    sdk_disabled: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return "" if self.sdk_disabled else (self.exporter_otlp_traces_endpoint or self.exporter_otlp_endpoint)

