@@ -35,10 +35,10 @@ DATA = Path(__file__).resolve().parent / "data"
 TARGETS = {"held-out top-1": 0.90, "held-out top-3": 0.97, "section": 0.90, "cross-lingual top-3 / English": 0.90}
 # ... and what this version must keep (asserted): well above the search before it on every set,
 # a few questions below what it reaches, so a change that loses ground fails.
-HELDOUT_TOP1_FLOOR = 0.74
+HELDOUT_TOP1_FLOOR = 0.76
 HELDOUT_TOP3_FLOOR = 0.93
 SECTION_FLOOR = 0.85
-CROSS_LINGUAL_FLOOR = 0.72
+CROSS_LINGUAL_FLOOR = 0.82
 
 
 def rows(name: str) -> list[dict[str, Any]]:
