@@ -20,8 +20,13 @@ from fte_runtime.tracing import current_ids
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # Seven or more digits with optional +, spaces, dots, dashes or parentheses: phone numbers,
-# WhatsApp ids. Timestamps and ids in logs are shorter or contain letters.
-_PHONE = re.compile(r"(?<![\w])\+?\d[\d\s().\-]{5,}\d(?![\w])")
+# WhatsApp ids. IPv4 addresses (with a port) and ISO dates and times look the same to that
+# pattern, so they are matched first and kept: an operator needs them, and they name nobody.
+_PHONE = re.compile(
+    r"(?P<keep>(?<![+\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.])"
+    r"|(?<![+\w])\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?![\w])(?!\s*\d))"
+    r"|(?<![\w])\+?\d[\d\s().\-]{5,}\d(?![\w])"
+)
 
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
@@ -30,7 +35,11 @@ _STANDARD_ATTRS = frozenset(
 
 def redact(text: str) -> str:
     """Mask email addresses and phone numbers."""
-    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+    return _PHONE.sub(_mask_phone, _EMAIL.sub("[email]", text))
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    return match.group() if match.group("keep") else "[phone]"
 
 
 class JsonFormatter(logging.Formatter):

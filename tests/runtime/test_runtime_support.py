@@ -19,6 +19,11 @@ from fte_runtime.pagination import decode_token, encode_token, page_size
         ("call +1 (415) 555-0100 now", "call [phone] now"),
         ("whatsapp:+447700900123", "whatsapp:[phone]"),
         ("ticket T-1234 took 250 ms", "ticket T-1234 took 250 ms"),
+        ("connect to 127.0.0.1:5432 failed", "connect to 127.0.0.1:5432 failed"),
+        ("peer 10.244.1.17 reset", "peer 10.244.1.17 reset"),
+        ("at 2026-12-02T07:45:21.123 and 2026-12-02 07:45", "at 2026-12-02T07:45:21.123 and 2026-12-02 07:45"),
+        ("call 555.123.4567 or +49.170.123.456", "call [phone] or [phone]"),
+        ("number 2026-12-02 5550100", "number [phone]"),
     ],
 )
 def test_redact(text: str, expected: str) -> None:
