@@ -22,5 +22,10 @@ def _prefix(descriptor: EnumDescriptor) -> str:
 def value_names(enum: _Enum) -> dict[int, str]:
     """Each value but the `_UNSPECIFIED` zero -> its short lower-case name:
     `CHANNEL_WEB_FORM` -> "web_form"."""
-    prefix = _prefix(enum.DESCRIPTOR)
-    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values if v.number != 0}
+    return descriptor_value_names(enum.DESCRIPTOR)
+
+
+def descriptor_value_names(descriptor: EnumDescriptor) -> dict[int, str]:
+    """`value_names` from the descriptor itself (a message field's `enum_type`)."""
+    prefix = _prefix(descriptor)
+    return {v.number: v.name.removeprefix(prefix).lower() for v in descriptor.values if v.number != 0}

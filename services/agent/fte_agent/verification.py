@@ -29,6 +29,7 @@ from fte.events.v1 import message_events_pb2
 from fte.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
 from fte.notifier.v1 import notifier_service_pb2, notifier_service_pb2_grpc
 from fte_runtime.errors import error_info
+from fte_runtime.identifiers import InvalidIdentifier, normalize
 
 from fte_agent import metrics
 from fte_agent.compose import Voice
@@ -64,9 +65,21 @@ def mentioned(text: str) -> list[identity_service_pb2.IdentifierInput]:
     return out[:4]
 
 
+# Mentioned numbers are international ("+..."), so no region is needed to read them.
+_NO_REGION = "ZZ"
+
+
 def mention_keys(text: str) -> set[tuple[int, str]]:
-    """The (kind, value) of each mention as identity stores it: a case-folded email, "+digits"."""
-    return {(m.kind, m.value.strip().lower()) for m in mentioned(text)}
+    """The (kind, value) of each mention as identity stores it (the runtime's normalization: a
+    case-folded email, an E.164 number); a mention identity would refuse is left out."""
+    keys: set[tuple[int, str]] = set()
+    for m in mentioned(text):
+        try:
+            found = normalize(m.kind, m.value, _NO_REGION)
+        except InvalidIdentifier:
+            continue
+        keys.add((found.kind, found.value))
+    return keys
 
 
 def mask(kind: int, value: str) -> str:

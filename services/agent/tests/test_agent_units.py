@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from fte.common.v1 import common_pb2
 from fte.identity.v1 import identity_pb2
-from fte_agent import channels, compose, packs, text
+from fte_agent import channels, compose, packs, text, verification
 from fte_agent.compose import Passage, Voice
 from fte_agent.language import LanguageDetection
 from fte_agent.processor import reply_request_id
 from fte_agent.worker import TokenBucket, _Offsets
+from fte_runtime.identifiers import normalize
 
 C = common_pb2
 VOICE = Voice(packs.load("en"), packs.playbook())
@@ -135,3 +136,22 @@ def test_language_detection() -> None:
     # ... typos, greetings and keyboard mashes are not Polish or Swedish (a person would get them).
     for short in ("can i talk to a humna", "talk to a persn", "hiya", "hgfdsa", "asdfghjklö", "jklö jklö"):
         assert detect(short)[0] in ("en", "es", "de"), short
+
+
+def test_mention_keys_are_the_keys_identity_stores() -> None:
+    # A trunk "(0)" written after the country code is not part of the E.164 number.
+    text_ = "write to Ana.Lopez@Example.ORG or +44 (0)20 7946 0958; not +1 000 000 0000"
+    keys = verification.mention_keys(text_)
+    assert keys == {
+        (identity_pb2.IDENTIFIER_KIND_EMAIL, "ana.lopez@example.org"),
+        (identity_pb2.IDENTIFIER_KIND_PHONE, "+442079460958"),
+    }
+    # The same as identity's normalization of what the agent sends it as claims.
+    stored = set()
+    for m in verification.mentioned(text_):
+        try:
+            n = normalize(m.kind, m.value, "US")
+        except ValueError:
+            continue  # identity refuses it: no key
+        stored.add((n.kind, n.value))
+    assert keys == stored

@@ -6,6 +6,7 @@ import asyncio
 from types import FrameType
 
 import uvicorn
+from fte_runtime.http_server import uvicorn_config
 from fte_runtime.logs import configure_logging
 from fte_runtime.tracing import configure_tracing, shutdown_tracing
 from starlette.applications import Starlette
@@ -30,25 +31,11 @@ class _Server(uvicorn.Server):
             asyncio.get_running_loop().call_soon_threadsafe(deps.live.close)
 
 
-def _config(app: Starlette, settings: ConsoleSettings) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-        lifespan="on",
-    )
-
-
 def serve(settings: ConsoleSettings) -> None:
     configure_logging("console", settings.log_level, settings.log_json)
     configure_tracing("console")
     app = create_app(settings)
     try:
-        _Server(_config(app, settings), app).run()
+        _Server(uvicorn_config(app, host=settings.http_host, port=settings.http_port), app).run()
     finally:
         shutdown_tracing()

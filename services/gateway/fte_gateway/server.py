@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from fte_runtime.http_server import uvicorn_config
 from fte_runtime.logs import configure_logging
 from fte_runtime.metrics import serve_metrics
 from fte_runtime.tracing import configure_tracing, shutdown_tracing
@@ -16,22 +17,9 @@ from fte_runtime.tracing import configure_tracing, shutdown_tracing
 from fte_gateway.app import create_app
 from fte_gateway.settings import GatewaySettings
 
-SHUTDOWN_GRACE_SECONDS = 10
-
 
 def _config(settings: GatewaySettings) -> uvicorn.Config:
-    return uvicorn.Config(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,  # our JSON logging, configured once
-        access_log=False,
-        # X-Forwarded-* are handled per route, trusted only from the configured proxies.
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        lifespan="on",
-    )
+    return uvicorn_config(create_app(settings), host=settings.http_host, port=settings.http_port)
 
 
 # Under load the requests in flight keep more new objects alive than the collector's default

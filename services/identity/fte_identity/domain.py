@@ -1,7 +1,9 @@
 """Identity's rules, free of SQL: what each channel proves, which customer a sighting resolves to,
-when a one-time code is accepted, and when customers may be merged or erased.
+what a staff link does, when a one-time code is sent and accepted, and when customers may be
+merged or erased.
 
-The store (store.py) runs the statements; every decision it takes is asked of this module.
+The store (store.py) runs the statements and the operations (customers.py) run them in the order
+these rules decide; every decision is taken here, from the store's rows.
 """
 
 from __future__ import annotations
@@ -9,14 +11,55 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum, IntEnum
 
 from fte.common.v1 import common_pb2
 from fte.identity.v1 import identity_pb2
-from fte_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, ResourceExhausted
+from fte_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from fte_runtime.identifiers import Kind, Normalized
 
 from fte_identity import codes
-from fte_identity.normalize import Kind, Normalized
+from fte_identity.rows import CustomerRow, CustomerState, LinkedIdentifier, MergeRow, PendingCode
+
+__all__ = [
+    "ACTIVE",
+    "ERASED",
+    "MERGED",
+    "CodeCheck",
+    "CustomerState",
+    "Evidence",
+    "LinkAction",
+    "PendingCode",
+    "ResolvePlan",
+    "Sighting",
+    "VerificationPolicy",
+    "check_code",
+    "check_erasable",
+    "check_mergeable",
+    "check_replay",
+    "check_start",
+    "code_merge_reason",
+    "customer_not_found",
+    "found",
+    "lock_through",
+    "merge_on_proof",
+    "owned_by_other",
+    "plan_link",
+    "plan_resolve",
+    "read_through",
+    "require_linked",
+    "resolve_writes",
+    "sightings",
+    "wrong_code",
+]
 
 Channel = common_pb2.Channel
 ACTIVE, MERGED, ERASED = "active", "merged", "erased"
@@ -151,22 +194,90 @@ def plan_resolve(
     return ResolvePlan(chosen, tuple(verify), tuple(claim))
 
 
-class CodeCheck(Enum):
-    ACCEPTED = "accepted"
-    WRONG = "wrong"
+def resolve_writes(plan: ResolvePlan, display_name: str, current_name: str) -> bool:
+    """Whether the resolve changes the customer: an identifier to add, or a new name (an empty
+    name given never overwrites one)."""
+    return bool(plan.verify or plan.claim or (display_name and display_name != current_name))
+
+
+# -- the customer a read or a change applies to --------------------------------------------------
+
+
+def customer_not_found() -> NotFound:
+    return NotFound("customer not found", reason="CUSTOMER_NOT_FOUND")
+
+
+def found(customer: CustomerRow | None) -> CustomerRow:
+    if customer is None:
+        raise customer_not_found()
+    return customer
+
+
+def read_through(customer: CustomerRow) -> uuid.UUID | None:
+    """The customer a read shows instead: the one a merged-away customer went into (merges are
+    flattened, so one hop at most); None to show this one."""
+    return customer.merged_into if customer.state == MERGED else None
+
+
+def lock_through(customer: CustomerState | None) -> uuid.UUID | None:
+    """The customer a change goes to instead: the one a merged-away customer went into; None when
+    this one is active. NOT_FOUND when missing, FAILED_PRECONDITION when erased."""
+    if customer is None:
+        raise customer_not_found()
+    if customer.state == MERGED:
+        return customer.merged_into
+    if customer.state == ERASED:
+        raise FailedPrecondition("the customer was erased", reason="CUSTOMER_ERASED")
+    return None
+
+
+# -- staff links ----------------------------------------------------------------------------------
+
+
+class LinkAction(Enum):
+    VERIFY = "verify"
+    CLAIM = "claim"
+    # Already the customer's verified identifier.
+    KEEP = "keep"
+
+
+def plan_link(customer: uuid.UUID, owner: uuid.UUID | None, *, verified: bool) -> LinkAction:
+    """A staff link: unverified is a claim; verified makes the identifier the customer's, unless
+    another customer owns it (ALREADY_EXISTS: merging them is the way)."""
+    if not verified:
+        return LinkAction.CLAIM
+    if owner is None:
+        return LinkAction.VERIFY
+    if owner != customer:
+        raise owned_by_other("the identifier is verified for another customer; merge them instead")
+    return LinkAction.KEEP
+
+
+def owned_by_other(message: str) -> AlreadyExists:
+    return AlreadyExists(message, reason="IDENTIFIER_OWNED_BY_OTHER_CUSTOMER")
+
+
+# -- one-time codes -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class PendingCode:
-    """The newest code of a claimed identifier, as stored."""
-
-    code_hash: bytes
-    salt: bytes
-    attempts: int
+class VerificationPolicy:
+    ttl: timedelta
     max_attempts: int
-    used: bool
-    superseded: bool
-    expired: bool
+    max_codes_per_hour: int
+    key: bytes
+
+
+def require_linked(linked: LinkedIdentifier | None) -> LinkedIdentifier:
+    """A code is sent and checked only for an identifier the customer has a row for."""
+    if linked is None:
+        raise NotFound("the identifier is not linked to this customer; link it first", reason="IDENTIFIER_NOT_LINKED")
+    return linked
+
+
+class CodeCheck(Enum):
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
 
 
 def check_code(pending: PendingCode | None, code: str, key: bytes, *, verified: bool) -> CodeCheck:
@@ -193,6 +304,12 @@ def wrong_code(pending: PendingCode) -> InvalidArgument:
     return InvalidArgument("the code is wrong", reason="WRONG_CODE", metadata={"attempts_left": str(left)})
 
 
+def merge_on_proof(claimant: uuid.UUID, owner: uuid.UUID | None) -> uuid.UUID | None:
+    """A completed code proves the claimant controls the identifier. When another customer holds
+    it verified, both are the same person: the customer to merge the claimant into; else None."""
+    return owner if owner is not None and owner != claimant else None
+
+
 def check_start(verified: bool, recent_codes: int, max_codes_per_hour: int) -> None:
     """A new code may be sent for a claim: not for one already verified by this customer, and at
     most `max_codes_per_hour` (with the attempts per code this bounds guessing)."""
@@ -204,15 +321,13 @@ def check_start(verified: bool, recent_codes: int, max_codes_per_hour: int) -> N
         )
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerState:
-    id: uuid.UUID
-    state: str
-    merged_into: uuid.UUID | None
+# -- merge and erase ------------------------------------------------------------------------------
 
 
-def check_mergeable(which: str, customer: CustomerState) -> None:
+def check_mergeable(which: str, customer: CustomerState | None) -> None:
     """Only two active customers are merged; the error names the side that is not."""
+    if customer is None:
+        raise NotFound(f"{which} not found", reason="CUSTOMER_NOT_FOUND", metadata={"field": which})
     if customer.state == ERASED:
         raise FailedPrecondition(f"{which} was erased", reason="CUSTOMER_ERASED")
     if customer.state == MERGED:
@@ -221,9 +336,17 @@ def check_mergeable(which: str, customer: CustomerState) -> None:
         )
 
 
-def check_erasable(customer: CustomerState) -> bool:
+def check_replay(recorded: MergeRow, source: uuid.UUID, target: uuid.UUID) -> None:
+    """A merge retried with its request id replays the recorded one; the id names one merge only."""
+    if (recorded.source, recorded.target) != (source, target):
+        raise FailedPrecondition("request_id was already used for a different merge", reason="REQUEST_ID_REUSED")
+
+
+def check_erasable(customer: CustomerState | None) -> bool:
     """True to erase; False when already erased (erasing is idempotent); a merged-away customer is
     erased through the one it was merged into."""
+    if customer is None:
+        raise customer_not_found()
     if customer.state == ERASED:
         return False
     if customer.state == MERGED:

@@ -11,8 +11,10 @@ from fte_runtime import db, envelope, service
 from fte_runtime.db import create_pool
 from fte_runtime.grpc_server import GrpcServer
 
+from fte_identity.customers import Customers
+from fte_identity.domain import VerificationPolicy
 from fte_identity.outbox import OutboxRelay
-from fte_identity.servicer import METHOD_SCOPES, IdentityServicer, VerificationPolicy
+from fte_identity.servicer import METHOD_SCOPES, IdentityServicer
 from fte_identity.settings import IdentitySettings
 from fte_identity.store import Store
 
@@ -41,16 +43,14 @@ class Identity(service.Service[IdentitySettings]):
             self.pool, s, source=DOMAIN, batch_size=s.outbox_batch_size, poll_seconds=s.outbox_poll_seconds
         )
         self.on_close(self.relay.close)
+        verification = VerificationPolicy(
+            ttl=timedelta(seconds=s.verification_code_ttl_seconds),
+            max_attempts=s.verification_max_attempts,
+            max_codes_per_hour=s.verification_max_codes_per_hour,
+            key=s.verification_key.get_secret_value().encode(),
+        )
         servicer = IdentityServicer(
-            Store(self.pool),
-            default_region=s.default_region,
-            verification=VerificationPolicy(
-                ttl=timedelta(seconds=s.verification_code_ttl_seconds),
-                max_attempts=s.verification_max_attempts,
-                max_codes_per_hour=s.verification_max_codes_per_hour,
-                key=s.verification_key.get_secret_value().encode(),
-            ),
-            on_event=self.relay.wake,
+            Customers(Store(self.pool), verification), default_region=s.default_region, on_event=self.relay.wake
         )
         self.register(
             SERVICE_NAME, servicer, identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, METHOD_SCOPES

@@ -1,12 +1,11 @@
-"""IdentityService: request validation and proto mapping around the store."""
+"""IdentityService: request validation and proto mapping around the operations (customers.py)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fte.common.v1 import common_pb2
@@ -15,12 +14,15 @@ from fte_runtime import pagination
 from fte_runtime.context import principal_var
 from fte_runtime.errors import FieldViolation, InvalidArgument
 from fte_runtime.idempotency import check_request_id
+from fte_runtime.identifiers import InvalidIdentifier, Normalized, normalize
 from fte_runtime.names import parse_name
 from prometheus_client import Counter
 
 from fte_identity import domain
-from fte_identity.normalize import InvalidIdentifier, Normalized, normalize
-from fte_identity.store import ACTIVE, ERASED, MERGED, CustomerRow, MergeRow, Store, customer_name, timestamp
+from fte_identity.customers import Customers
+from fte_identity.domain import ACTIVE, ERASED, MERGED
+from fte_identity.names import customer_name, timestamp
+from fte_identity.rows import CustomerRow, MergeRow
 
 Channel = common_pb2.Channel
 log = logging.getLogger("fte.identity")
@@ -78,26 +80,16 @@ def merge_to_proto(merge: MergeRow) -> identity_pb2.MergeRecord:
     )
 
 
-@dataclass(frozen=True)
-class VerificationPolicy:
-    ttl: timedelta
-    max_attempts: int
-    max_codes_per_hour: int
-    key: bytes
-
-
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     def __init__(
         self,
-        store: Store,
+        customers: Customers,
         *,
         default_region: str,
-        verification: VerificationPolicy,
         on_event: Callable[[], None] = lambda: None,
     ) -> None:
-        self._store = store
+        self._customers = customers
         self._region = default_region
-        self._verification = verification
         # Called after a commit that wrote to the outbox, so the relay publishes without waiting.
         self._on_event = on_event
 
@@ -152,14 +144,14 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         )
         idents = [self._identifier(given, f"identifiers[{n}]") for n, given in enumerate(request.identifiers)]
         sightings = domain.sightings(request.channel, idents, sender_authenticated=request.sender_authenticated)
-        customer, created = await self._store.resolve(sightings, display_name)
+        customer, created = await self._customers.resolve(sightings, display_name)
         RESOLVES.labels("created" if created else "found").inc()
         return identity_service_pb2.ResolveCustomerResponse(customer=to_proto(customer), created=created)
 
     async def GetCustomer(
         self, request: identity_service_pb2.GetCustomerRequest, context: Any
     ) -> identity_service_pb2.GetCustomerResponse:
-        customer = await self._store.get(self._customer_id(request.name, "name"))
+        customer = await self._customers.get(self._customer_id(request.name, "name"))
         return identity_service_pb2.GetCustomerResponse(customer=to_proto(customer))
 
     async def ListCustomers(
@@ -174,7 +166,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                 after = (datetime.fromisoformat(page.position[0]), uuid.UUID(page.position[1]))
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from exc
-        customers, more = await self._store.list(size, after, ident)
+        customers, more = await self._customers.list(size, after, ident)
         token = (
             page.next_token([customers[-1].create_time.isoformat(), str(customers[-1].id)], more) if customers else ""
         )
@@ -187,7 +179,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.LinkIdentifierResponse:
         customer_id = self._customer_id(request.customer, "customer")
         ident = self._required_identifier(request)
-        customer = await self._store.link(customer_id, ident, request.verified)
+        customer = await self._customers.link(customer_id, ident, request.verified)
         return identity_service_pb2.LinkIdentifierResponse(customer=to_proto(customer))
 
     async def StartVerification(
@@ -195,15 +187,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.StartVerificationResponse:
         customer_id = self._customer_id(request.customer, "customer")
         ident = self._required_identifier(request)
-        policy = self._verification
-        code, expire_time = await self._store.start_verification(
-            customer_id,
-            ident,
-            ttl=policy.ttl,
-            max_attempts=policy.max_attempts,
-            max_codes_per_hour=policy.max_codes_per_hour,
-            key=policy.key,
-        )
+        code, expire_time = await self._customers.start_verification(customer_id, ident)
         return identity_service_pb2.StartVerificationResponse(code=code, expire_time=timestamp(expire_time))
 
     async def CompleteVerification(
@@ -212,9 +196,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         customer_id = self._customer_id(request.customer, "customer")
         ident = self._required_identifier(request)
         code = self._text(request.code, "code", MAX_CODE, required=True, reason="CODE")
-        customer, merge = await self._store.complete_verification(
-            customer_id, ident, code, key=self._verification.key, actor=self._actor()
-        )
+        customer, merge = await self._customers.complete_verification(customer_id, ident, code, actor=self._actor())
         response = identity_service_pb2.CompleteVerificationResponse(customer=to_proto(customer))
         if merge is not None:
             self._on_event()
@@ -234,7 +216,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             raise _invalid("target_customer", "MERGE_INTO_SELF", "a customer cannot be merged into itself")
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
         request_id = check_request_id(request.request_id.strip())
-        customer, merge = await self._store.merge(
+        customer, merge = await self._customers.merge(
             source, target, actor=self._actor(), reason=reason, request_id=request_id or None
         )
         self._on_event()
@@ -251,7 +233,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         customer_id = self._customer_id(request.name, "name")
         reason = self._text(request.reason, "reason", MAX_REASON, required=True, reason="REASON")
         check_request_id(request.request_id)  # erasing is idempotent by customer already
-        if await self._store.erase(customer_id, actor=self._actor(), reason=reason):
+        if await self._customers.erase(customer_id, actor=self._actor(), reason=reason):
             self._on_event()
             log.info("customer erased", extra={"customer": customer_name(customer_id), "actor": self._actor()})
         return identity_service_pb2.EraseCustomerResponse()
