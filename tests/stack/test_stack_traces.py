@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fte_runtime.trace_query import find_traces, services_of
 from fte_stack.fakes.twilio import inbound_whatsapp
-from fte_stack.jaeger import find_traces, services_of, wait_for_trace
+from fte_stack.jaeger import wait_for_trace
 from fte_stack.providers import TWILIO_AUTH_TOKEN
 from fte_stack.stack import Stack, StackConfig
 
