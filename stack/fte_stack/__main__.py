@@ -56,6 +56,7 @@ async def run(state_dir: Path, *, traces: bool = False) -> None:
             f"(fake Twilio :{p['fake-twilio']}, fake Gmail :{p['fake-gmail']})"
         )
         if stack.jaeger is not None:
+            print(f"  trace UI           http://127.0.0.1:{p['console']}/traces   (console admins; by correlation id)")
             print(
                 f"  traces (Jaeger)    {stack.jaeger.ui_url}/api/traces   (OTLP in {stack.jaeger.otlp_endpoint}; "
                 "python -m fte_stack trace --correlation-id ID)"

@@ -225,3 +225,13 @@ async def test_a_dead_letter_is_listed_shown_redacted_and_replayed_from_the_cons
 def _ce_id(headers: list[tuple[str, bytes]]) -> str:
     return next(v.decode() for k, v in headers if k == "ce_id")
 
+
+async def test_the_trace_page_is_for_admins_and_says_when_tracing_is_off(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    admin, agent = clients
+    assert (await agent.get("/traces")).status_code == 403
+    page = await admin.get("/traces", params={"correlation_id": "abc-123"})
+    assert page.status_code == 200
+    assert 'id="traces-off"' in page.text  # this stack runs without Jaeger
+    assert 'href="/traces"' in page.text
