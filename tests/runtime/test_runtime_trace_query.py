@@ -10,7 +10,14 @@ from fte_runtime.trace_query import render_tree, tree
 
 
 def span(
-    span_id: str, op: str, process: str, start: int, duration: int, parent: str = "", tags: dict[str, Any] | None = None
+    span_id: str,
+    op: str,
+    process: str,
+    start: int,
+    duration: int,
+    *,
+    parent: str = "",
+    tags: dict[str, Any] | None = None,
 ) -> Any:
     return {
         "spanID": span_id,
