@@ -13,9 +13,9 @@ import signal
 from pathlib import Path
 
 from fte_runtime.logs import configure_logging
+from fte_runtime.trace_query import find_trace_id, get_trace, render_tree
 from fte_runtime.tracing import CORRELATION_ATTRIBUTE
 
-from fte_stack.jaeger import find_traces, get_trace, render_tree
 from fte_stack.outbox import show
 from fte_stack.stack import DEFAULT_PORTS, Stack, StackConfig
 
@@ -56,6 +56,7 @@ async def run(state_dir: Path, *, traces: bool = False) -> None:
             f"(fake Twilio :{p['fake-twilio']}, fake Gmail :{p['fake-gmail']})"
         )
         if stack.jaeger is not None:
+            print(f"  trace UI           http://127.0.0.1:{p['console']}/traces   (console admins; by correlation id)")
             print(
                 f"  traces (Jaeger)    {stack.jaeger.ui_url}/api/traces   (OTLP in {stack.jaeger.otlp_endpoint}; "
                 "python -m fte_stack trace --correlation-id ID)"
@@ -68,17 +69,10 @@ async def run(state_dir: Path, *, traces: bool = False) -> None:
 
 def print_trace(jaeger_url: str, trace_id: str | None, correlation_id: str | None) -> int:
     if correlation_id:
-        found = find_traces(jaeger_url, "fte-gateway", tags={CORRELATION_ATTRIBUTE: correlation_id}, limit=1)
-        if not found:
-            # A request that entered the mesh elsewhere (the console, a staff tool): any service.
-            for service in ("fte-agent", "fte-console", "fte-notifier", "fte-identity", "fte-knowledge"):
-                found = find_traces(jaeger_url, service, tags={CORRELATION_ATTRIBUTE: correlation_id}, limit=1)
-                if found:
-                    break
-        if not found:
+        trace_id = find_trace_id(jaeger_url, correlation_id)
+        if trace_id is None:
             print(f"no trace with {CORRELATION_ATTRIBUTE}={correlation_id} in {jaeger_url}")
             return 1
-        trace_id = found[0]["traceID"]
     assert trace_id is not None
     trace = get_trace(jaeger_url, trace_id)
     if trace is None:

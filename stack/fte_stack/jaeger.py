@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from fte_runtime.trace_query import get_trace
 
 from fte_stack.procs import Child, free_port, wait_for_port
 
@@ -122,39 +119,6 @@ class JaegerServer:
         await self.child.stop(15)
 
 
-def find_traces(ui_url: str, service: str, *, tags: dict[str, str] | None = None, limit: int = 20) -> list[Any]:
-    """Traces of `service` from the query API (`/api/traces`), newest first; each is Jaeger's JSON
-    (traceID, spans with operationName and processID, processes with serviceName)."""
-    query = {"service": service, "limit": str(limit), "lookback": "1h"}
-    if tags:
-        query["tags"] = json.dumps(tags)
-    url = f"{ui_url}/api/traces?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - a loopback URL built here
-        data: list[Any] = json.load(resp).get("data") or []
-    return data
-
-
-def get_trace(ui_url: str, trace_id: str) -> dict[str, Any] | None:
-    """One trace by id, or None when Jaeger has none (yet)."""
-    try:
-        with urllib.request.urlopen(f"{ui_url}/api/traces/{trace_id}", timeout=10) as resp:  # noqa: S310
-            data: list[dict[str, Any]] = json.load(resp).get("data") or []
-    except urllib.error.HTTPError as err:
-        if err.code == 404:
-            return None
-        raise
-    return data[0] if data else None
-
-
-def services_of(trace: dict[str, Any]) -> dict[str, set[str]]:
-    """Service name -> the operation names of its spans in `trace`."""
-    processes = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
-    out: dict[str, set[str]] = {}
-    for span in trace["spans"]:
-        out.setdefault(processes[span["processID"]], set()).add(span["operationName"])
-    return out
-
-
 async def wait_for_trace(
     ui_url: str, trace_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60.0
 ) -> dict[str, Any] | None:
@@ -168,26 +132,3 @@ async def wait_for_trace(
             return seen
         await asyncio.sleep(0.5)
     return seen
-
-
-def render_tree(trace: dict[str, Any]) -> str:
-    """The trace as an indented tree, one span a line: offset from the start, duration, service,
-    operation (what the Jaeger UI's timeline shows, for a terminal)."""
-    processes = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
-    spans = {s["spanID"]: s for s in trace["spans"]}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for span in trace["spans"]:
-        parents = [r["spanID"] for r in span["references"] if r["spanID"] in spans]
-        children.setdefault(parents[0] if parents else None, []).append(span)
-    start = min(s["startTime"] for s in trace["spans"])
-    lines = [f"trace {trace['traceID']}: {len(spans)} spans, {len(set(processes.values()))} services"]
-
-    def walk(parent: str | None, depth: int) -> None:
-        for span in sorted(children.get(parent, []), key=lambda s: s["startTime"]):
-            offset, took = (span["startTime"] - start) / 1000, span["duration"] / 1000
-            service = processes[span["processID"]]
-            lines.append(f"{offset:9.1f} ms {took:9.1f} ms  {'  ' * depth}{service}: {span['operationName']}")
-            walk(span["spanID"], depth + 1)
-
-    walk(None, 0)
-    return "\n".join(lines)

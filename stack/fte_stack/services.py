@@ -193,7 +193,7 @@ def _gateway_env(info: StackInfo) -> dict[str, str]:
 
 
 def _console_env(info: StackInfo) -> dict[str, str]:
-    return {
+    env = {
         "FTE_CONSOLE_HTTP_HOST": "127.0.0.1",
         "FTE_CONSOLE_HTTP_PORT": str(info.ports["console"]),
         "FTE_CONSOLE_AGENT_TARGET": info.envoy_target,
@@ -207,6 +207,10 @@ def _console_env(info: StackInfo) -> dict[str, str]:
         # Plain http on 127.0.0.1: a Secure cookie would never be sent back.
         "FTE_CONSOLE_COOKIE_SECURE": "false",
     }
+    # With traces on, its trace page reads the stack's Jaeger.
+    if "jaeger_query_url" in info.extra:
+        env["FTE_CONSOLE_TRACES_URL"] = info.extra["jaeger_query_url"]
+    return env
 
 
 def _console_first_admin(info: StackInfo) -> list[list[str]]:

@@ -160,7 +160,7 @@ class Stack:
             envoy_target=f"127.0.0.1:{self.ports['envoy']}",
             tokens=self.tokens,
             ports=self.ports,
-            extra={**provider_info, **self.config.extra_env},
+            extra={**provider_info, **self.jaeger_info(), **self.config.extra_env},
         )
         # The token configuration every service reads, as a file for local tools (the MCP
         # server's stdio mode: FTE_MCP_AUTH_TOKENS_FILE).
@@ -196,6 +196,10 @@ class Stack:
             # Spans show up in the UI within a second rather than five.
             "OTEL_BSP_SCHEDULE_DELAY": "500",
         }
+
+    def jaeger_info(self) -> dict[str, str]:
+        """Where the console's trace page reads traces from (Jaeger's HTTP query API)."""
+        return {"jaeger_query_url": self.jaeger.ui_url} if self.jaeger is not None else {}
 
     def spec(self, name: str) -> ServiceSpec:
         return next(s for s in self.specs if s.name == name)

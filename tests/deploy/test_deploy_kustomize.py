@@ -23,6 +23,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from fte_console.settings import ConsoleSettings
 from fte_runtime import topics
 from fte_runtime.metrics import KAFKA_CONSUMED
 from fte_stack.envoy import COLLECTOR_CLUSTER
@@ -638,14 +639,28 @@ def test_alerts_watch_the_metrics_the_services_export() -> None:
     objs = built("base+kafka-strimzi+monitoring")
     [rule] = of_kind(objs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"FteRecordsDeadLettered", "FteDeadLettersGrowing", "FteConsumerLag"}
+    assert set(alerts) == {
+        "FteRecordsDeadLettered",
+        "FteDeadLettersGrowing",
+        "FteRecordsRetrying",
+        "FteConsumerLag",
+        "FteConsumerStalled",
+    }
     # The counter (and its outcome label value) every consumer increments on a dead letter.
     assert [family.name for family in KAFKA_CONSUMED.describe()] == ["kafka_consumed"]
     assert '"dead_lettered"' in (REPO / "libs" / "fte_runtime" / "kafka.py").read_text()
     for name in ("FteRecordsDeadLettered", "FteDeadLettersGrowing"):
         assert 'kafka_consumed_total{outcome="dead_lettered"}' in alerts[name]["expr"]
-    # Lag comes from Strimzi's Kafka Exporter, which the Kafka resource turns on for our topics.
-    assert "kafka_consumergroup_lag" in alerts["FteConsumerLag"]["expr"]
+    # A record retried without end (transient failures are never dead-lettered) holds its partition.
+    assert 'kafka_consumed_total{outcome="retried"}' in alerts["FteRecordsRetrying"]["expr"]
+    assert alerts["FteRecordsRetrying"]["for"]
+    # Lag comes from Strimzi's Kafka Exporter, which the Kafka resource turns on for our topics;
+    # the console's per-process live groups (abandoned at every restart) are left out.
+    for name in ("FteConsumerLag", "FteConsumerStalled"):
+        assert "kafka_consumergroup_lag" in alerts[name]["expr"]
+        assert 'consumergroup!~"fte-console-live-.*"' in alerts[name]["expr"]
+    assert ConsoleSettings.model_fields["live_group_prefix"].default == "fte-console-live"
+    assert "kafka_consumergroup_current_offset" in alerts["FteConsumerStalled"]["expr"]
     [kafka] = of_kind(objs, "Kafka")
     assert re.fullmatch(kafka["spec"]["kafkaExporter"]["topicRegex"], topics.TICKETS_INCOMING)
     for alert in alerts.values():

@@ -1,7 +1,8 @@
 """One customer message is one trace across the mesh: a signed WhatsApp webhook into the real
 gateway, through the broker, the agent, Envoy, identity, knowledge and the notifier, to the call
 the Twilio SDK makes to the provider fake. Read back from a real Jaeger's query API; every
-service and Envoy export to it over OTLP, as `make run TRACES=1` starts them."""
+service and Envoy export to it over OTLP, as `make run TRACES=1` starts them. Then shown by the
+runbook's command and by the console's trace page."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fte_runtime.trace_query import find_traces, services_of
 from fte_stack.fakes.twilio import inbound_whatsapp
-from fte_stack.jaeger import find_traces, services_of, wait_for_trace
+from fte_stack.jaeger import wait_for_trace
 from fte_stack.providers import TWILIO_AUTH_TOKEN
 from fte_stack.stack import Stack, StackConfig
 
@@ -106,3 +108,26 @@ async def test_one_customer_message_is_one_trace_across_the_mesh(stack_root: Pat
         assert len(tree) == int(header[1]) + 1
         assert " ms  fte-gateway: " in tree[1]  # the root, not indented
         assert any("fte-notifier: twilio " in line for line in tree)
+
+        # The console's trace page (the trace UI `make run TRACES=1` prints), by correlation id.
+        password = (stack.state_dir / "console-admin-password").read_text().strip()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports['console']}", timeout=30) as console:
+            login = await console.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+            assert token is not None
+            form = {"csrf_token": token[1], "username": "admin", "password": password}
+            assert (await console.post("/login", data=form)).status_code == 303
+            page = await console.get("/traces", params={"correlation_id": correlation_id})
+            missing = await console.get("/traces", params={"trace_id": "0" * 32})
+        assert page.status_code == 200, page.text
+        assert f"<code>{trace_id}</code>" in page.text
+        rows = re.findall(r'<tr data-span="([0-9a-f]+)" data-service="([^"]+)"', page.text)
+        assert {service for _, service in rows} >= MESH, f"services on the page: {sorted({s for _, s in rows})}"
+        assert {span for span, _ in rows} >= {span["spanID"] for span in trace["spans"]}
+        assert rows[0][1] == "fte-gateway"  # the webhook request, first and not indented
+        assert '<td class="span depth-0">' in page.text
+        assert "<summary>twilio " in page.text  # the provider call, its attributes one click away
+        assert f"<dt>fte.correlation_id</dt><dd>{correlation_id}</dd>" in page.text
+        assert '<svg class="bar"' in page.text
+        assert missing.status_code == 404
+        assert "no trace 00000000000000000000000000000000" in missing.text

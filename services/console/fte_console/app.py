@@ -38,7 +38,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, queue
+from fte_console import customers, deadletters, queue, traces
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
@@ -652,6 +652,10 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/customers/{customer}", customer_page, methods=["GET"]),
         Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),
         Route("/customers/{customer}/erase", erase_customer, methods=["POST"]),
+        Route("/deadletters", deadletters.list_page, methods=["GET"]),
+        Route("/deadletters/replay", deadletters.replay, methods=["POST"]),
+        Route("/deadletters/{topic}/{partition:int}/{offset:int}", deadletters.show_page, methods=["GET"]),
+        Route("/traces", traces.trace_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(resources.files("fte_console") / "static")), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

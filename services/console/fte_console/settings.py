@@ -35,3 +35,6 @@ class ConsoleSettings(DatabaseSettings, KafkaSettings):
     live_group_prefix: str = "fte-console-live"
     # Seconds between keep-alive comments on an open live-queue stream (the session is checked then).
     live_heartbeat_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # The trace page's source: a Jaeger query API (`/api/traces`), e.g. http://jaeger-query:16686.
+    # Empty: tracing is off and the page says so.
+    traces_url: str = ""
