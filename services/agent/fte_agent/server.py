@@ -75,6 +75,7 @@ class Agent(service.Service[AgentSettings]):
         self.pool = await self.resource(
             create_pool(s, SCHEMA, application_name="fte-agent", reset_on_release=False), lambda p: p.close()
         )
+        self.keep_quotas(self.pool)
         token = s.service_token.get_secret_value() or None
 
         def channel(target: str) -> grpc.aio.Channel:
