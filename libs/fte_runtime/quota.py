@@ -194,16 +194,17 @@ class QuotaCounter:
         async with self._lock:
             if self._clock() >= self._rolls_at:
                 self._roll(self._clock())
-            deltas, waiting = self._pending, self._waiting
-            self._pending, self._waiting = {}, 0
-            current = self._current_keys()
-            try:
-                totals = await self._store.add(deltas, current)
-            except BaseException:
-                for key, n in deltas.items():
-                    self._pending[key] = self._pending.get(key, 0) + n
-                self._waiting += waiting
-                raise
+            # The calls being added stay in `_pending` until the database has them, so calls
+            # admitted meanwhile still see them; on failure nothing needs putting back.
+            deltas, waiting = dict(self._pending), self._waiting
+            totals = await self._store.add(deltas, self._current_keys())
+            for key, n in deltas.items():
+                left = self._pending[key] - n
+                if left:
+                    self._pending[key] = left
+                else:
+                    del self._pending[key]
+            self._waiting -= waiting
             # A key with no row reads 0: an operator who deleted a row gave the allowance back.
             self._known = {key: totals.get(key, 0) for key in self._current_keys()}
             if self._forget:

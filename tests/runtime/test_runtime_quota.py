@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from fte_identity.settings import IdentitySettings
 from fte_runtime.auth import principal_quotas
 from fte_runtime.grpc_client import connect
 from fte_runtime.grpc_server import GrpcServer
-from fte_runtime.quota import QuotaCounter, QuotaStore
+from fte_runtime.quota import Key, QuotaCounter, QuotaStore
 from fte_runtime.settings import GrpcServerSettings, Quota, TokenGrant
 from pydantic import SecretStr
 
@@ -262,3 +262,40 @@ def test_every_grpc_service_counts_quotas_in_its_own_schema_with_the_same_table(
     for svc in files:
         server = (ROOT / "services" / svc / f"fte_{svc}" / "server.py").read_text()
         assert "self.keep_quotas(" in server, f"{svc} does not count quotas"
+
+
+class SlowStore(QuotaStore):
+    """The real store, each addition held until `go` is set: a database that is slow to answer."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.go = asyncio.Event()
+        self.adding = asyncio.Event()
+
+    async def add(self, deltas: Mapping[Key, int], read: Iterable[Key] = ()) -> dict[Key, int]:
+        self.adding.set()
+        await self.go.wait()
+        return await super().add(deltas, read)
+
+
+async def test_calls_being_flushed_still_count(new_database: NewDatabase) -> None:
+    async with identity(await new_database()) as (app, _):
+        store = SlowStore(app.pool)
+        store.go.set()
+        counter = QuotaCounter({"p": Quota(per_day=3)}, store)
+        await counter.flush()
+        store.go.clear()
+        assert counter.acquire("p") is None
+        assert counter.acquire("p") is None
+        flushing = asyncio.create_task(counter.flush())
+        await store.adding.wait()
+        # While the database has not answered, the two calls it is being sent are still counted.
+        assert counter.acquire("p") is None
+        assert counter.acquire("p") is not None
+        store.go.set()
+        await flushing
+        assert counter.used("p") == {"day": 3}
+        assert counter.acquire("p") is not None
+        await counter.flush()
+        rows = await app.pool.fetch("SELECT used FROM quota_usage WHERE principal = 'p'")
+    assert [r["used"] for r in rows] == [3]
