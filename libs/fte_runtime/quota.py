@@ -131,6 +131,7 @@ class QuotaCounter:
         self._lock = asyncio.Lock()
         self._forget = True
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._roll(self._clock())
 
     def _roll(self, now: float) -> None:
@@ -219,9 +220,15 @@ class QuotaCounter:
         await self.flush()
         self._task = asyncio.create_task(self._run(), name="quota flush")
 
-    async def stop(self) -> None:
+    async def stop(self, wait_seconds: float = 5.0) -> None:
         """Stops the background flush and adds what is still counted only here."""
         if self._task is not None:
+            # Let a flush under way finish rather than cancel it: cancelled after the database
+            # committed, its calls would be added again below.
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), wait_seconds)
             await cancel_all([self._task])
             self._task = None
         try:
@@ -236,6 +243,8 @@ class QuotaCounter:
                 async with asyncio.timeout(self._flush_seconds):
                     await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
             except Exception:
