@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from fte_runtime.context import Principal
 from fte_runtime.errors import PermissionDenied, Unauthenticated
-from fte_runtime.settings import RateLimit, TokenGrant
+from fte_runtime.settings import Quota, RateLimit, TokenGrant
 
 # Marks a method anyone may call (health checks, reflection).
 PUBLIC = ""
@@ -56,3 +56,14 @@ def principal_rate_limits(grants: Mapping[str, TokenGrant]) -> dict[str, tuple[f
             raise ValueError(f"the tokens of principal '{grant.principal}' give it different rate limits")
         limits[grant.principal] = grant.rate_limit
     return {p: (lim.requests_per_minute, lim.burst) for p, lim in limits.items() if lim is not None}
+
+
+def principal_quotas(grants: Mapping[str, TokenGrant]) -> dict[str, Quota]:
+    """principal -> its quota, for the principals the grants give one. The tokens of one principal
+    share its counts, so they must agree on it: a mismatch stops the start."""
+    quotas: dict[str, Quota | None] = {}
+    for grant in grants.values():
+        if grant.principal in quotas and quotas[grant.principal] != grant.quota:
+            raise ValueError(f"the tokens of principal '{grant.principal}' give it different quotas")
+        quotas[grant.principal] = grant.quota
+    return {p: quota for p, quota in quotas.items() if quota is not None}

@@ -22,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from fte_runtime import tracing
-from fte_runtime.auth import PUBLIC, Authenticator, principal_rate_limits
+from fte_runtime.auth import PUBLIC, Authenticator, principal_quotas, principal_rate_limits
 from fte_runtime.context import CORRELATION_HEADER, correlation_id_var, deadline_var, new_correlation_id, principal_var
 from fte_runtime.errors import FteError, PermissionDenied, ResourceExhausted, internal_status, to_rpc_status
 from fte_runtime.metrics import GRPC_HANDLED, GRPC_LATENCY
+from fte_runtime.quota import QuotaCounter, QuotaExhausted, QuotaStore
 from fte_runtime.ratelimit import PerClientLimits
 from fte_runtime.settings import GrpcServerSettings
 
@@ -54,11 +55,13 @@ class CallWrapper:
         authenticator: Authenticator,
         scopes: Mapping[str, str],
         limits: PerClientLimits | None = None,
+        quotas: QuotaCounter | None = None,
     ) -> None:
         self._domain = domain
         self._auth = authenticator
         self._scopes = scopes  # full method path -> scope
         self._limits = limits or PerClientLimits({})
+        self._quotas = quotas
 
     def wrap(self, handler: Any, method: str) -> Any:
         # Typed as Any: grpc's stubs describe synchronous handlers, these are coroutines.
@@ -101,6 +104,9 @@ class CallWrapper:
                     reason="RATE_LIMITED",
                     metadata={"principal": principal.name},
                 )
+            # After the rate limit: a call refused by it is not counted against the quota.
+            if self._quotas is not None and (exhausted := self._quotas.acquire(principal.name)) is not None:
+                raise quota_exceeded(exhausted)
             if scope is None:
                 # Deny by default: a method nobody gave a scope is a configuration mistake.
                 raise PermissionDenied(f"method {method} has no scope configured", reason="METHOD_NOT_ALLOWED")
@@ -189,6 +195,25 @@ class CallWrapper:
         raise TypeError(f"{method}: client-streaming methods are not supported by the runtime")
 
 
+def quota_exceeded(exhausted: QuotaExhausted) -> ResourceExhausted:
+    """RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED, naming the window and its limit, with a
+    RetryInfo until the window resets."""
+    per = "daily" if exhausted.period == "day" else "monthly"
+    resets_at = exhausted.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ResourceExhausted.retry_after(
+        exhausted.retry_after,
+        f"caller '{exhausted.principal}' has used its {per} quota of {exhausted.limit} calls; "
+        f"it resets at {resets_at}, in {exhausted.retry_after:.0f}s",
+        reason="QUOTA_EXCEEDED",
+        metadata={
+            "principal": exhausted.principal,
+            "window": exhausted.period,
+            "limit": str(exhausted.limit),
+            "resets_at": resets_at,
+        },
+    )
+
+
 class _WrappingRegistrar:
     """Stands in for the server while a generated `add_*_to_server` registers a service, and
     registers the wrapped handlers instead."""
@@ -220,6 +245,7 @@ class GrpcServer:
         services: Sequence[ServiceRegistration],
         *,
         max_message_bytes: int = 8 * 1024 * 1024,
+        quota_store: QuotaStore | None = None,
     ) -> None:
         self.settings = settings
         self.domain = domain
@@ -240,11 +266,27 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        quotas = principal_quotas(settings.auth_tokens)
+        if quotas and quota_store is None:
+            # Unenforced quotas would look like working ones: refuse the start instead.
+            raise RuntimeError(f"{', '.join(sorted(quotas))} have quotas, but {domain} keeps no quota counts")
+        # Only principals with a quota cost anything: without any, nothing is counted or flushed.
+        self.quotas = (
+            QuotaCounter(
+                quotas,
+                quota_store,
+                flush_seconds=settings.quota_flush_seconds,
+                flush_calls=settings.quota_flush_calls,
+            )
+            if quotas and quota_store is not None
+            else None
+        )
         wrapper = CallWrapper(
             domain,
             Authenticator(settings.auth_tokens),
             scopes,
             PerClientLimits(principal_rate_limits(settings.auth_tokens)),
+            self.quotas,
         )
         registrar = _WrappingRegistrar(self.server, wrapper)
         for svc in services:
@@ -257,6 +299,9 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> int:
+        if self.quotas is not None:
+            # The totals so far, before the first call is admitted.
+            await self.quotas.start()
         self.port = self.server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.settings.grpc_host}:{self.settings.grpc_port}")
@@ -272,4 +317,7 @@ class GrpcServer:
         """Readiness goes NOT_SERVING first, then in-flight calls get the grace period."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_seconds)
+        if self.quotas is not None:
+            # Calls admitted while draining are counted too.
+            await self.quotas.stop()
         log.info("stopped")

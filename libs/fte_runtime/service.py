@@ -24,12 +24,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+import asyncpg
 import grpc
 
 from fte_runtime.backoff import Backoff
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration
 from fte_runtime.logs import configure_logging
 from fte_runtime.metrics import serve_metrics
+from fte_runtime.quota import QuotaStore
 from fte_runtime.settings import GrpcServerSettings
 from fte_runtime.tasks import cancel_all
 from fte_runtime.tracing import configure_tracing, shutdown_tracing
@@ -85,6 +87,7 @@ class Service(Generic[S]):
         self._jobs: list[Job] = []
         self._tasks: list[tuple[Job, asyncio.Task[None]]] = []
         self._grpc: GrpcServer | None = None
+        self._quota_store: QuotaStore | None = None
         self._opened = False
 
     # -- what each service declares -------------------------------------------------------------
@@ -121,6 +124,11 @@ class Service(Generic[S]):
     ) -> None:
         self._registrations.append(ServiceRegistration(full_name, servicer, add_to_server, method_scopes))
 
+    def keep_quotas(self, pool: asyncpg.Pool) -> None:
+        """Count the principals' quotas (fte_runtime.quota) in `pool`'s schema: the service's
+        migrations create its `quota_usage` table."""
+        self._quota_store = QuotaStore(pool)
+
     def background(self, name: str, run: JobFactory, *, graceful: bool = False) -> None:
         self._jobs.append(Job(name, run, graceful))
 
@@ -143,7 +151,7 @@ class Service(Generic[S]):
         self._opened = True
         try:
             await self.open()
-            self._grpc = GrpcServer(self.settings, self.domain, self._registrations)
+            self._grpc = GrpcServer(self.settings, self.domain, self._registrations, quota_store=self._quota_store)
         except BaseException:
             await self.close()
             raise

@@ -22,6 +22,20 @@ class RateLimit(BaseModel):
     burst: int = Field(ge=1)
 
 
+class Quota(BaseModel):
+    """How many calls one principal may make to a service per UTC calendar day and/or month,
+    counted across the service's replicas (fte_runtime.quota). At least one must be given."""
+
+    per_day: int | None = Field(default=None, ge=1)
+    per_month: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _some_window(self) -> Quota:
+        if self.per_day is None and self.per_month is None:
+            raise ValueError("a quota needs per_day, per_month or both")
+        return self
+
+
 class TokenGrant(BaseModel):
     """What one bearer token may do."""
 
@@ -29,6 +43,8 @@ class TokenGrant(BaseModel):
     scopes: list[str] = Field(default_factory=list)
     # None: the principal is not limited. Every token of one principal shares its bucket.
     rate_limit: RateLimit | None = None
+    # None: no quota. Every token of one principal shares its counts.
+    quota: Quota | None = None
 
 
 class BaseServiceSettings(BaseSettings):
@@ -70,6 +86,10 @@ class GrpcServerSettings(AuthTokensSettings):
     # Timeout of a downstream call when the caller set no deadline.
     default_deadline_seconds: Annotated[float, Field(gt=0)] = 5.0
     max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 256
+    # Quota counts are kept in memory and added to the database's every this many seconds, or
+    # sooner once this many calls are waiting: the bound on how far replicas can overshoot a quota.
+    quota_flush_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    quota_flush_calls: Annotated[int, Field(ge=1)] = 100
 
 
 class DatabaseSettings(BaseServiceSettings):

@@ -42,6 +42,8 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
     # An internal team's AI assistant (through the MCP server) that reads the knowledge base,
     # customers and tickets, and never writes.
     "assistant-reader": ("kb.read", "identity.read", "tickets.read"),
+    # An internal team on a trial: the same reads as team-script, a handful of calls a day.
+    "trial-team": ("kb.read", "identity.read", "tickets.read"),
 }
 
 # (requests per minute, burst) of the principals held to a rate limit, in every service they call
@@ -49,6 +51,17 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
 RATE_LIMITS: Mapping[str, tuple[float, int]] = {
     "kb-reader": (600, 60),
     "team-script": (60, 5),
+    # A burst above its daily quota, so the quota is what refuses its sixth call of a day.
+    "trial-team": (60, 10),
+}
+
+# (calls per UTC day, per UTC month; None: no such window) of the principals held to a quota, in
+# every service they call (fte_runtime.settings.Quota). The mesh's own callers have none.
+QUOTAS: Mapping[str, tuple[int | None, int | None]] = {
+    # About a sixth of what its rate limit would allow in a day.
+    "kb-reader": (150_000, 3_000_000),
+    "team-script": (10_000, 200_000),
+    "trial-team": (5, None),
 }
 
 
@@ -75,11 +88,15 @@ class StackInfo:
 
 
 def token_grant(principal: str) -> dict[str, object]:
-    """The `AUTH_TOKENS` entry of a principal: its scopes and, when it has one, its rate limit."""
+    """The `AUTH_TOKENS` entry of a principal: its scopes and, when it has them, its rate limit
+    and quota."""
     grant: dict[str, object] = {"principal": principal, "scopes": list(GRANTS[principal])}
     if principal in RATE_LIMITS:
         per_minute, burst = RATE_LIMITS[principal]
         grant["rate_limit"] = {"requests_per_minute": per_minute, "burst": burst}
+    if principal in QUOTAS:
+        per_day, per_month = QUOTAS[principal]
+        grant["quota"] = {k: v for k, v in (("per_day", per_day), ("per_month", per_month)) if v is not None}
     return grant
 
 

@@ -6,7 +6,7 @@ Blocks are run in order, each in its own shell: `bash` as written, `python` with
 interpreter. A doc's first `bash` block sets the environment (target, token) and runs before
 each of its other blocks; the test gives it the stack's ports, and `.local/stack/tokens.json` is
 the stack's. A `text` block right after a runnable one is its output: each of its lines (`...`
-aside) must appear in what the block printed."""
+aside) must appear in what the block printed. Each doc's table of limits is the stack's."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from fte_gateway.settings import DEV_TWILIO_AUTH_TOKEN
 from fte_identity.servicer import METHOD_SCOPES as IDENTITY_SCOPES
 from fte_knowledge.server import SCOPES as KNOWLEDGE_SCOPES
 from fte_stack.fakes.twilio import inbound_whatsapp
+from fte_stack.services import GRANTS, QUOTAS, RATE_LIMITS
 from fte_stack.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,3 +149,35 @@ def test_the_scopes_table_is_the_one_the_service_enforces(api: str) -> None:
     text = API_DOCS[api].read_text(encoding="utf-8")
     section = text.split("## Scopes", 1)[1].split("\n## ", 1)[0]
     assert dict(SCOPE_ROW.findall(section)) == dict(SCOPES[api])
+
+
+LIMIT_ROW = re.compile(
+    r"^\|\s*`([\w-]+)`\s*\|\s*(?:(\d+) a minute, burst (\d+)|none)\s*\|\s*(\d+|none)\s*\|\s*(\d+|none)\s*\|",
+    re.MULTILINE,
+)
+SCOPE_PREFIX = {"knowledge": "kb.", "identity": "identity.", "tickets": "tickets."}
+Limits = tuple[tuple[float, int] | None, int | None, int | None]
+
+
+@pytest.mark.parametrize("api", sorted(API_DOCS))
+def test_the_limits_table_is_the_one_the_stack_configures(api: str) -> None:
+    text = API_DOCS[api].read_text(encoding="utf-8")
+    section = text.split("## Rate limits, quotas and deadlines", 1)[1].split("\n## ", 1)[0]
+    shown: dict[str, Limits] = {
+        principal: (
+            (float(per_minute), int(burst)) if per_minute else None,
+            None if day == "none" else int(day),
+            None if month == "none" else int(month),
+        )
+        for principal, per_minute, burst, day, month in LIMIT_ROW.findall(section)
+    }
+    # Every limited principal that holds a scope of this API, and no other.
+    configured: dict[str, Limits] = {
+        principal: (
+            (float(RATE_LIMITS[principal][0]), RATE_LIMITS[principal][1]) if principal in RATE_LIMITS else None,
+            *QUOTAS.get(principal, (None, None)),
+        )
+        for principal in RATE_LIMITS.keys() | QUOTAS.keys()
+        if any(scope.startswith(SCOPE_PREFIX[api]) for scope in GRANTS[principal])
+    }
+    assert shown == configured

@@ -48,6 +48,7 @@ class Agent(service.Service[AgentSettings]):
         self.pool = await self.resource(
             create_pool(s, SCHEMA, application_name="fte-agent", reset_on_release=False), lambda p: p.close()
         )
+        self.keep_quotas(self.pool)
         mesh = self.closing(Downstream.connect(s), Downstream.close)
         self.producer = await self.resource(start_producer(s, "fte-agent"), lambda p: p.stop())
         publisher = EventPublisher(self.producer, DOMAIN)

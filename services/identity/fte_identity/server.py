@@ -39,6 +39,7 @@ class Identity(service.Service[IdentitySettings]):
         self.pool: Any = await self.resource(
             create_pool(s, SCHEMA, application_name="fte-identity", reset_on_release=False), lambda p: p.close()
         )
+        self.keep_quotas(self.pool)
         self.relay = OutboxRelay(
             self.pool, s, source=DOMAIN, batch_size=s.outbox_batch_size, poll_seconds=s.outbox_poll_seconds
         )

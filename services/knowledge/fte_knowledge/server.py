@@ -102,6 +102,7 @@ class Knowledge(service.Service[KnowledgeSettings]):
         self.kb = await self.resource(
             open_knowledge_base(self.settings, "fte-knowledge", self._embedder), close_knowledge_base
         )
+        self.keep_quotas(self.kb.store.pool)
         self.register(
             SERVICE_NAME,
             KnowledgeServicer(self.kb),

@@ -9,11 +9,14 @@ principal of the token the process was started with.
 from __future__ import annotations
 
 import json
+import math
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import mcp_types as types
+from fte_client.v1.errors import status_details
 from mcp.server import Server, ServerRequestContext
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.shared.exceptions import MCPError
@@ -26,7 +29,9 @@ from fte_mcp.tools import TOOLS, Caller, Mesh, Tool, mesh_error
 INSTRUCTIONS = (
     "Tools over the customer-support system: search and read the knowledge base, look customers up "
     "and read their history, list and read tickets, and (for tokens allowed to) reply to and escalate "
-    "tickets. Every call acts as this connection's token, with that token's scopes."
+    "tickets. Every call acts as this connection's token, with that token's scopes. A call refused "
+    "for the token's rate limit or daily/monthly quota says when to call again (retry_after_seconds): "
+    "wait that long rather than retrying at once."
 )
 
 
@@ -86,8 +91,33 @@ def _result(payload: dict[str, Any], *, error: bool = False) -> types.CallToolRe
     return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=payload, is_error=error)
 
 
-def _error(code: str, reason: str, message: str) -> types.CallToolResult:
-    return _result({"error": {"code": code, "reason": reason, "message": message}}, error=True)
+def _error(code: str, reason: str, message: str, **more: Any) -> types.CallToolResult:
+    return _result({"error": {"code": code, "reason": reason, "message": message, **more}}, error=True)
+
+
+# What ran out, by the mesh's ErrorInfo reason.
+_LIMITS = {"RATE_LIMITED": "rate", "QUOTA_EXCEEDED": "quota"}
+
+
+def _exhausted(exc: grpc.aio.AioRpcError, reason: str, message: str) -> types.CallToolResult:
+    """A RESOURCE_EXHAUSTED answer with which limit ran out and when to call again (its RetryInfo),
+    so an assistant waits instead of retrying at once or giving up."""
+    details = status_details(exc)
+    more: dict[str, Any] = {"limit": _LIMITS.get(reason, "unknown")}
+    if "window" in details.metadata:
+        more["window"] = details.metadata["window"]
+    if details.metadata.get("limit", "").isdigit():
+        more["quota"] = int(details.metadata["limit"])
+    if details.retry_delay is not None:
+        # Rounded up, so calling at the time shown is never too early: tenths of a second for a
+        # rate limit, whole seconds beyond ten.
+        delay = details.retry_delay
+        seconds: float = math.ceil(delay) if delay >= 10 else math.ceil(delay * 10) / 10
+        retry_at = datetime.now(UTC) + timedelta(seconds=seconds)
+        more["retry_after_seconds"] = seconds
+        more["retry_at"] = details.metadata.get("resets_at") or retry_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        message = f"{message}. Retry after {seconds} seconds ({more['retry_at']})."
+    return _error("RESOURCE_EXHAUSTED", reason, message, **more)
 
 
 def create_server(mesh: Mesh, stdio_caller: Caller | None = None) -> Server[Any]:
@@ -134,6 +164,8 @@ def create_server(mesh: Mesh, stdio_caller: Caller | None = None) -> Server[Any]
             message = exc.details() or code
             if code not in _CALLER_FACING:
                 message = "the support system did not answer; try again"
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return _exhausted(exc, reason, message)
             return _error(code, reason, message)
         audit.record(caller, tool.name, summary, "ok", time.monotonic() - started)
         return _result(payload)

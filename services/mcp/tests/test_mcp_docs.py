@@ -104,7 +104,7 @@ async def test_the_stdio_configuration_starts_the_server(full_stack: Stack) -> N
 
 
 async def test_the_error_shown_is_what_a_refused_call_answers(full_stack: Stack) -> None:
-    [shown] = [json.loads(b) for b in blocks("json") if '"error"' in b]
+    [shown, _] = [json.loads(b) for b in blocks("json") if '"error"' in b]
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {full_stack.tokens['kb-reader']}"}, timeout=30) as http,
         Client(streamable_http_client(f"http://127.0.0.1:{full_stack.ports['mcp']}/mcp", http_client=http)) as c,
@@ -113,3 +113,27 @@ async def test_the_error_shown_is_what_a_refused_call_answers(full_stack: Stack)
     assert isinstance(result, CallToolResult)
     assert result.is_error
     assert result.structured_content == shown
+
+
+async def test_the_quota_error_shown_is_what_a_used_up_quota_answers(full_stack: Stack) -> None:
+    [_, shown] = [json.loads(b) for b in blocks("json") if '"error"' in b]
+    headers = {"Authorization": f"Bearer {full_stack.tokens['trial-team']}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(f"http://127.0.0.1:{full_stack.ports['mcp']}/mcp", http_client=http)) as c,
+    ):
+        for _ in range(6):  # 5 a day, whatever other tests spent of them
+            result = await c.call_tool("list_tickets", {"page_size": 1})
+            assert isinstance(result, CallToolResult)
+            if result.is_error:
+                break
+    assert result.is_error
+    error, example = result.structured_content["error"], shown["error"]
+    assert error.keys() == example.keys()
+    # The same answer, but for the time it is refused at.
+    same = ("code", "reason", "limit", "window", "quota")
+    assert {k: error[k] for k in same} == {k: example[k] for k in same}
+    pattern = re.escape(example["message"])
+    for changing in ("2026-12-03T00:00:00Z", "50400"):
+        pattern = pattern.replace(re.escape(changing), r"\S+?")
+    assert re.fullmatch(pattern, error["message"]), error["message"]

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -306,3 +307,46 @@ async def test_stdio_serves_one_local_assistant_with_its_token(full_stack: Stack
         assert all(r["article"].startswith("articles/") for r in hits["results"])
         refused = await call(client, "get_ticket", {"ticket": "tickets/anything"})
         assert refused.structured_content["error"]["reason"] == "MISSING_SCOPE"
+
+
+async def until_refused(client: Client, tool: str, arguments: dict[str, Any], calls: int) -> dict[str, Any]:
+    """Calls `tool` until the mesh refuses it as RESOURCE_EXHAUSTED (at most `calls` times); that error.
+    Any other answer (a NOT_FOUND too) is a call served."""
+    for _ in range(calls):
+        result = await call(client, tool, arguments)
+        error: dict[str, Any] = (result.structured_content or {}).get("error", {})
+        if error.get("code") == "RESOURCE_EXHAUSTED":
+            # What an assistant reads says it too, not only the structured answer.
+            text = result.content[0].text  # type: ignore[union-attr]
+            assert f"Retry after {error['retry_after_seconds']} seconds ({error['retry_at']})" in text
+            return error
+    raise AssertionError(f"{tool} was never refused in {calls} calls")
+
+
+async def test_a_limited_call_says_which_limit_and_when_to_retry(full_stack: Stack) -> None:
+    # team-script: 60 calls a minute, burst 5 (fte_stack.services.RATE_LIMITS).
+    async with mcp_client(full_stack, full_stack.tokens["team-script"]) as script:
+        error = await until_refused(script, "get_article", {"article": "no-such-article"}, 20)
+        assert (error["reason"], error["limit"]) == ("RATE_LIMITED", "rate")
+        assert 0 < error["retry_after_seconds"] <= 1.0
+        assert "over its rate limit" in error["message"]
+        await asyncio.sleep(error["retry_after_seconds"])
+        again = await call(script, "get_article", {"article": "no-such-article"})
+        assert again.structured_content["error"]["code"] == "NOT_FOUND"
+
+    # trial-team: 5 calls a UTC day in each service (fte_stack.services.QUOTAS); these are its
+    # AgentService ones.
+    async with mcp_client(full_stack, full_stack.tokens["trial-team"]) as trial:
+        error = await until_refused(trial, "list_tickets", {"page_size": 1}, 6)
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    midnight = datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
+    assert (error["reason"], error["limit"], error["window"], error["quota"]) == ("QUOTA_EXCEEDED", "quota", "day", 5)
+    assert error["retry_at"] == midnight.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert abs(error["retry_after_seconds"] - (midnight - datetime.now(UTC)).total_seconds()) < 10
+    assert "daily quota of 5 calls" in error["message"]
+    log_lines = (full_stack.state_dir / "mcp.log").read_text().splitlines()
+    audit = [json.loads(line) for line in log_lines if '"mcp.tool_call"' in line]
+    assert {(a["principal"], a["outcome"], a["reason"]) for a in audit} >= {
+        ("team-script", "error", "RATE_LIMITED"),
+        ("trial-team", "error", "QUOTA_EXCEEDED"),
+    }

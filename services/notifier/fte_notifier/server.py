@@ -49,6 +49,7 @@ class Notifier(service.Service[NotifierSettings]):
         pool = await self.resource(
             create_pool(s, SCHEMA, application_name="fte-notifier", reset_on_release=False), lambda p: p.close()
         )
+        self.keep_quotas(pool)
         relay = OutcomeRelay(pool, s, source=DOMAIN) if s.kafka_enabled else None
         self.store = Store(pool, on_outcome=relay.wake if relay is not None else lambda: None)
         self.dispatcher = Dispatcher(self.store, s)

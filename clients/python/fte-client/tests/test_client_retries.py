@@ -1,10 +1,13 @@
 """Retries are the channel's (gRPC service config): an idempotent call that meets UNAVAILABLE is
-sent again, a mutation never is. A real server over TCP that fails on purpose."""
+sent again, a mutation never is. A real server over TCP that fails on purpose, directly and
+through the real Envoy, which adds no attempts of its own to a call a service answered."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,19 +18,22 @@ from fte_client.v1.channel import idempotent_methods
 from fte_runtime.errors import Unavailable
 from fte_runtime.grpc_server import GrpcServer, ServiceRegistration
 from fte_runtime.settings import GrpcServerSettings, TokenGrant
+from fte_stack.envoy import EnvoyProxy
+from fte_stack.procs import free_port
 
 TOKEN = "retry-token"
 
 
 class FlakyKnowledge(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
-    """Fails the first two calls of each method with UNAVAILABLE."""
+    """Fails the first `failures` calls of each method with UNAVAILABLE."""
 
-    def __init__(self) -> None:
+    def __init__(self, failures: int = 2) -> None:
         self.calls: Counter[str] = Counter()
+        self.failures = failures
 
     def _flaky(self, method: str) -> None:
         self.calls[method] += 1
-        if self.calls[method] <= 2:
+        if self.calls[method] <= self.failures:
             raise Unavailable("warming up")
 
     async def GetArticle(
@@ -43,9 +49,7 @@ class FlakyKnowledge(knowledge_service_pb2_grpc.KnowledgeServiceServicer):
         return knowledge_service_pb2.DeleteArticleResponse()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def flaky() -> AsyncIterator[tuple[str, FlakyKnowledge]]:
-    servicer = FlakyKnowledge()  # type: ignore[abstract]  # only the two methods under test
+async def start_flaky(servicer: FlakyKnowledge) -> GrpcServer:
     server = GrpcServer(
         GrpcServerSettings(grpc_port=0, auth_tokens={TOKEN: TokenGrant(principal="t", scopes=["kb.read", "kb.write"])}),
         "knowledge.fte",
@@ -59,8 +63,39 @@ async def flaky() -> AsyncIterator[tuple[str, FlakyKnowledge]]:
         ],
     )
     await server.start()
+    return server
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def flaky() -> AsyncIterator[tuple[str, FlakyKnowledge]]:
+    servicer = FlakyKnowledge()  # type: ignore[abstract]  # only the two methods under test
+    server = await start_flaky(servicer)
     yield f"127.0.0.1:{server.port}", servicer
     await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def down_behind_envoy(tmp_path: Path) -> AsyncIterator[tuple[str, FlakyKnowledge]]:
+    """Envoy (deploy/envoy/envoy.yaml) in front of a service answering UNAVAILABLE to everything."""
+    servicer = FlakyKnowledge(failures=10**9)  # type: ignore[abstract]
+    server = await start_flaky(servicer)
+    envoy = EnvoyProxy(free_port(), free_port(), {"knowledge": server.port}, tmp_path)
+    await envoy.start()
+    try:
+        # Envoy routes once its first active health check of the service has passed.
+        async with v1.connect(envoy.target, token=TOKEN, retries=False) as client, asyncio.timeout(30):
+            while True:
+                try:
+                    await client.knowledge.GetArticle(knowledge_service_pb2.GetArticleRequest(name="articles/a"))
+                except v1.UnavailableError as err:
+                    if err.reason == "UNAVAILABLE" and err.domain == "knowledge.fte":
+                        break  # the service's own answer
+                await asyncio.sleep(0.1)
+        servicer.calls.clear()
+        yield envoy.target, servicer
+    finally:
+        await envoy.stop()
+        await server.stop()
 
 
 async def test_an_idempotent_call_is_retried_on_unavailable(flaky: tuple[str, FlakyKnowledge]) -> None:
@@ -93,3 +128,19 @@ def test_only_reads_are_retried() -> None:
     methods = {f"{s.rsplit('.', 1)[-1]}/{m}" for s, m in idempotent_methods()}
     assert {"KnowledgeService/SearchKnowledge", "IdentityService/GetCustomer", "AgentService/ListTickets"} <= methods
     assert not {m for m in methods if m.split("/")[1].startswith(("Create", "Update", "Delete", "Reply", "Merge"))}
+
+
+async def test_through_envoy_only_the_client_retries_what_a_service_answered(
+    down_behind_envoy: tuple[str, FlakyKnowledge],
+) -> None:
+    # Envoy retries only what never reached a service (connect failures, refused streams): each
+    # layer retries its own kind of failure, so attempts do not multiply (3, not 3 x 3).
+    target, servicer = down_behind_envoy
+    async with v1.connect(target, token=TOKEN) as client:
+        with pytest.raises(v1.UnavailableError):
+            await client.knowledge.GetArticle(knowledge_service_pb2.GetArticleRequest(name="articles/a"))
+        assert servicer.calls["GetArticle"] == 3
+        # A mutation answered UNAVAILABLE reached the service once: nobody sends it again.
+        with pytest.raises(v1.UnavailableError):
+            await client.knowledge.DeleteArticle(knowledge_service_pb2.DeleteArticleRequest(name="articles/a"))
+        assert servicer.calls["DeleteArticle"] == 1

@@ -1,9 +1,10 @@
 """The client against the real stack (every service behind Envoy): pagination, typed errors,
-deadlines, and a principal held to its rate limit while another is not."""
+deadlines, a principal held to its rate limit while another is not, and one past its quota."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fte.agent.v1 import agent_service_pb2 as ags
@@ -73,6 +74,7 @@ async def test_a_principal_over_its_rate_limit_waits_while_another_is_served(ful
                 limited.append(refused)
         assert 6 <= len(limited) <= 8, "the burst of 5 is served, the rest refused"
         err = limited[-1]
+        assert isinstance(err, v1.RateLimitedError)
         assert err.reason == "RATE_LIMITED"
         assert err.domain == "knowledge.fte"
         assert err.retry_delay is not None
@@ -86,3 +88,29 @@ async def test_a_principal_over_its_rate_limit_waits_while_another_is_served(ful
         await asyncio.sleep(err.retry_delay)
         with pytest.raises(v1.NotFoundError):
             await script.knowledge.GetArticle(request)
+
+
+async def test_a_principal_past_its_daily_quota_gets_quota_exceeded_until_utc_midnight(full_stack: Stack) -> None:
+    # trial-team: 5 calls a UTC day in each service (fte_stack.services.QUOTAS); this test spends
+    # its identity ones.
+    async with client_as(full_stack, "trial-team") as trial, client_as(full_stack, "kb-reader") as reader:
+        request = ids.ListCustomersRequest(page_size=1)
+        for _ in range(5):
+            await trial.identity.ListCustomers(request)
+        with pytest.raises(v1.QuotaExceededError) as caught:
+            await trial.identity.ListCustomers(request)
+        err = caught.value
+        assert isinstance(err, v1.ResourceExhaustedError)
+        assert (err.reason, err.domain) == ("QUOTA_EXCEEDED", "identity.fte")
+        assert (err.window, err.limit) == ("day", 5)
+        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+        midnight = datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
+        assert err.resets_at == midnight
+        assert err.retry_delay is not None
+        assert abs(err.retry_delay - (midnight - datetime.now(UTC)).total_seconds()) < 10
+        # Refused again at once: the client does not retry it, and neither does Envoy.
+        with pytest.raises(v1.QuotaExceededError):
+            await trial.identity.ListCustomers(request)
+        # Its quota of another service is its own, and a principal's quota is not another's.
+        await trial.knowledge.ListArticles(ks.ListArticlesRequest(page_size=1))
+        await reader.knowledge.ListArticles(ks.ListArticlesRequest(page_size=1))

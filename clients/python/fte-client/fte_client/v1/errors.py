@@ -1,11 +1,13 @@
 """Failed calls as typed exceptions carrying what the service said: the status code, the
-`google.rpc.ErrorInfo` reason and domain, field violations, and the retry delay of a rate limit.
+`google.rpc.ErrorInfo` reason and domain, field violations, and the retry delay of a rate limit
+or a quota.
 
 Each exception is a `grpc.aio.AioRpcError`, so code that already catches that keeps working."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -109,6 +111,25 @@ class ResourceExhaustedError(FteRpcError):
         self.retry_delay = details.retry_delay
 
 
+class RateLimitedError(ResourceExhaustedError):
+    """Over the principal's rate limit (reason RATE_LIMITED): the next call is served after
+    `retry_delay` seconds, usually well under a second."""
+
+
+class QuotaExceededError(ResourceExhaustedError):
+    """The principal's daily or monthly quota is used up (reason QUOTA_EXCEEDED): no call is served
+    before `resets_at` (the next UTC midnight, or the 1st of next month), `retry_delay` seconds away."""
+
+    def __init__(self, err: grpc.aio.AioRpcError, details: StatusDetails) -> None:
+        super().__init__(err, details)
+        # "day" or "month", and its limit in calls.
+        self.window: str | None = details.metadata.get("window")
+        limit = details.metadata.get("limit", "")
+        self.limit: int | None = int(limit) if limit.isdigit() else None
+        resets_at = details.metadata.get("resets_at")
+        self.resets_at: datetime | None = datetime.fromisoformat(resets_at) if resets_at else None
+
+
 class DeadlineExceededError(FteRpcError):
     pass
 
@@ -136,8 +157,19 @@ _BY_CODE: dict[grpc.StatusCode, type[FteRpcError]] = {
 }
 
 
+# RESOURCE_EXHAUSTED by what ran out (the ErrorInfo reason); another reason stays ResourceExhaustedError.
+_BY_REASON: dict[str, type[ResourceExhaustedError]] = {
+    "RATE_LIMITED": RateLimitedError,
+    "QUOTA_EXCEEDED": QuotaExceededError,
+}
+
+
 def from_rpc_error(err: grpc.aio.AioRpcError) -> FteRpcError:
     """The typed exception for a failed call."""
     if isinstance(err, FteRpcError):
         return err
-    return _BY_CODE.get(err.code(), FteRpcError)(err, status_details(err))
+    details = status_details(err)
+    kind = _BY_CODE.get(err.code(), FteRpcError)
+    if kind is ResourceExhaustedError and details.reason in _BY_REASON:
+        kind = _BY_REASON[details.reason]
+    return kind(err, details)
