@@ -28,6 +28,7 @@ from fte_runtime.db import create_pool, migrate
 from fte_runtime.enums import value_names
 from fte_runtime.grpc_client import connect
 from fte_runtime.ratelimit import RateLimiter
+from fte_runtime.topics import DELIVERY_OUTCOMES
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
@@ -38,7 +39,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, queue
+from fte_console import customers, delivery, queue
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
@@ -72,6 +73,7 @@ class Deps:
     limiter: RateLimiter
     templates: jinja2.Environment
     live: LiveFeed
+    delivery: delivery.DeliveryFeed
 
 
 def _deps(request: Request) -> Deps:
@@ -243,6 +245,7 @@ class Entry:
     text: str
     time: str
     delivery: str
+    delivery_name: str = ""  # "deliveries/{id}": the page's live status follows it
 
 
 def _when(ts: Timestamp) -> str:
@@ -288,6 +291,7 @@ async def _conversation(deps: Deps, ticket: str) -> list[Entry]:
                 text=m.text,
                 time=_when(m.create_time),
                 delivery=DELIVERY.get(m.delivery_status, ""),
+                delivery_name=m.delivery,
             )
             for m in reply.messages
         ]
@@ -611,6 +615,10 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         live = LiveFeed()
         stopping = asyncio.Event()
         feed = asyncio.create_task(run_feed(settings, live, settings.live_group_prefix, stopping))
+        outcomes = delivery.DeliveryFeed()
+        outcomes_feed = asyncio.create_task(
+            run_feed(settings, outcomes, settings.delivery_group_prefix, stopping, topic=DELIVERY_OUTCOMES)
+        )
         try:
             app.state.deps = Deps(
                 settings=settings,
@@ -625,12 +633,15 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                 limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
                 templates=templates(),
                 live=live,
+                delivery=outcomes,
             )
             yield
         finally:
             stopping.set()
             live.close()
+            outcomes.close()
             await feed
+            await outcomes_feed
             await channel.close()
             await identity_channel.close()
             await pool.close()
@@ -643,6 +654,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/logout", logout, methods=["POST"]),
         Route("/", queue_page, methods=["GET"]),
         Route("/events/queue", queue_events, methods=["GET"]),
+        Route("/events/tickets/{ticket}", delivery.ticket_events(_session, HEADERS), methods=["GET"]),
         Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),

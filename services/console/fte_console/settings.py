@@ -33,5 +33,8 @@ class ConsoleSettings(DatabaseSettings, KafkaSettings):
     # The live queue: each process reads `fte.tickets.escalated` in a group of its own, named
     # from this prefix and a random suffix.
     live_group_prefix: str = "fte-console-live"
-    # Seconds between keep-alive comments on an open live-queue stream (the session is checked then).
+    # Live delivery status on ticket pages: each process reads `fte.deliveries.outcomes` in a group
+    # of its own, named from this prefix and a random suffix.
+    delivery_group_prefix: str = "fte-console-delivery"
+    # Seconds between keep-alive comments on an open live stream (the session is checked then).
     live_heartbeat_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
