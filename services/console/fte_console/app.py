@@ -39,7 +39,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, delivery, queue
+from fte_console import customers, delivery, queue, verify
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
@@ -664,6 +664,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/customers/{customer}", customer_page, methods=["GET"]),
         Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),
         Route("/customers/{customer}/erase", erase_customer, methods=["POST"]),
+        Route("/customers/{customer}/verify", staff_action(verify.verify_claim(HEADERS)), methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(resources.files("fte_console") / "static")), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
