@@ -39,7 +39,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, delivery, queue, verify
+from fte_console import customers, delivery, oidc, queue, verify
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
@@ -141,7 +141,11 @@ async def login_page(request: Request) -> Response:
 
 def _login_form(request: Request, status: int = 200, error: str = "") -> Response:
     token = secrets.token_urlsafe(24)
-    response = _render(request, "login.html", status, csrf_token=token, error=error)
+    settings = _deps(request).settings
+    response = _render(
+        request, "login.html", status, csrf_token=token, error=error,
+        oidc=oidc.enabled(settings), password=settings.password_sign_in,
+    )  # fmt: skip
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
         secure=_deps(request).settings.cookie_secure,
@@ -157,6 +161,8 @@ async def login(request: Request) -> Response:
         response = _login_form(request, 429, "Too many sign-in attempts. Wait a minute and try again.")
         response.headers["retry-after"] = str(int(wait) + 1)
         return response
+    if not deps.settings.password_sign_in:
+        return PlainTextResponse("password sign-in is off: sign in with the identity provider", 403, headers=HEADERS)
     form = await _form(request)
     if not _same(str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
         return PlainTextResponse("the form's CSRF token is missing or wrong; reload the page", 403, headers=HEADERS)
@@ -652,6 +658,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        *oidc.OidcSignIn(HEADERS, SESSION_COOKIE).routes(),
         Route("/", queue_page, methods=["GET"]),
         Route("/events/queue", queue_events, methods=["GET"]),
         Route("/events/tickets/{ticket}", delivery.ticket_events(_session, HEADERS), methods=["GET"]),
