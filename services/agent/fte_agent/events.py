@@ -16,7 +16,11 @@ from fte_agent import metrics, store
 
 log = logging.getLogger("fte.agent.events")
 
-OUTCOME_TYPES = envelope.type_map(delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed)
+OUTCOME_TYPES = envelope.type_map(
+    delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed, delivery_events_pb2.ReplyStatusChanged
+)
+# What a reply may move on to after the provider accepted it.
+_ONWARD = (common_pb2.DELIVERY_STATUS_DELIVERED, common_pb2.DELIVERY_STATUS_READ)
 CUSTOMER_TYPES = envelope.type_map(customer_events_pb2.CustomerErased, customer_events_pb2.CustomersMerged)
 
 
@@ -40,6 +44,13 @@ class EventHandlers:
             )
             metrics.DELIVERY_EVENTS.labels("failed").inc()
             log.warning("a reply could not be delivered", extra={"delivery": msg.delivery, "permanent": msg.permanent})
+        elif isinstance(msg, delivery_events_pb2.ReplyStatusChanged):
+            if not msg.request_id or msg.status not in _ONWARD:
+                raise PoisonRecord("ReplyStatusChanged needs request_id and a delivered or read status")
+            await store.apply_delivery_outcome(self.pool, msg.request_id, msg.delivery, msg.status)
+            metrics.DELIVERY_EVENTS.labels(
+                "read" if msg.status == common_pb2.DELIVERY_STATUS_READ else "received"
+            ).inc()
 
     async def customer_changed(self, record: ConsumerRecord) -> None:
         event = envelope.decode(record.value, record.headers, CUSTOMER_TYPES)

@@ -1,4 +1,4 @@
-"""python -m fte_console serve | migrate | users add USERNAME [--role agent|admin] | users first-admin
+"""python -m fte_console serve | migrate | users add USERNAME [--role agent|admin] [--email ADDRESS] | users first-admin
 
 `users add` reads the password from standard input (one line); with --generate it makes one and
 prints it once.
@@ -19,12 +19,14 @@ from fte_console.accounts import SCHEMA, AccountError, Accounts, Role
 from fte_console.settings import ConsoleSettings
 
 
-async def _add_user(settings: ConsoleSettings, username: str, role: Role, password: str) -> None:
+async def _add_user(
+    settings: ConsoleSettings, username: str, role: Role, password: str, email: str | None = None
+) -> None:
     await migrate(settings, SCHEMA, "fte_console")
     pool = await create_pool(settings, SCHEMA, application_name="fte-console-cli")
     try:
         accounts = Accounts(pool, max_failures=1, lockout=timedelta(0), session_ttl=timedelta(0))
-        user = await accounts.add_user(username, password, role)
+        user = await accounts.add_user(username, password, role, email)
         await accounts.audit("cli", "user_added", f"users/{user.username}", role=role.value)
     finally:
         await pool.close()
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("username")
     add.add_argument("--role", choices=[r.value for r in Role], default=Role.AGENT.value)
     add.add_argument("--generate", action="store_true", help="generate the password and print it once")
+    add.add_argument("--email", help="the address OIDC sign-in matches this account by")
     first = users.add_parser("first-admin", help="create the admin account 'admin' unless an admin exists")
     first.add_argument("--password-file", type=Path, required=True, help="where its password is written, once")
     args = parser.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_first_admin(settings, args.password_file))
     password = secrets.token_urlsafe(18) if args.generate else sys.stdin.readline().rstrip("\n")
     try:
-        asyncio.run(_add_user(settings, args.username, Role(args.role), password))
+        asyncio.run(_add_user(settings, args.username, Role(args.role), password, args.email))
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD = 12
 USERNAME = re.compile(r"^[a-z0-9._@-]{1,100}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
 class Role(StrEnum):
@@ -75,24 +76,42 @@ class Accounts:
         self.lockout = lockout
         self.session_ttl = session_ttl
 
-    async def add_user(self, username: str, password: str, role: Role) -> User:
+    async def add_user(self, username: str, password: str, role: Role, email: str | None = None) -> User:
+        if len(password) < MIN_PASSWORD:
+            raise AccountError(f"a password has at least {MIN_PASSWORD} characters")
+        return await self._insert(username, await asyncio.to_thread(_hasher.hash, password), role, email)
+
+    async def provision(self, email: str) -> User:
+        """An `agent` account for an OIDC sign-in, named by its email. Its password is random and
+        never shown: the account signs in through the provider only."""
+        hashed = await asyncio.to_thread(_hasher.hash, secrets.token_urlsafe(32))
+        return await self._insert(email, hashed, Role.AGENT, email)
+
+    async def user_by_email(self, email: str) -> User | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, username, role FROM staff_users WHERE email = $1", email.strip().lower()
+        )
+        return None if row is None else User.from_record(row)
+
+    async def _insert(self, username: str, hashed: str, role: Role, email: str | None) -> User:
         name = username.strip().lower()
         if not USERNAME.match(name):
             raise AccountError("a username is 1 to 100 letters, digits and . - _ @")
-        if len(password) < MIN_PASSWORD:
-            raise AccountError(f"a password has at least {MIN_PASSWORD} characters")
-        hashed = await asyncio.to_thread(_hasher.hash, password)
+        address = email.strip().lower() if email else None
+        if address is not None and not EMAIL.match(address):
+            raise AccountError(f"{address!r} is not an email address")
         try:
             row = await self.pool.fetchrow(
-                """INSERT INTO staff_users (id, username, password_hash, role) VALUES ($1, $2, $3, $4)
+                """INSERT INTO staff_users (id, username, password_hash, role, email) VALUES ($1, $2, $3, $4, $5)
                    RETURNING id, username, role""",
                 uuid.uuid4(),
                 name,
                 hashed,
                 role.value,
+                address,
             )
         except asyncpg.UniqueViolationError as exc:
-            raise AccountError(f"the username {name!r} is taken") from exc
+            raise AccountError(f"the username {name!r} or the email {address!r} is taken") from exc
         assert row is not None
         return User.from_record(row)
 

@@ -28,6 +28,7 @@ from fte_runtime.db import create_pool, migrate
 from fte_runtime.enums import value_names
 from fte_runtime.grpc_client import connect
 from fte_runtime.ratelimit import RateLimiter
+from fte_runtime.topics import DELIVERY_OUTCOMES
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.applications import Starlette
@@ -38,7 +39,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, deadletters, queue, traces
+from fte_console import customers, deadletters, delivery, oidc, queue, traces, verify
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
@@ -72,6 +73,7 @@ class Deps:
     limiter: RateLimiter
     templates: jinja2.Environment
     live: LiveFeed
+    delivery: delivery.DeliveryFeed
 
 
 def _deps(request: Request) -> Deps:
@@ -139,7 +141,11 @@ async def login_page(request: Request) -> Response:
 
 def _login_form(request: Request, status: int = 200, error: str = "") -> Response:
     token = secrets.token_urlsafe(24)
-    response = _render(request, "login.html", status, csrf_token=token, error=error)
+    settings = _deps(request).settings
+    response = _render(
+        request, "login.html", status, csrf_token=token, error=error,
+        oidc=oidc.enabled(settings), password=settings.password_sign_in,
+    )  # fmt: skip
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
         secure=_deps(request).settings.cookie_secure,
@@ -155,6 +161,8 @@ async def login(request: Request) -> Response:
         response = _login_form(request, 429, "Too many sign-in attempts. Wait a minute and try again.")
         response.headers["retry-after"] = str(int(wait) + 1)
         return response
+    if not deps.settings.password_sign_in:
+        return PlainTextResponse("password sign-in is off: sign in with the identity provider", 403, headers=HEADERS)
     form = await _form(request)
     if not _same(str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
         return PlainTextResponse("the form's CSRF token is missing or wrong; reload the page", 403, headers=HEADERS)
@@ -243,6 +251,7 @@ class Entry:
     text: str
     time: str
     delivery: str
+    delivery_name: str = ""  # "deliveries/{id}": the page's live status follows it
 
 
 def _when(ts: Timestamp) -> str:
@@ -288,6 +297,7 @@ async def _conversation(deps: Deps, ticket: str) -> list[Entry]:
                 text=m.text,
                 time=_when(m.create_time),
                 delivery=DELIVERY.get(m.delivery_status, ""),
+                delivery_name=m.delivery,
             )
             for m in reply.messages
         ]
@@ -611,6 +621,10 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         live = LiveFeed()
         stopping = asyncio.Event()
         feed = asyncio.create_task(run_feed(settings, live, settings.live_group_prefix, stopping))
+        outcomes = delivery.DeliveryFeed()
+        outcomes_feed = asyncio.create_task(
+            run_feed(settings, outcomes, settings.delivery_group_prefix, stopping, topic=DELIVERY_OUTCOMES)
+        )
         try:
             app.state.deps = Deps(
                 settings=settings,
@@ -625,12 +639,15 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                 limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
                 templates=templates(),
                 live=live,
+                delivery=outcomes,
             )
             yield
         finally:
             stopping.set()
             live.close()
+            outcomes.close()
             await feed
+            await outcomes_feed
             await channel.close()
             await identity_channel.close()
             await pool.close()
@@ -641,8 +658,10 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        *oidc.OidcSignIn(HEADERS, SESSION_COOKIE).routes(),
         Route("/", queue_page, methods=["GET"]),
         Route("/events/queue", queue_events, methods=["GET"]),
+        Route("/events/tickets/{ticket}", delivery.ticket_events(_session, HEADERS), methods=["GET"]),
         Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),
@@ -652,6 +671,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/customers/{customer}", customer_page, methods=["GET"]),
         Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),
         Route("/customers/{customer}/erase", erase_customer, methods=["POST"]),
+        Route("/customers/{customer}/verify", staff_action(verify.verify_claim(HEADERS)), methods=["POST"]),
         Route("/deadletters", deadletters.list_page, methods=["GET"]),
         Route("/deadletters/replay", deadletters.replay, methods=["POST"]),
         Route("/deadletters/{topic}/{partition:int}/{offset:int}", deadletters.show_page, methods=["GET"]),

@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from fte.common.v1 import common_pb2
@@ -117,6 +118,14 @@ class LiveFeed:
             self._pages.discard(page)
 
 
+class Feed(Protocol):
+    """What `run_feed` fills: a handler per record, and `ready` once it reads from the newest."""
+
+    ready: asyncio.Event
+
+    async def handle(self, record: ConsumerRecord) -> None: ...
+
+
 class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.event = asyncio.Event()
@@ -128,21 +137,23 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.event.set()
 
 
-async def _until_positioned(consumer: AIOKafkaConsumer, assigned: _Assigned, feed: LiveFeed) -> None:
+async def _until_positioned(consumer: AIOKafkaConsumer, assigned: _Assigned, feed: Feed) -> None:
     await assigned.event.wait()
     for tp in consumer.assignment():
         await consumer.position(tp)  # waits for the `latest` offset to be looked up
     feed.ready.set()
 
 
-async def run_feed(settings: KafkaSettings, feed: LiveFeed, group_prefix: str, stopping: asyncio.Event) -> None:
-    """Reads escalations until `stopping` is set; a broker that is down is retried with back-off
-    (the pages work without live updates meanwhile)."""
+async def run_feed(
+    settings: KafkaSettings, feed: Feed, group_prefix: str, stopping: asyncio.Event, topic: str = TICKETS_ESCALATED
+) -> None:
+    """Reads `topic` (escalations by default) until `stopping` is set; a broker that is down is
+    retried with back-off (the pages work without live updates meanwhile)."""
     backoff = Backoff(0.5, 10.0)
     while not stopping.is_set():
         consumer = make_consumer(settings, f"{group_prefix}-{uuid.uuid4().hex[:12]}", offset_reset="latest")
         assigned = _Assigned()
-        consumer.subscribe([TICKETS_ESCALATED], listener=assigned)
+        consumer.subscribe([topic], listener=assigned)
         watcher = asyncio.create_task(_until_positioned(consumer, assigned, feed))
         try:
             # No producer: one group per process means each process would dead-letter the same record.

@@ -16,7 +16,7 @@ from fte_console.settings import ConsoleSettings
 
 
 class _Server(uvicorn.Server):
-    """On SIGTERM, also ends the open live-queue streams: uvicorn waits for open responses before
+    """On SIGTERM, also ends the open live streams (queue and ticket pages): uvicorn waits for open responses before
     it stops, and an event stream never finishes by itself."""
 
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
@@ -29,6 +29,7 @@ class _Server(uvicorn.Server):
         if deps is not None:
             # A signal handler runs between two steps of the loop: hand the work to the loop.
             asyncio.get_running_loop().call_soon_threadsafe(deps.live.close)
+            asyncio.get_running_loop().call_soon_threadsafe(deps.delivery.close)
 
 
 def serve(settings: ConsoleSettings) -> None:

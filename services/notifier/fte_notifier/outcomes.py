@@ -1,5 +1,5 @@
-"""Outcome events (ReplyDelivered, DeliveryFailed): written to the `outcome_events` outbox in the
-transaction that decides them, relayed to Kafka by the runtime's relay (`fte_runtime.outbox`).
+"""Outcome events (ReplyDelivered, DeliveryFailed, ReplyStatusChanged): written to the `outcome_events`
+outbox in the transaction that decides them, relayed to Kafka by the runtime's relay (`fte_runtime.outbox`).
 
 At least once: rows are marked published only after the broker acknowledged them; a crash in
 between publishes them again with the same CloudEvents id (the row id), so consumers can drop
@@ -17,7 +17,9 @@ from fte_runtime.settings import KafkaSettings
 
 from fte_notifier.store import OUTCOMES_TABLE
 
-OUTCOME_TYPES = type_map(delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed)
+OUTCOME_TYPES = type_map(
+    delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed, delivery_events_pb2.ReplyStatusChanged
+)
 
 
 class OutcomeRelay(outbox.OutboxRelay):

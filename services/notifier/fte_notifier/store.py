@@ -17,7 +17,7 @@ from fte_runtime.context import current_correlation_id
 from fte_runtime.enums import value_names
 from google.protobuf.message import Message
 
-from fte_notifier.statuses import FAILED, QUEUED, SENT, advances, combine
+from fte_notifier.statuses import DELIVERED, FAILED, QUEUED, READ, SENT, advances, combine
 
 # The outbox of outcome events, relayed by fte_notifier.outcomes.
 OUTCOMES_TABLE = outbox.OutboxTable("outcome_events", event_id="id", position="seq", published="published_time")
@@ -295,7 +295,9 @@ class Store:
         if row["early"]:
             # Statuses the provider reported before the ids were recorded.
             async with self.pool.acquire() as conn, conn.transaction():
-                await _apply_part_statuses(conn, delivery.id)
+                added = await _apply_part_statuses(conn, delivery.id)
+            if added:
+                self._on_outcome()
         return True
 
     async def retry_later(
@@ -456,8 +458,22 @@ async def _apply_part_statuses(conn: asyncpg.Connection, delivery_id: uuid.UUID)
         error_code = bad["error_code"] or ""
         await _add_outcome(conn, _failed_event(delivery, reason, error_code, delivery.attempts, True, when), delivery)
         return True
-    await conn.execute("UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1", delivery_id, new)
-    return False
+    changed = await conn.fetchval(
+        "UPDATE deliveries SET status = $2, update_time = now() WHERE id = $1 RETURNING update_time", delivery_id, new
+    )
+    if new not in (DELIVERED, READ):
+        return False
+    # Delivered or read: the agent stores it on the reply, and open staff pages show it.
+    event = delivery_events_pb2.ReplyStatusChanged(
+        delivery=f"deliveries/{delivery.id}",
+        request_id=delivery.request_id,
+        ticket_id=delivery.ticket_id,
+        channel=delivery.channel,
+        status=new,  # type: ignore[arg-type]
+    )
+    event.change_time.FromDatetime(changed)
+    await _add_outcome(conn, event, delivery)
+    return True
 
 
 CHANNEL_NAMES = value_names(common_pb2.Channel)

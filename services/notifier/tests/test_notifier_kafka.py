@@ -24,7 +24,9 @@ from notifier_helpers import NotifierFactory, provider_env, wait_final, whatsapp
 pytestmark = pytest.mark.kafka
 
 S = common_pb2
-OUTCOMES = envelope.type_map(delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed)
+OUTCOMES = envelope.type_map(
+    delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed, delivery_events_pb2.ReplyStatusChanged
+)
 
 
 def status_event(
@@ -107,7 +109,8 @@ async def test_statuses_apply_forward_only_and_outcomes_are_published(
     finally:
         await producer.stop()
 
-    # Outcomes for the agent, keyed by ticket: sent x2 (ReplyDelivered), failed x2 (DeliveryFailed).
+    # Outcomes for the agent, keyed by ticket: sent x2 (ReplyDelivered), failed x2 (DeliveryFailed),
+    # and the whole two-part message delivered, then read (ReplyStatusChanged).
     consumer = AIOKafkaConsumer(
         topics.DELIVERY_OUTCOMES, bootstrap_servers=kafka_settings.kafka_bootstrap, auto_offset_reset="earliest"
     )
@@ -115,7 +118,7 @@ async def test_statuses_apply_forward_only_and_outcomes_are_published(
     found: dict[str, list[object]] = {}
     try:
         async with asyncio.timeout(30):
-            while sum(len(v) for v in found.values()) < 4:
+            while sum(len(v) for v in found.values()) < 6:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for record in records:
                         if record.key != ticket.encode():
@@ -124,8 +127,12 @@ async def test_statuses_apply_forward_only_and_outcomes_are_published(
                         found.setdefault(event.message.request_id, []).append(event.message)  # type: ignore[attr-defined]
     finally:
         await consumer.stop()
-    [ok] = found[d1.request_id]
+    ok, delivered, read = found[d1.request_id]
     assert isinstance(ok, delivery_events_pb2.ReplyDelivered)
+    assert isinstance(delivered, delivery_events_pb2.ReplyStatusChanged)
+    assert isinstance(read, delivery_events_pb2.ReplyStatusChanged)
+    assert [delivered.status, read.status] == [S.DELIVERY_STATUS_DELIVERED, S.DELIVERY_STATUS_READ]
+    assert (delivered.delivery, delivered.ticket_id) == (d1.name, ticket)
     assert list(ok.provider_message_ids) == list(d1.provider_message_ids)
     assert ok.delivery == d1.name
     kinds = [type(e).__name__ for e in found[d2.request_id]]

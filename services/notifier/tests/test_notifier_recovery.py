@@ -106,8 +106,13 @@ async def test_status_reported_before_the_id_was_recorded_is_applied(
         assert (await store.get(claimed.id)).status == DELIVERED  # type: ignore[union-attr]
         await store.apply_status("SMearly", READ, "", "", datetime.now(UTC))
         assert (await store.get(claimed.id)).status == READ  # type: ignore[union-attr]
-        events = await pool.fetch("SELECT event_type FROM outcome_events")
-        assert [e["event_type"] for e in events] == ["fte.events.v1.ReplyDelivered"]
+        events = await pool.fetch("SELECT event_type FROM outcome_events ORDER BY seq")
+        # Sent, then delivered (the early status, folded in on completion) and read.
+        assert [e["event_type"] for e in events] == [
+            "fte.events.v1.ReplyDelivered",
+            "fte.events.v1.ReplyStatusChanged",
+            "fte.events.v1.ReplyStatusChanged",
+        ]
     finally:
         await pool.close()
 

@@ -168,3 +168,50 @@ class DeliveryFailed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliveryFailed: _TypeAlias = DeliveryFailed  # noqa: Y015
+
+@_typing.final
+class ReplyStatusChanged(_message.Message):
+    """A reply the provider had accepted moved on: it reached the recipient (delivered) or was read.
+    Published by the notifier when a provider status advances a sent delivery, for the agent (which
+    stores the reply's status) and for open staff pages. May arrive more than once; never backwards.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    delivery: _builtins.str
+    """Required. The delivery resource name, "deliveries/{delivery}"."""
+    request_id: _builtins.str
+    """Required. The idempotency key the delivery was requested with."""
+    ticket_id: _builtins.str
+    """The ticket the reply belongs to, if any."""
+    channel: _common_pb2.Channel.ValueType
+    """Required. The channel it was sent on."""
+    status: _common_pb2.DeliveryStatus.ValueType
+    """Required. The new status: DELIVERY_STATUS_DELIVERED or DELIVERY_STATUS_READ."""
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """Required. When the provider reported it."""
+
+    def __init__(
+        self,
+        *,
+        delivery: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        ticket_id: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        status: _common_pb2.DeliveryStatus.ValueType = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "channel", b"channel", "delivery", b"delivery", "request_id", b"request_id", "status", b"status", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyStatusChanged: _TypeAlias = ReplyStatusChanged  # noqa: Y015
