@@ -47,8 +47,10 @@ async def fake_gmail() -> AsyncIterator[FakeGmail]:
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def agent_service(token_grants: dict[str, TokenGrant]) -> AsyncIterator[tuple[FakeAgentService, str]]:
     servicer = FakeAgentService()
+    # The fake keeps no quota counts, and the gateway's own principal has no quota.
+    grants = {token: grant for token, grant in token_grants.items() if grant.quota is None}
     server = GrpcServer(
-        GrpcServerSettings(grpc_port=0, auth_tokens=token_grants),
+        GrpcServerSettings(grpc_port=0, auth_tokens=grants),
         domain="agent.fte",
         services=[
             ServiceRegistration(
