@@ -12,7 +12,6 @@ render and its subscription) still gets it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from fte_console.accounts import Session
-from fte_console.live import MAX_PENDING, sse
+from fte_console.live import MAX_PENDING, end, page_stream, push, sse
 
 log = logging.getLogger("fte.console.delivery")
 
@@ -41,7 +40,6 @@ STATUSES = value_names(common_pb2.DeliveryStatus)
 # Tickets whose latest delivery statuses are remembered (the oldest are forgotten first).
 REMEMBERED_TICKETS = 2000
 _TICKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
-_END = ""
 
 
 def status_of(msg: object) -> int:
@@ -79,9 +77,7 @@ class DeliveryFeed:
         statuses[delivery] = status
         text = sse("delivery", {"delivery": delivery, "status": STATUSES.get(status, "")})
         for page in self._pages.get(ticket, ()):
-            if page.full():
-                page.get_nowait()
-            page.put_nowait(text)
+            push(page, text)
         return True
 
     async def handle(self, record: ConsumerRecord) -> None:
@@ -100,11 +96,7 @@ class DeliveryFeed:
         """Ends every open stream (on shutdown: an open page must not hold the server's drain)."""
         self.closing.set()
         for pages in self._pages.values():
-            for page in pages:
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    if page.full():
-                        page.get_nowait()
-                page.put_nowait(_END)
+            end(pages)
 
     async def stream(
         self, ticket: str, still_signed_in: Callable[[], Awaitable[bool]], heartbeat: float
@@ -113,27 +105,17 @@ class DeliveryFeed:
         each change; a comment every `heartbeat` seconds, with the session checked then."""
         page: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING)
         self._pages.setdefault(ticket, set()).add(page)
+
+        def backlog() -> list[str]:
+            return [
+                sse("delivery", {"delivery": d, "status": STATUSES.get(status, "")})
+                for d, status in self.known(ticket).items()
+            ]
+
         try:
-            yield "retry: 3000\n\n"
-            while not self.ready.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ready.wait(), heartbeat)
-                if self.closing.is_set() or not await still_signed_in():
-                    return
-                yield ": waiting for the feed\n\n"
-            yield sse("ready", {})
-            for delivery, status in self.known(ticket).items():
-                yield sse("delivery", {"delivery": delivery, "status": STATUSES.get(status, "")})
-            while True:
-                try:
-                    text = await asyncio.wait_for(page.get(), heartbeat)
-                except TimeoutError:
-                    if not await still_signed_in():
-                        return
-                    yield ": keep-alive\n\n"
-                    continue
-                if text == _END:
-                    return
+            async for text in page_stream(
+                page, self.ready, self.closing, still_signed_in, heartbeat=heartbeat, backlog=backlog
+            ):
                 yield text
         finally:
             pages = self._pages.get(ticket)

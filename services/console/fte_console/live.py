@@ -44,6 +44,55 @@ def sse(event: str, data: object, event_id: str = "") -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def push(page: asyncio.Queue[str], text: str) -> None:
+    """Queues an event for one page, dropping its oldest when it is MAX_PENDING behind."""
+    with contextlib.suppress(asyncio.QueueEmpty):
+        if page.full():
+            page.get_nowait()
+    page.put_nowait(text)
+
+
+def end(pages: Iterable[asyncio.Queue[str]]) -> None:
+    """Ends these pages' streams (on shutdown: an open page must not hold the server's drain)."""
+    for page in pages:
+        push(page, _END)
+
+
+async def page_stream(
+    page: asyncio.Queue[str],
+    ready: asyncio.Event,
+    closing: asyncio.Event,
+    still_signed_in: Callable[[], Awaitable[bool]],
+    *,
+    heartbeat: float,
+    backlog: Callable[[], Iterable[str]] = tuple,
+) -> AsyncIterator[str]:
+    """One page's stream: `ready` once its feed is live, the `backlog` it reads then, then each
+    event queued for the page; a comment every `heartbeat` seconds keeps proxies from closing it,
+    and the session is checked again then."""
+    yield "retry: 3000\n\n"
+    while not ready.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), heartbeat)
+        if closing.is_set() or not await still_signed_in():
+            return
+        yield ": waiting for the feed\n\n"
+    yield sse("ready", {})
+    for text in backlog():
+        yield text
+    while True:
+        try:
+            text = await asyncio.wait_for(page.get(), heartbeat)
+        except TimeoutError:
+            if not await still_signed_in():
+                return
+            yield ": keep-alive\n\n"
+            continue
+        if text == _END:
+            return
+        yield text
+
+
 class LiveFeed:
     """Fans each escalation out to the open queue pages of this process."""
 
@@ -60,18 +109,12 @@ class LiveFeed:
 
     def announce(self, text: str) -> None:
         for page in self._pages:
-            if page.full():
-                page.get_nowait()
-            page.put_nowait(text)
+            push(page, text)
 
     def close(self) -> None:
-        """Ends every open stream (on shutdown: an open page must not hold the server's drain)."""
+        """Ends every open stream."""
         self.closing.set()
-        for page in self._pages:
-            with contextlib.suppress(asyncio.QueueEmpty):
-                if page.full():
-                    page.get_nowait()
-            page.put_nowait(_END)
+        end(self._pages)
 
     async def handle(self, record: ConsumerRecord) -> None:
         try:
@@ -95,24 +138,7 @@ class LiveFeed:
         page: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING)
         self._pages.add(page)
         try:
-            yield "retry: 3000\n\n"
-            while not self.ready.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ready.wait(), heartbeat)
-                if self.closing.is_set() or not await still_signed_in():
-                    return
-                yield ": waiting for the feed\n\n"
-            yield sse("ready", {})
-            while True:
-                try:
-                    text = await asyncio.wait_for(page.get(), heartbeat)
-                except TimeoutError:
-                    if not await still_signed_in():
-                        return
-                    yield ": keep-alive\n\n"
-                    continue
-                if text == _END:
-                    return
+            async for text in page_stream(page, self.ready, self.closing, still_signed_in, heartbeat=heartbeat):
                 yield text
         finally:
             self._pages.discard(page)
