@@ -33,8 +33,8 @@ GRANTS: Mapping[str, tuple[str, ...]] = {
         "tickets.write",
     ),
     # The staff console: reads and works tickets, reads customers, and (for its admins) merges and
-    # erases them (its staff members are its own accounts).
-    "console": ("tickets.read", "tickets.write", "identity.read", "identity.write"),
+    # erases them, and reads the knowledge gaps for its dashboard (its staff members are its own accounts).
+    "console": ("tickets.read", "tickets.write", "identity.read", "identity.write", "kb.read"),
     # An internal team that only searches the knowledge base.
     "kb-reader": ("kb.read",),
     # An internal team's script that reads articles, customers and tickets, held to a low rate.
@@ -215,6 +215,7 @@ def _console_env(info: StackInfo) -> dict[str, str]:
         "FTE_CONSOLE_HTTP_PORT": str(info.ports["console"]),
         "FTE_CONSOLE_AGENT_TARGET": info.envoy_target,
         "FTE_CONSOLE_IDENTITY_TARGET": info.envoy_target,
+        "FTE_CONSOLE_KNOWLEDGE_TARGET": info.envoy_target,
         "FTE_CONSOLE_SERVICE_TOKEN": info.tokens["console"],
         "FTE_CONSOLE_DATABASE_URL": info.database_url,
         # The live queue's consumer joins its group within seconds.

@@ -20,9 +20,10 @@ from fte_runtime.idempotency import check_request_id, derived_id
 from fte_runtime.kafka import EventPublisher
 from fte_runtime.names import make_name, parse_name
 from fte_runtime.pagination import Page, page_size
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fte_agent import metrics, reasons, store
+from fte_agent import metrics, reasons, store, ticket_metrics
 from fte_agent.hours import ALWAYS_OPEN, SupportHours
 from fte_agent.reasoner import Draft
 from fte_agent.replies import send_request_from_context
@@ -44,8 +45,13 @@ SCOPES = {
     "ListNotes": "tickets.read",
     # Drafting is for those who reply, and it costs a search and an engine run.
     "SuggestReply": "tickets.write",
+    "GetTicketMetrics": "tickets.read",
 }
 MAX_ACTOR = 200
+# GetTicketMetrics' window bounds, and how far ahead of this clock `end_time` may be (clock skew).
+MIN_METRICS_WINDOW = timedelta(hours=1)
+MAX_METRICS_WINDOW = timedelta(days=90)
+METRICS_CLOCK_SKEW = timedelta(minutes=5)
 MAX_NOTE = 5000
 _UPDATABLE = {"subject", "category", "priority", "status", "assignee"}
 
@@ -400,3 +406,60 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         return agent_service_pb2.SuggestReplyResponse(
             text=draft.text, article=draft.article, article_url=draft.article_url, engine=draft.engine
         )
+
+    async def GetTicketMetrics(
+        self, request: agent_service_pb2.GetTicketMetricsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.GetTicketMetricsResponse:
+        window = request.window.ToTimedelta()
+        if not MIN_METRICS_WINDOW <= window <= MAX_METRICS_WINDOW:
+            raise InvalidArgument("window must be 1 hour to 90 days", reason="INVALID_WINDOW")
+        now = datetime.now(UTC)
+        end = request.end_time.ToDatetime(UTC) if request.HasField("end_time") else now
+        if end > now + METRICS_CLOCK_SKEW:
+            raise InvalidArgument("end_time must not be in the future", reason="INVALID_WINDOW")
+        start = end - window
+        found = await ticket_metrics.window_metrics(self.pool, start, end)
+        return agent_service_pb2.GetTicketMetricsResponse(
+            start_time=_ts(start), end_time=_ts(end), channels=_channel_metrics(found)
+        )
+
+
+def _seconds(value: float | None) -> Duration | None:
+    if value is None:
+        return None
+    d = Duration()
+    d.FromTimedelta(timedelta(seconds=round(value, 3)))
+    return d
+
+
+def _channel_metrics(found: ticket_metrics.WindowMetrics) -> list[agent_service_pb2.ChannelMetrics]:
+    """All channels first, then each channel by its number."""
+    out = []
+    for t in sorted(found.totals, key=lambda t: t.channel):
+        out.append(
+            agent_service_pb2.ChannelMetrics(
+                channel=t.channel,  # type: ignore[arg-type]
+                tickets=t.tickets,
+                customer_messages=t.customer_messages,
+                resolved_by_agent=t.resolved_by_agent,
+                resolved_by_staff=t.resolved_by_staff,
+                escalated=t.escalated,
+                escalations=[
+                    agent_service_pb2.ReasonCount(reason=r.reason, tickets=r.tickets)  # type: ignore[arg-type]
+                    for r in found.reasons
+                    if r.channel == t.channel
+                ],
+                agent_first_response_median=_seconds(t.agent_median),
+                agent_first_response_p90=_seconds(t.agent_p90),
+                staff_first_response_median=_seconds(t.staff_median),
+                staff_first_response_p90=_seconds(t.staff_p90),
+                sentiment=[
+                    agent_service_pb2.DailySentiment(
+                        day=d.day, tickets=d.tickets, mean=round(d.mean, 3), negative=d.negative
+                    )
+                    for d in found.days
+                    if d.channel == t.channel
+                ],
+            )
+        )
+    return out

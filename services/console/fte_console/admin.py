@@ -1,4 +1,5 @@
-"""Pages and actions for admins only (the dead-letter queues, traces): an `agent` gets 403.
+"""Pages and actions for admins only (the dead-letter queues, traces): an `agent` gets 403. Also
+the helpers every page module outside `app` renders and calls the mesh with.
 
 Built on the console's sessions and CSRF tokens (fte_console.app), which are looked up when a
 request comes, so this module and the app can name each other."""
@@ -27,6 +28,11 @@ def deps(request: Request) -> web.Deps:
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     return web._render(request, template, status, **context)
+
+
+async def call(call: Awaitable[Any], what: str) -> Any:
+    """A mesh call's answer, its error as the page's (404, 409 or 502 with a reason)."""
+    return await web._call(call, what)
 
 
 def text(message: str, status: int) -> Response:

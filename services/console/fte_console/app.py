@@ -24,6 +24,7 @@ import jinja2
 from fte.agent.v1 import agent_pb2, agent_service_pb2, agent_service_pb2_grpc
 from fte.common.v1 import common_pb2
 from fte.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
+from fte.knowledge.v1 import knowledge_service_pb2_grpc
 from fte_runtime.db import create_pool, migrate
 from fte_runtime.enums import value_names
 from fte_runtime.grpc_client import connect
@@ -39,7 +40,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, deadletters, delivery, oidc, queue, traces, verify
+from fte_console import customers, dashboard, deadletters, delivery, oidc, queue, traces, verify
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
 from fte_console.queue import BadFilter, Filters
@@ -70,6 +71,7 @@ class Deps:
     accounts: Accounts
     agent: agent_service_pb2_grpc.AgentServiceAsyncStub
     identity: identity_service_pb2_grpc.IdentityServiceAsyncStub
+    knowledge: knowledge_service_pb2_grpc.KnowledgeServiceAsyncStub
     limiter: RateLimiter
     templates: jinja2.Environment
     live: LiveFeed
@@ -618,6 +620,9 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         identity_channel = connect(
             settings.identity_target, token=token, default_timeout=settings.agent_timeout_seconds
         )
+        knowledge_channel = connect(
+            settings.knowledge_target, token=token, default_timeout=settings.agent_timeout_seconds
+        )
         live = LiveFeed()
         stopping = asyncio.Event()
         feed = asyncio.create_task(run_feed(settings, live, settings.live_group_prefix, stopping))
@@ -636,6 +641,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                 ),
                 agent=agent_service_pb2_grpc.AgentServiceStub(channel),
                 identity=identity_service_pb2_grpc.IdentityServiceStub(identity_channel),
+                knowledge=knowledge_service_pb2_grpc.KnowledgeServiceStub(knowledge_channel),
                 limiter=RateLimiter(settings.login_rate_per_minute, settings.login_rate_per_minute),
                 templates=templates(),
                 live=live,
@@ -650,6 +656,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             await outcomes_feed
             await channel.close()
             await identity_channel.close()
+            await knowledge_channel.close()
             await pool.close()
 
     routes = [
@@ -668,6 +675,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/tickets/{ticket}/assign", assign, methods=["POST"]),
         Route("/tickets/{ticket}/escalate", escalate, methods=["POST"]),
         Route("/tickets/{ticket}/notes", add_note, methods=["POST"]),
+        Route("/dashboard", staff_page(dashboard.page), methods=["GET"]),
         Route("/customers/{customer}", customer_page, methods=["GET"]),
         Route("/customers/{customer}/merge", merge_customer, methods=["POST"]),
         Route("/customers/{customer}/erase", erase_customer, methods=["POST"]),

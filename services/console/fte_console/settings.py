@@ -19,6 +19,8 @@ class ConsoleSettings(DatabaseSettings, KafkaSettings):
     # IdentityService (through Envoy), with the same token (identity.read; identity.write to
     # merge and erase).
     identity_target: str = "127.0.0.1:9000"
+    # KnowledgeService (through Envoy), with the same token (kb.read): the dashboard's gaps.
+    knowledge_target: str = "127.0.0.1:9000"
     service_token: SecretStr = SecretStr("")
     agent_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     # Cookies are sent over HTTPS only; off only for a local run on plain http://127.0.0.1.

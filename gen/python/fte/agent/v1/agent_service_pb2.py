@@ -24,60 +24,72 @@ _sym_db = _symbol_database.Default()
 
 from fte.agent.v1 import agent_pb2 as fte_dot_agent_dot_v1_dot_agent__pb2
 from fte.common.v1 import common_pb2 as fte_dot_common_dot_v1_dot_common__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fte/agent/v1/agent_service.proto\x12\x0c\x66te.agent.v1\x1a\x18\x66te/agent/v1/agent.proto\x1a\x1a\x66te/common/v1/common.proto\x1a google/protobuf/field_mask.proto\" \n\x10GetTicketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"\x84\x02\n\x12ListTicketsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.fte.agent.v1.TicketStatus\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x10\n\x08\x63ustomer\x18\x05 \x01(\t\x12:\n\x11\x65scalation_reason\x18\x06 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x10\n\x08\x61ssignee\x18\x07 \x01(\t\x12\x12\n\nunassigned\x18\x08 \x01(\x08\"U\n\x13ListTicketsResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x13UpdateTicketRequest\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"<\n\x14UpdateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"L\n\x13ListMessagesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListMessagesResponse\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x19GetCustomerHistoryRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x85\x01\n\x1aGetCustomerHistoryResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"W\n\x14ReplyToTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"?\n\x15ReplyToTicketResponse\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.fte.agent.v1.Message\"\x8b\x01\n\x15\x45scalateTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\">\n\x16\x45scalateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"C\n\x14ResolveTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"=\n\x15ResolveTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"Q\n\x0e\x41\x64\x64NoteRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"3\n\x0f\x41\x64\x64NoteResponse\x12 \n\x04note\x18\x01 \x01(\x0b\x32\x12.fte.agent.v1.Note\"I\n\x10ListNotesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListNotesResponse\x12!\n\x05notes\x18\x01 \x03(\x0b\x32\x12.fte.agent.v1.Note\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13SuggestReplyRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\"Z\n\x14SuggestReplyResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x61rticle\x18\x02 \x01(\t\x12\x13\n\x0b\x61rticle_url\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t2\xc5\x07\n\x0c\x41gentService\x12L\n\tGetTicket\x12\x1e.fte.agent.v1.GetTicketRequest\x1a\x1f.fte.agent.v1.GetTicketResponse\x12R\n\x0bListTickets\x12 .fte.agent.v1.ListTicketsRequest\x1a!.fte.agent.v1.ListTicketsResponse\x12U\n\x0cUpdateTicket\x12!.fte.agent.v1.UpdateTicketRequest\x1a\".fte.agent.v1.UpdateTicketResponse\x12U\n\x0cListMessages\x12!.fte.agent.v1.ListMessagesRequest\x1a\".fte.agent.v1.ListMessagesResponse\x12g\n\x12GetCustomerHistory\x12\'.fte.agent.v1.GetCustomerHistoryRequest\x1a(.fte.agent.v1.GetCustomerHistoryResponse\x12X\n\rReplyToTicket\x12\".fte.agent.v1.ReplyToTicketRequest\x1a#.fte.agent.v1.ReplyToTicketResponse\x12[\n\x0e\x45scalateTicket\x12#.fte.agent.v1.EscalateTicketRequest\x1a$.fte.agent.v1.EscalateTicketResponse\x12X\n\rResolveTicket\x12\".fte.agent.v1.ResolveTicketRequest\x1a#.fte.agent.v1.ResolveTicketResponse\x12\x46\n\x07\x41\x64\x64Note\x12\x1c.fte.agent.v1.AddNoteRequest\x1a\x1d.fte.agent.v1.AddNoteResponse\x12L\n\tListNotes\x12\x1e.fte.agent.v1.ListNotesRequest\x1a\x1f.fte.agent.v1.ListNotesResponse\x12U\n\x0cSuggestReply\x12!.fte.agent.v1.SuggestReplyRequest\x1a\".fte.agent.v1.SuggestReplyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fte/agent/v1/agent_service.proto\x12\x0c\x66te.agent.v1\x1a\x18\x66te/agent/v1/agent.proto\x1a\x1a\x66te/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x10GetTicketRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"\x84\x02\n\x12ListTicketsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.fte.agent.v1.TicketStatus\x12\'\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x10\n\x08\x63ustomer\x18\x05 \x01(\t\x12:\n\x11\x65scalation_reason\x18\x06 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x10\n\x08\x61ssignee\x18\x07 \x01(\t\x12\x12\n\nunassigned\x18\x08 \x01(\x08\"U\n\x13ListTicketsResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x13UpdateTicketRequest\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"<\n\x14UpdateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"L\n\x13ListMessagesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x14ListMessagesResponse\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x19GetCustomerHistoryRequest\x12\x10\n\x08\x63ustomer\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x85\x01\n\x1aGetCustomerHistoryResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.fte.agent.v1.Ticket\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.fte.agent.v1.Message\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"W\n\x14ReplyToTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"?\n\x15ReplyToTicketResponse\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.fte.agent.v1.Message\"\x8b\x01\n\x15\x45scalateTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\">\n\x16\x45scalateTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"C\n\x14ResolveTicketRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"=\n\x15ResolveTicketResponse\x12$\n\x06ticket\x18\x01 \x01(\x0b\x32\x14.fte.agent.v1.Ticket\"Q\n\x0e\x41\x64\x64NoteRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"3\n\x0f\x41\x64\x64NoteResponse\x12 \n\x04note\x18\x01 \x01(\x0b\x32\x12.fte.agent.v1.Note\"I\n\x10ListNotesRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListNotesResponse\x12!\n\x05notes\x18\x01 \x03(\x0b\x32\x12.fte.agent.v1.Note\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13SuggestReplyRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\"Z\n\x14SuggestReplyResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x61rticle\x18\x02 \x01(\t\x12\x13\n\x0b\x61rticle_url\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\"r\n\x17GetTicketMetricsRequest\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x18GetTicketMetricsResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x08\x63hannels\x18\x03 \x03(\x0b\x32\x1c.fte.agent.v1.ChannelMetrics\"\x89\x04\n\x0e\x43hannelMetrics\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.fte.common.v1.Channel\x12\x0f\n\x07tickets\x18\x02 \x01(\x03\x12\x19\n\x11\x63ustomer_messages\x18\x03 \x01(\x03\x12\x19\n\x11resolved_by_agent\x18\x04 \x01(\x03\x12\x19\n\x11resolved_by_staff\x18\x05 \x01(\x03\x12\x11\n\tescalated\x18\x06 \x01(\x03\x12.\n\x0b\x65scalations\x18\x07 \x03(\x0b\x32\x19.fte.agent.v1.ReasonCount\x12>\n\x1b\x61gent_first_response_median\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x18\x61gent_first_response_p90\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12>\n\x1bstaff_first_response_median\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x18staff_first_response_p90\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\tsentiment\x18\x0c \x03(\x0b\x32\x1c.fte.agent.v1.DailySentiment\"O\n\x0bReasonCount\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.fte.common.v1.EscalationReason\x12\x0f\n\x07tickets\x18\x02 \x01(\x03\"N\n\x0e\x44\x61ilySentiment\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0f\n\x07tickets\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x10\n\x08negative\x18\x04 \x01(\x03\x32\xa8\x08\n\x0c\x41gentService\x12L\n\tGetTicket\x12\x1e.fte.agent.v1.GetTicketRequest\x1a\x1f.fte.agent.v1.GetTicketResponse\x12R\n\x0bListTickets\x12 .fte.agent.v1.ListTicketsRequest\x1a!.fte.agent.v1.ListTicketsResponse\x12U\n\x0cUpdateTicket\x12!.fte.agent.v1.UpdateTicketRequest\x1a\".fte.agent.v1.UpdateTicketResponse\x12U\n\x0cListMessages\x12!.fte.agent.v1.ListMessagesRequest\x1a\".fte.agent.v1.ListMessagesResponse\x12g\n\x12GetCustomerHistory\x12\'.fte.agent.v1.GetCustomerHistoryRequest\x1a(.fte.agent.v1.GetCustomerHistoryResponse\x12X\n\rReplyToTicket\x12\".fte.agent.v1.ReplyToTicketRequest\x1a#.fte.agent.v1.ReplyToTicketResponse\x12[\n\x0e\x45scalateTicket\x12#.fte.agent.v1.EscalateTicketRequest\x1a$.fte.agent.v1.EscalateTicketResponse\x12X\n\rResolveTicket\x12\".fte.agent.v1.ResolveTicketRequest\x1a#.fte.agent.v1.ResolveTicketResponse\x12\x46\n\x07\x41\x64\x64Note\x12\x1c.fte.agent.v1.AddNoteRequest\x1a\x1d.fte.agent.v1.AddNoteResponse\x12L\n\tListNotes\x12\x1e.fte.agent.v1.ListNotesRequest\x1a\x1f.fte.agent.v1.ListNotesResponse\x12U\n\x0cSuggestReply\x12!.fte.agent.v1.SuggestReplyRequest\x1a\".fte.agent.v1.SuggestReplyResponse\x12\x61\n\x10GetTicketMetrics\x12%.fte.agent.v1.GetTicketMetricsRequest\x1a&.fte.agent.v1.GetTicketMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fte.agent.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETTICKETREQUEST']._serialized_start=138
-  _globals['_GETTICKETREQUEST']._serialized_end=170
-  _globals['_GETTICKETRESPONSE']._serialized_start=172
-  _globals['_GETTICKETRESPONSE']._serialized_end=229
-  _globals['_LISTTICKETSREQUEST']._serialized_start=232
-  _globals['_LISTTICKETSREQUEST']._serialized_end=492
-  _globals['_LISTTICKETSRESPONSE']._serialized_start=494
-  _globals['_LISTTICKETSRESPONSE']._serialized_end=579
-  _globals['_UPDATETICKETREQUEST']._serialized_start=581
-  _globals['_UPDATETICKETREQUEST']._serialized_end=704
-  _globals['_UPDATETICKETRESPONSE']._serialized_start=706
-  _globals['_UPDATETICKETRESPONSE']._serialized_end=766
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=768
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=844
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=846
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=934
-  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_start=936
-  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_end=1020
-  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_start=1023
-  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_end=1156
-  _globals['_REPLYTOTICKETREQUEST']._serialized_start=1158
-  _globals['_REPLYTOTICKETREQUEST']._serialized_end=1245
-  _globals['_REPLYTOTICKETRESPONSE']._serialized_start=1247
-  _globals['_REPLYTOTICKETRESPONSE']._serialized_end=1310
-  _globals['_ESCALATETICKETREQUEST']._serialized_start=1313
-  _globals['_ESCALATETICKETREQUEST']._serialized_end=1452
-  _globals['_ESCALATETICKETRESPONSE']._serialized_start=1454
-  _globals['_ESCALATETICKETRESPONSE']._serialized_end=1516
-  _globals['_RESOLVETICKETREQUEST']._serialized_start=1518
-  _globals['_RESOLVETICKETREQUEST']._serialized_end=1585
-  _globals['_RESOLVETICKETRESPONSE']._serialized_start=1587
-  _globals['_RESOLVETICKETRESPONSE']._serialized_end=1648
-  _globals['_ADDNOTEREQUEST']._serialized_start=1650
-  _globals['_ADDNOTEREQUEST']._serialized_end=1731
-  _globals['_ADDNOTERESPONSE']._serialized_start=1733
-  _globals['_ADDNOTERESPONSE']._serialized_end=1784
-  _globals['_LISTNOTESREQUEST']._serialized_start=1786
-  _globals['_LISTNOTESREQUEST']._serialized_end=1859
-  _globals['_LISTNOTESRESPONSE']._serialized_start=1861
-  _globals['_LISTNOTESRESPONSE']._serialized_end=1940
-  _globals['_SUGGESTREPLYREQUEST']._serialized_start=1942
-  _globals['_SUGGESTREPLYREQUEST']._serialized_end=1979
-  _globals['_SUGGESTREPLYRESPONSE']._serialized_start=1981
-  _globals['_SUGGESTREPLYRESPONSE']._serialized_end=2071
-  _globals['_AGENTSERVICE']._serialized_start=2074
-  _globals['_AGENTSERVICE']._serialized_end=3039
+  _globals['_GETTICKETREQUEST']._serialized_start=203
+  _globals['_GETTICKETREQUEST']._serialized_end=235
+  _globals['_GETTICKETRESPONSE']._serialized_start=237
+  _globals['_GETTICKETRESPONSE']._serialized_end=294
+  _globals['_LISTTICKETSREQUEST']._serialized_start=297
+  _globals['_LISTTICKETSREQUEST']._serialized_end=557
+  _globals['_LISTTICKETSRESPONSE']._serialized_start=559
+  _globals['_LISTTICKETSRESPONSE']._serialized_end=644
+  _globals['_UPDATETICKETREQUEST']._serialized_start=646
+  _globals['_UPDATETICKETREQUEST']._serialized_end=769
+  _globals['_UPDATETICKETRESPONSE']._serialized_start=771
+  _globals['_UPDATETICKETRESPONSE']._serialized_end=831
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=833
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=909
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=911
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=999
+  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_start=1001
+  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_end=1085
+  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_start=1088
+  _globals['_GETCUSTOMERHISTORYRESPONSE']._serialized_end=1221
+  _globals['_REPLYTOTICKETREQUEST']._serialized_start=1223
+  _globals['_REPLYTOTICKETREQUEST']._serialized_end=1310
+  _globals['_REPLYTOTICKETRESPONSE']._serialized_start=1312
+  _globals['_REPLYTOTICKETRESPONSE']._serialized_end=1375
+  _globals['_ESCALATETICKETREQUEST']._serialized_start=1378
+  _globals['_ESCALATETICKETREQUEST']._serialized_end=1517
+  _globals['_ESCALATETICKETRESPONSE']._serialized_start=1519
+  _globals['_ESCALATETICKETRESPONSE']._serialized_end=1581
+  _globals['_RESOLVETICKETREQUEST']._serialized_start=1583
+  _globals['_RESOLVETICKETREQUEST']._serialized_end=1650
+  _globals['_RESOLVETICKETRESPONSE']._serialized_start=1652
+  _globals['_RESOLVETICKETRESPONSE']._serialized_end=1713
+  _globals['_ADDNOTEREQUEST']._serialized_start=1715
+  _globals['_ADDNOTEREQUEST']._serialized_end=1796
+  _globals['_ADDNOTERESPONSE']._serialized_start=1798
+  _globals['_ADDNOTERESPONSE']._serialized_end=1849
+  _globals['_LISTNOTESREQUEST']._serialized_start=1851
+  _globals['_LISTNOTESREQUEST']._serialized_end=1924
+  _globals['_LISTNOTESRESPONSE']._serialized_start=1926
+  _globals['_LISTNOTESRESPONSE']._serialized_end=2005
+  _globals['_SUGGESTREPLYREQUEST']._serialized_start=2007
+  _globals['_SUGGESTREPLYREQUEST']._serialized_end=2044
+  _globals['_SUGGESTREPLYRESPONSE']._serialized_start=2046
+  _globals['_SUGGESTREPLYRESPONSE']._serialized_end=2136
+  _globals['_GETTICKETMETRICSREQUEST']._serialized_start=2138
+  _globals['_GETTICKETMETRICSREQUEST']._serialized_end=2252
+  _globals['_GETTICKETMETRICSRESPONSE']._serialized_start=2255
+  _globals['_GETTICKETMETRICSRESPONSE']._serialized_end=2423
+  _globals['_CHANNELMETRICS']._serialized_start=2426
+  _globals['_CHANNELMETRICS']._serialized_end=2947
+  _globals['_REASONCOUNT']._serialized_start=2949
+  _globals['_REASONCOUNT']._serialized_end=3028
+  _globals['_DAILYSENTIMENT']._serialized_start=3030
+  _globals['_DAILYSENTIMENT']._serialized_end=3108
+  _globals['_AGENTSERVICE']._serialized_start=3111
+  _globals['_AGENTSERVICE']._serialized_end=4175
 # @@protoc_insertion_point(module_scope)

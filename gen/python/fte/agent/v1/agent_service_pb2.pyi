@@ -7,8 +7,10 @@ from collections import abc as _abc
 from fte.agent.v1 import agent_pb2 as _agent_pb2
 from fte.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -636,3 +638,199 @@ class SuggestReplyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SuggestReplyResponse: _TypeAlias = SuggestReplyResponse  # noqa: Y015
+
+@_typing.final
+class GetTicketMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """Required. How far back from `end_time` the window reaches: 1 hour to 90 days."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Where the window ends; unset means now. Not in the future."""
+
+    def __init__(
+        self,
+        *,
+        window: _duration_pb2.Duration | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTicketMetricsRequest: _TypeAlias = GetTicketMetricsRequest  # noqa: Y015
+
+@_typing.final
+class GetTicketMetricsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The window: tickets opened at or after `start_time` and before `end_time`."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelMetrics]:
+        """All channels together first (`channel` unspecified), then each channel that had a ticket."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        channels: _abc.Iterable[Global___ChannelMetrics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTicketMetricsResponse: _TypeAlias = GetTicketMetricsResponse  # noqa: Y015
+
+@_typing.final
+class ChannelMetrics(_message.Message):
+    """What happened to the tickets opened in the window on one channel (or all of them). Every
+    figure is about those tickets as they are now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    TICKETS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_MESSAGES_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_AGENT_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_STAFF_FIELD_NUMBER: _builtins.int
+    ESCALATED_FIELD_NUMBER: _builtins.int
+    ESCALATIONS_FIELD_NUMBER: _builtins.int
+    AGENT_FIRST_RESPONSE_MEDIAN_FIELD_NUMBER: _builtins.int
+    AGENT_FIRST_RESPONSE_P90_FIELD_NUMBER: _builtins.int
+    STAFF_FIRST_RESPONSE_MEDIAN_FIELD_NUMBER: _builtins.int
+    STAFF_FIRST_RESPONSE_P90_FIELD_NUMBER: _builtins.int
+    SENTIMENT_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    """The channel; unspecified for all channels together."""
+    tickets: _builtins.int
+    """Tickets opened."""
+    customer_messages: _builtins.int
+    """Customer messages on those tickets."""
+    resolved_by_agent: _builtins.int
+    """Resolved without a person: never escalated and no staff reply."""
+    resolved_by_staff: _builtins.int
+    """Resolved after an escalation or a staff reply."""
+    escalated: _builtins.int
+    """Escalated to the human team at some point (still escalated or not)."""
+    @_builtins.property
+    def escalations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasonCount]:
+        """The escalated tickets by reason, most first."""
+
+    @_builtins.property
+    def agent_first_response_median(self) -> _duration_pb2.Duration:
+        """First response of the agent: from the ticket's first customer message to the agent's first
+        message. Median and 90th percentile over the tickets the agent answered; unset when none.
+        """
+
+    @_builtins.property
+    def agent_first_response_p90(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def staff_first_response_median(self) -> _duration_pb2.Duration:
+        """First response of staff: from the ticket's first customer message to the first staff reply.
+        Over the tickets staff answered; unset when none.
+        """
+
+    @_builtins.property
+    def staff_first_response_p90(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def sentiment(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailySentiment]:
+        """The tickets' sentiment per UTC day they were opened on, oldest first; days without a ticket
+        are left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        tickets: _builtins.int = ...,
+        customer_messages: _builtins.int = ...,
+        resolved_by_agent: _builtins.int = ...,
+        resolved_by_staff: _builtins.int = ...,
+        escalated: _builtins.int = ...,
+        escalations: _abc.Iterable[Global___ReasonCount] | None = ...,
+        agent_first_response_median: _duration_pb2.Duration | None = ...,
+        agent_first_response_p90: _duration_pb2.Duration | None = ...,
+        staff_first_response_median: _duration_pb2.Duration | None = ...,
+        staff_first_response_p90: _duration_pb2.Duration | None = ...,
+        sentiment: _abc.Iterable[Global___DailySentiment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_first_response_median", b"agent_first_response_median", "agent_first_response_p90", b"agent_first_response_p90", "staff_first_response_median", b"staff_first_response_median", "staff_first_response_p90", b"staff_first_response_p90"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_first_response_median", b"agent_first_response_median", "agent_first_response_p90", b"agent_first_response_p90", "channel", b"channel", "customer_messages", b"customer_messages", "escalated", b"escalated", "escalations", b"escalations", "resolved_by_agent", b"resolved_by_agent", "resolved_by_staff", b"resolved_by_staff", "sentiment", b"sentiment", "staff_first_response_median", b"staff_first_response_median", "staff_first_response_p90", b"staff_first_response_p90", "tickets", b"tickets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelMetrics: _TypeAlias = ChannelMetrics  # noqa: Y015
+
+@_typing.final
+class ReasonCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    TICKETS_FIELD_NUMBER: _builtins.int
+    reason: _common_pb2.EscalationReason.ValueType
+    tickets: _builtins.int
+    def __init__(
+        self,
+        *,
+        reason: _common_pb2.EscalationReason.ValueType = ...,
+        tickets: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "tickets", b"tickets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasonCount: _TypeAlias = ReasonCount  # noqa: Y015
+
+@_typing.final
+class DailySentiment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    TICKETS_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The UTC day, "YYYY-MM-DD"."""
+    tickets: _builtins.int
+    """Tickets opened that day."""
+    mean: _builtins.float
+    """Their mean sentiment, in [-1, 1]."""
+    negative: _builtins.int
+    """Those with a sentiment below -0.3 (the agent's "negative")."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        tickets: _builtins.int = ...,
+        mean: _builtins.float = ...,
+        negative: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "mean", b"mean", "negative", b"negative", "tickets", b"tickets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailySentiment: _TypeAlias = DailySentiment  # noqa: Y015

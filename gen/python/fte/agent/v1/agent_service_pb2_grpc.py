@@ -91,6 +91,11 @@ class AgentServiceStub:
                 request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.SerializeToString,
                 response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.FromString,
                 _registered_method=True)
+        self.GetTicketMetrics = channel.unary_unary(
+                '/fte.agent.v1.AgentService/GetTicketMetrics',
+                request_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.GetTicketMetricsRequest.SerializeToString,
+                response_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.GetTicketMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -178,6 +183,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTicketMetrics(self, request, context):
+        """Counts the tickets opened in a window, per channel and for all channels together: volume,
+        how they were resolved, escalations by reason, first-response times of the agent and of
+        staff, and sentiment per UTC day. For the staff dashboard and for reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +249,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.SuggestReply,
                     request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.FromString,
                     response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.SerializeToString,
+            ),
+            'GetTicketMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTicketMetrics,
+                    request_deserializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.GetTicketMetricsRequest.FromString,
+                    response_serializer=fte_dot_agent_dot_v1_dot_agent__service__pb2.GetTicketMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,6 +555,33 @@ class AgentService:
             '/fte.agent.v1.AgentService/SuggestReply',
             fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyRequest.SerializeToString,
             fte_dot_agent_dot_v1_dot_agent__service__pb2.SuggestReplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTicketMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fte.agent.v1.AgentService/GetTicketMetrics',
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.GetTicketMetricsRequest.SerializeToString,
+            fte_dot_agent_dot_v1_dot_agent__service__pb2.GetTicketMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,11 @@ class AgentServiceStub:
     and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
     is found.
     """
+    GetTicketMetrics: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.GetTicketMetricsRequest, _agent_service_pb2.GetTicketMetricsResponse]
+    """Counts the tickets opened in a window, per channel and for all channels together: volume,
+    how they were resolved, escalations by reason, first-response times of the agent and of
+    staff, and sentiment per UTC day. For the staff dashboard and for reports.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -94,6 +99,11 @@ class AgentServiceAsyncStub(AgentServiceStub):
     configured engine and the same guardrail as the agent's own replies, for a person to edit
     and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
     is found.
+    """
+    GetTicketMetrics: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.GetTicketMetricsRequest, _agent_service_pb2.GetTicketMetricsResponse]  # type: ignore[assignment]
+    """Counts the tickets opened in a window, per channel and for all channels together: volume,
+    how they were resolved, escalations by reason, first-response times of the agent and of
+    staff, and sentiment per UTC day. For the staff dashboard and for reports.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -191,6 +201,17 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         configured engine and the same guardrail as the agent's own replies, for a person to edit
         and send; nothing is sent or stored. FAILED_PRECONDITION (NO_DRAFT) when nothing relevant
         is found.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTicketMetrics(
+        self,
+        request: _agent_service_pb2.GetTicketMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.GetTicketMetricsResponse, _abc.Awaitable[_agent_service_pb2.GetTicketMetricsResponse]]:
+        """Counts the tickets opened in a window, per channel and for all channels together: volume,
+        how they were resolved, escalations by reason, first-response times of the agent and of
+        staff, and sentiment per UTC day. For the staff dashboard and for reports.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
