@@ -197,11 +197,16 @@ class Dispatcher:
                 d, self.owner, f"gave up after {d.attempts} attempts: {reason}", code, permanent=False
             )
             DISPATCHED.labels(channel, "gave_up").inc()
+            given_up = {"delivery": str(d.id), "attempts": d.attempts, "reason": reason, "code": code}
+            log.warning("delivery given up", extra=given_up)
             return
         delay = backoff_seconds(d.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         await self.store.retry_later(d.id, self.owner, reason, code, delay)
         DISPATCHED.labels(channel, "retry").inc()
-        log.info("delivery will be retried", extra={"delivery": str(d.id), "code": code, "in_s": round(delay, 2)})
+        log.info(
+            "delivery will be retried",
+            extra={"delivery": str(d.id), "reason": reason, "code": code, "in_s": round(delay, 2)},
+        )
 
     async def _deliver_part(self, d: Delivery, part: Part, payload: dict[str, Any]) -> str:
         """The provider's id for the part: recorded earlier, found at the provider, or sent now."""

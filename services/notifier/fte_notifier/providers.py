@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,12 +87,23 @@ class GmailSender:
             self._local.service = service
         return service
 
+    def _fresh_if_dropped(self, request: Callable[[Any], Any]) -> Any:
+        """Runs the request on this thread's connection. httplib2 reuses a kept-alive connection
+        without checking it, and a server closes idle ones (each worker thread has its own, so all
+        of them go stale in a quiet spell): writing to it fails with BrokenPipeError before any
+        byte of the request was read, so it is sent once more, at once, on a new connection."""
+        try:
+            return request(self._service()).execute(num_retries=0)
+        except BrokenPipeError:
+            self._local.service = None
+            return request(self._service()).execute(num_retries=0)
+
     def send(self, raw: str, thread_id: str) -> str:
         body: dict[str, str] = {"raw": raw}
         if thread_id:
             body["threadId"] = thread_id
         try:
-            result = self._service().users().messages().send(userId="me", body=body).execute(num_retries=0)
+            result = self._fresh_if_dropped(lambda s: s.users().messages().send(userId="me", body=body))
         except HttpError as exc:
             raise _gmail_error(exc) from None
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as exc:
@@ -102,12 +114,9 @@ class GmailSender:
     def find(self, message_id_header: str) -> str | None:
         """The Gmail id of a sent message with this Message-ID header, if Gmail has it."""
         try:
-            result = (
-                self._service()
-                .users()
-                .messages()
-                .list(userId="me", q=f"rfc822msgid:{message_id_header.strip('<>')}", includeSpamTrash=True)
-                .execute(num_retries=0)
+            query = f"rfc822msgid:{message_id_header.strip('<>')}"
+            result = self._fresh_if_dropped(
+                lambda s: s.users().messages().list(userId="me", q=query, includeSpamTrash=True)
             )
         except HttpError as exc:
             err = _gmail_error(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 
@@ -65,6 +66,21 @@ async def test_reply_threads_in_gmail_with_headers_and_alternatives(
     assert "Reports > Export & choose CSV" in plain.get_content()
     assert rich is not None
     assert "Reports &gt; Export &amp; choose CSV" in rich.get_content()
+
+
+async def test_a_connection_gmail_closed_while_idle_costs_no_attempt(
+    start_notifier: NotifierFactory, fake_gmail: FakeGmail
+) -> None:
+    n = await start_notifier(**provider_env(fake_gmail, None))
+    first = await n.stub.SendMessage(email_request("Your export is ready.", subject="Export"))
+    assert (await wait_final(n.stub, first.delivery.name)).status == SENT
+    # Past the fake's keep-alive (uvicorn's 5 s): the server closes the kept-alive connection.
+    await asyncio.sleep(6)
+    second = await n.stub.SendMessage(email_request("Your invoice is attached.", subject="Invoice"))
+    delivery = await wait_final(n.stub, second.delivery.name)
+    assert delivery.status == SENT, delivery.last_error
+    assert (delivery.attempts, delivery.last_error) == (1, "")
+    assert len(fake_gmail.sent()) == 2
 
 
 async def test_gmail_500s_are_retried_then_sent_once(start_notifier: NotifierFactory, fake_gmail: FakeGmail) -> None:
