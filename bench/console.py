@@ -6,7 +6,9 @@ The console is the real process of the stack (sessions in PostgreSQL, every page
 AgentService and IdentityService). Tickets are seeded straight into the agent's tables (a bench
 fixture, never a way in for code): 5% escalated, 15% open, 10% in progress, the rest resolved,
 two messages each, over 200 customers resolved through IdentityService. Each session loops: the
-queue page, then a random queue ticket's page.
+queue page, then a random queue ticket's page. Then the dashboard (--dashboard-sessions (5), each
+loading it again and again: two GetTicketMetrics windows over all the tickets and the knowledge
+gaps) against the same bare page.
 
 Reports per page requests, p50 and p95, and the console/baseline ratios of the medians and the
 p95s. No floor is judged here: the numbers are for comparing runs on the same machine.
@@ -55,7 +57,7 @@ def serve_baseline(port: int, size: int) -> None:
     async def page(request: Request) -> Response:
         return HTMLResponse(body)
 
-    app = Starlette(routes=[Route("/", page), Route("/tickets/{ticket}", page)])
+    app = Starlette(routes=[Route("/", page), Route("/tickets/{ticket}", page), Route("/dashboard", page)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -174,6 +176,22 @@ async def load(clients: list[httpx.AsyncClient], seconds: float) -> dict[str, li
     return times
 
 
+async def load_dashboard(clients: list[httpx.AsyncClient], seconds: float) -> dict[str, list[float]]:
+    """Each client: the dashboard, again and again, until the time is up."""
+    times: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def session(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            page = await client.get("/dashboard")
+            times.append(time.perf_counter() - started)
+            page.raise_for_status()
+
+    await asyncio.gather(*(session(c) for c in clients))
+    return {"dashboard": times}
+
+
 def p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=20)[18]
 
@@ -211,6 +229,10 @@ async def main(args: argparse.Namespace, work: Path) -> int:
             await load(bare, 2.0)
             base = await load(bare, args.seconds)
             console = await load(clients, args.seconds)
+            few, few_bare = clients[: args.dashboard_sessions], bare[: args.dashboard_sessions]
+            await load_dashboard(few, 2.0)
+            base |= await load_dashboard(few_bare, args.seconds / 2)
+            console |= await load_dashboard(few, args.seconds / 2)
         finally:
             await baseline.stop()
             for c in clients + bare:
@@ -218,7 +240,9 @@ async def main(args: argparse.Namespace, work: Path) -> int:
 
     print(f"\nconsole, {args.sessions} sessions, {args.tickets} tickets, {args.seconds:.0f} s each; page {size} bytes")
     print(f"{'page':<8} {'target':<15} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8}")
-    for page in ("queue", "ticket"):
+    for page in ("queue", "ticket", "dashboard"):
+        if page == "dashboard":
+            print(f"dashboard: {args.dashboard_sessions} sessions, {args.seconds / 2:.0f} s each")
         for name, times in (("bare starlette", base[page]), ("console", console[page])):
             ms = [t * 1000 for t in times]
             print(f"{page:<8} {name:<15} {len(ms):>9} {statistics.median(ms):>8.1f} {p95(ms):>8.1f}")
@@ -236,5 +260,6 @@ if __name__ == "__main__":
     parser.add_argument("--tickets", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--dashboard-sessions", type=int, default=5)
     with scratch_dir("fte-bench-console-") as work:
         sys.exit(asyncio.run(main(parser.parse_args(), work)))
