@@ -9,6 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "chromium is missing; install it with: sudo apt-get install -y chromium" >&2
   exit 0
 fi
-apt-get install -y --no-install-recommends chromium >/dev/null || {
-  apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null
+# Another install on the machine may hold dpkg's lock: wait for it rather than fail.
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+apt_get install -y --no-install-recommends chromium >/dev/null || {
+  apt_get update >/dev/null && apt_get install -y --no-install-recommends chromium >/dev/null
 }
