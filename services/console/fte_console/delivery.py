@@ -12,7 +12,6 @@ render and its subscription) still gets it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,9 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from fte_console.accounts import Session
-from fte_console.live import MAX_PENDING, end, page_stream, push, sse
-
-log = logging.getLogger("fte.console.delivery")
+from fte_console.live import MAX_PENDING, end, page_stream, push, read_event, sse
 
 _OUTCOMES = (
     delivery_events_pb2.ReplyDelivered,
@@ -81,11 +78,8 @@ class DeliveryFeed:
         return True
 
     async def handle(self, record: ConsumerRecord) -> None:
-        try:
-            event = envelope.decode(record.value, record.headers, EVENT_TYPES)
-        except envelope.InvalidEvent as exc:
-            # The topic is the notifier's; what this view cannot read is skipped, never re-sent.
-            log.warning("delivery record skipped", extra={"offset": record.offset, "error": str(exc)[:300]})
+        event = read_event(record, EVENT_TYPES, "delivery")
+        if event is None:
             return
         msg = event.message
         assert isinstance(msg, _OUTCOMES)

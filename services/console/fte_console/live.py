@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -26,6 +26,7 @@ from fte_runtime.enums import value_names
 from fte_runtime.kafka import consume, make_consumer
 from fte_runtime.settings import KafkaSettings
 from fte_runtime.topics import TICKETS_ESCALATED
+from google.protobuf.message import Message
 
 log = logging.getLogger("fte.console.live")
 
@@ -50,6 +51,16 @@ def push(page: asyncio.Queue[str], text: str) -> None:
         if page.full():
             page.get_nowait()
     page.put_nowait(text)
+
+
+def read_event(record: ConsumerRecord, types: Mapping[str, type[Message]], view: str) -> envelope.Event | None:
+    """The record's event, or None for one this view cannot read: the topic is another service's,
+    so such a record is skipped (and logged), never re-sent or dead-lettered from here."""
+    try:
+        return envelope.decode(record.value, record.headers, types)
+    except envelope.InvalidEvent as exc:
+        log.warning("%s record skipped", view, extra={"offset": record.offset, "error": str(exc)[:300]})
+        return None
 
 
 def end(pages: Iterable[asyncio.Queue[str]]) -> None:
@@ -117,11 +128,8 @@ class LiveFeed:
         end(self._pages)
 
     async def handle(self, record: ConsumerRecord) -> None:
-        try:
-            event = envelope.decode(record.value, record.headers, EVENT_TYPES)
-        except envelope.InvalidEvent as exc:
-            # The topic is the agent's; a record this view cannot read is skipped, never re-sent.
-            log.warning("escalation record skipped", extra={"offset": record.offset, "error": str(exc)[:300]})
+        event = read_event(record, EVENT_TYPES, "escalation")
+        if event is None:
             return
         msg = event.message
         assert isinstance(msg, ticket_events_pb2.TicketEscalated)
