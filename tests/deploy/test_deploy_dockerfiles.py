@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,26 @@ HTTP_PORTS = {"gateway": 8080, "console": 8090, "mcp": 8095}
 # An exact CPython 3.11 patch release on Debian bookworm, optionally pinned to a digest as well.
 PINNED_BASE = re.compile(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?")
 WORKDIR = "/src"
+# The projects of this repository a service may depend on, and where each is built from. An image
+# installs them from its own copied sources: a name left to the package index would install
+# whatever someone published under it.
+WORKSPACE = {"fte-contracts": "gen", "fte-runtime": "libs", "fte-client": "clients/python/fte-client"}
+
+
+def workspace_sources(svc: str) -> list[str]:
+    """The folders an image of `svc` installs, in install order: gen and libs, then every project
+    of this repository the service needs (directly or through another), then the service."""
+    needed: list[str] = []
+    todo = [f"services/{svc}"]
+    while todo:
+        project = tomllib.loads((REPO / todo.pop() / "pyproject.toml").read_text())["project"]
+        for dep in project.get("dependencies", []):
+            name = re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0].lower().replace("_", "-")
+            if name in WORKSPACE and WORKSPACE[name] not in needed:
+                needed.append(WORKSPACE[name])
+                todo.append(WORKSPACE[name])
+    extra = [folder for folder in WORKSPACE.values() if folder in needed and folder not in ("gen", "libs")]
+    return ["gen", "libs", *extra, f"services/{svc}"]
 
 
 @dataclass
@@ -103,10 +124,11 @@ def test_multi_stage_on_one_pinned_base(svc: str) -> None:
 def test_build_stage_takes_only_this_service_gen_and_libs(svc: str) -> None:
     build = stages(svc)[0]
     assert build.last("WORKDIR").value == (WORKDIR,)
-    allowed = ("gen/", "libs/", f"services/{svc}/")
+    folders = workspace_sources(svc)
+    allowed = tuple(f"{folder}/" for folder in folders)
     sources = [src for c in build.all("COPY") for src in c.value[:-1]]
     for src in sources:
-        assert src.startswith(allowed), f"{src} is not this service's, gen's or libs'"
+        assert src.startswith(allowed), f"{src} is not this service's or a project it needs ({folders})"
         assert "tests" not in Path(src).parts
         assert (REPO / src).exists(), f"COPY {src}: no such path in the repository"
     for needed in (f"services/{svc}/pyproject.toml", f"services/{svc}/fte_{svc}", "gen/pyproject.toml"):
@@ -115,7 +137,8 @@ def test_build_stage_takes_only_this_service_gen_and_libs(svc: str) -> None:
     assert len(installs) == 1
     args = installs[0].value[0].split()
     assert "--no-cache-dir" in args
-    assert [a for a in args if a.startswith("./")] == ["./gen", "./libs", f"./services/{svc}"]
+    # Every project of this repository it needs comes from the copied sources, not an index.
+    assert [a for a in args if a.startswith("./")] == [f"./{folder}" for folder in folders]
 
 
 @pytest.mark.parametrize("svc", SERVICES)
@@ -198,9 +221,7 @@ def test_build_stage_makes_complete_wheels(svc: str, tmp_path: Path) -> None:
             "--disable-pip-version-check",
             "-w",
             str(out),
-            "./gen",
-            "./libs",
-            f"./services/{svc}",
+            *(f"./{folder}" for folder in workspace_sources(svc)),
         ],
         cwd=src,
         capture_output=True,
@@ -210,7 +231,8 @@ def test_build_stage_makes_complete_wheels(svc: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     wheels = {w.name.split("-")[0]: w for w in out.glob("*.whl")}
-    assert set(wheels) == {"fte_contracts", "fte_runtime", f"fte_{svc}"}
+    projects = {"gen": "fte_contracts", "libs": "fte_runtime", "clients/python/fte-client": "fte_client"}
+    assert set(wheels) == {projects.get(folder, f"fte_{svc}") for folder in workspace_sources(svc)}
 
     def names(wheel: Path) -> set[str]:
         with zipfile.ZipFile(wheel) as zf:
