@@ -65,6 +65,9 @@ async def mesh(
             kafka_session_timeout_ms=kafka_settings.kafka_session_timeout_ms,
             kafka_heartbeat_interval_ms=kafka_settings.kafka_heartbeat_interval_ms,
             dispatch_poll_seconds=0.1,
+            # A group of its own: on a broker shared with the full stack (the Apache Kafka run),
+            # the default group would split the stack's delivery statuses with this notifier.
+            status_consumer_group=f"notifier-mesh-{uuid.uuid4().hex[:8]}",
         )
     )
     notifier_port = await notifier.start()
