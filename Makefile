@@ -59,7 +59,7 @@ eval: setup
 # The 24-hour test compressed (scripts/soak.py): customers on every channel, provider retries,
 # random SIGKILLs and a PostgreSQL kill, replies counted at the provider fakes. The default is the
 # small size CI runs; the full one: make soak SOAK_ARGS="--web 100 --email 50 --whatsapp 50".
-SOAK_ARGS ?= --web 30 --email 15 --whatsapp 15 --people 5 --kills 6
+SOAK_ARGS ?= --web 30 --email 15 --whatsapp 15 --people 5 --kills 8
 soak: setup
 	$(PY) scripts/soak.py $(SOAK_ARGS)
 

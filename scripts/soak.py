@@ -11,7 +11,7 @@ uptime of the public endpoint (the gateway's /readyz, polled), and p50/p95 from 
 acceptance to the reply at the provider.
 
     .venv/bin/python scripts/soak.py [--web 100] [--email 50] [--whatsapp 50] [--people 10]
-                                     [--duplicates 0.2] [--kills 8] [--rate 4]
+                                     [--duplicates 0.2] [--kills 9] [--rate 4]
 """
 
 from __future__ import annotations
@@ -134,8 +134,10 @@ async def chaos(
     stop: asyncio.Event,
     broker_pid_file: Path | None = None,
 ) -> None:
-    """SIGKILLs a random process every `every` seconds, PostgreSQL once, halfway, and the external
-    broker once (its pid in `broker_pid_file`), three quarters of the way."""
+    """SIGKILLs a process every `every` seconds, PostgreSQL once, halfway, and the external broker
+    once (its pid in `broker_pid_file`), three quarters of the way. The others are drawn in
+    shuffled rounds of every victim, so enough kills hit each service and Envoy at least once."""
+    order: list[str] = []
     for n in range(kills):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
@@ -150,7 +152,9 @@ async def chaos(
             os.kill(int(await asyncio.to_thread(broker_pid_file.read_text)), signal.SIGKILL)
             run.kills["kafka broker"] += 1
             continue
-        victim = rng.choice(VICTIMS)
+        if not order:
+            order = rng.sample(VICTIMS, len(VICTIMS))
+        victim = order.pop()
         child = stack.envoy.child if victim == "envoy" and stack.envoy else stack.children.get(victim)
         if child is not None and child.running:
             child.kill()
@@ -337,7 +341,12 @@ if __name__ == "__main__":
     parser.add_argument("--whatsapp", type=int, default=50)
     parser.add_argument("--people", type=int, default=10, help="customers who write on several channels")
     parser.add_argument("--duplicates", type=float, default=0.2, help="share of deliveries the provider repeats")
-    parser.add_argument("--kills", type=int, default=8, help="SIGKILLs during the run (one of them PostgreSQL)")
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=9,
+        help="SIGKILLs during the run (one of them PostgreSQL; 7 or more hit every service)",
+    )
     parser.add_argument("--kill-every", type=float, default=0.0, help="seconds between kills (0: spread over the run)")
     parser.add_argument("--rate", type=float, default=4.0, help="messages sent per second")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every reply")
