@@ -63,9 +63,13 @@ async def serve_echo(port: int) -> None:
 
 
 def resolve_request(address: str) -> Request:
+    # Authenticated mail (the gateway's DKIM/SPF check passed): the address is proven, so a known
+    # one resolves to its customer. An unauthenticated address is only a claim and would make a
+    # new customer every time, so "resolve existing" would measure creation.
     return Request(
         channel=common_pb2.Channel.CHANNEL_EMAIL,
         identifiers=[identity_service_pb2.IdentifierInput(kind=EMAIL, value=address)],
+        sender_authenticated=True,
     )
 
 
@@ -145,6 +149,9 @@ async def main(args: argparse.Namespace, root: Path) -> None:
                 await identity_stub.ResolveCustomer(resolve_request(address))
 
         await asyncio.gather(*(seed() for _ in range(args.concurrency)))
+        again = await identity_stub.ResolveCustomer(resolve_request(f"  {known[0].upper()} "))
+        if again.created:
+            raise SystemExit("a known address made a new customer: 'resolve existing' would measure creation")
         fresh = itertools.count()
 
         scenarios: dict[str, tuple[identity_service_pb2_grpc.IdentityServiceAsyncStub, Callable[[], Request]]] = {

@@ -156,13 +156,11 @@ class Customers:
 
 
 async def _resolve_once(s: Session, ordered: Sequence[Sighting], display_name: str) -> tuple[CustomerRow, bool]:
-    owners = await s.owners([o.ident for o in ordered])
+    owners, owning = await s.owning_customers([o.ident for o in ordered])
     plan = domain.plan_resolve(ordered, owners)
     if plan.customer is None:
         return await _create(s, plan, display_name), True
-    customer = await s.customer(plan.customer)
-    if customer is None:
-        raise _Retry
+    customer = owning[plan.customer]
     plan = domain.plan_resolve(ordered, owners, {i.key: i.verified for i in customer.identifiers})
     if not domain.resolve_writes(plan, display_name, customer.display_name):
         if customer.state != ACTIVE:

@@ -40,23 +40,44 @@ UniqueViolation = asyncpg.UniqueViolationError
 RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 _CUSTOMER_COLUMNS = "id, display_name, state, merged_into, create_time, update_time"
-_IDENTIFIERS = """
-    SELECT i.customer_id, i.kind, i.value, i.raw_value, i.verified, i.evidence, i.create_time,
-           (NOT i.verified AND EXISTS (
-               SELECT 1 FROM identifiers o WHERE o.kind = i.kind AND o.value = i.value AND o.verified
-                 AND o.customer_id <> i.customer_id)) AS contested,
-           (SELECT v.expire_time FROM verification_codes v
-             WHERE v.identifier_id = i.id AND v.used_time IS NULL AND NOT v.superseded
-               AND v.attempts < v.max_attempts AND v.expire_time > now()
-             ORDER BY v.id DESC LIMIT 1) AS verification_expire_time
-    FROM identifiers i WHERE i.customer_id = ANY($1::uuid[]) ORDER BY i.create_time, i.id"""
-# The verified owners of the given identifiers.
-_OWNERS = """
-    SELECT i.kind, i.value, i.customer_id FROM identifiers i
-    JOIN unnest($1::smallint[], $2::text[]) AS q(kind, value) ON i.kind = q.kind AND i.value = q.value
-    WHERE i.verified"""
+_IDENTIFIER_COLUMNS = """
+    i.customer_id, i.kind, i.value, i.raw_value, i.verified, i.evidence, i.create_time,
+    (NOT i.verified AND EXISTS (
+        SELECT 1 FROM identifiers o WHERE o.kind = i.kind AND o.value = i.value AND o.verified
+          AND o.customer_id <> i.customer_id)) AS contested,
+    (SELECT v.expire_time FROM verification_codes v
+      WHERE v.identifier_id = i.id AND v.used_time IS NULL AND NOT v.superseded
+        AND v.attempts < v.max_attempts AND v.expire_time > now()
+      ORDER BY v.id DESC LIMIT 1) AS verification_expire_time"""
+_IDENTIFIERS = f"""SELECT {_IDENTIFIER_COLUMNS}
+    FROM identifiers i WHERE i.customer_id = ANY($1::uuid[]) ORDER BY i.create_time, i.id"""  # noqa: S608
+# The customers holding any of the given identifiers verified, each with all its identifiers, in
+# one statement (one round trip and one snapshot): a resolve of known identifiers reads only this.
+# One row per identifier; the customer's columns repeat, prefixed c_.
+_OWNING_CUSTOMERS = f"""SELECT c.id AS c_id, c.display_name AS c_display_name, c.state AS c_state,
+           c.merged_into AS c_merged_into, c.create_time AS c_create_time, c.update_time AS c_update_time,
+           {_IDENTIFIER_COLUMNS}
+    FROM customers c JOIN identifiers i ON i.customer_id = c.id
+    WHERE c.id IN (
+        SELECT o.customer_id FROM identifiers o
+        JOIN unnest($1::smallint[], $2::text[]) AS q(kind, value) ON o.kind = q.kind AND o.value = q.value
+        WHERE o.verified)
+    ORDER BY i.create_time, i.id"""  # noqa: S608
 _LOCK_SHARE = "SELECT id, state, merged_into FROM customers WHERE id = $1 FOR SHARE"
 _LOCK_UPDATE = "SELECT id, state, merged_into FROM customers WHERE id = $1 FOR UPDATE"
+
+
+def _identifier(r: Any) -> IdentifierRow:
+    return IdentifierRow(
+        r["kind"],
+        r["value"],
+        r["raw_value"],
+        r["verified"],
+        r["evidence"],
+        r["create_time"],
+        r["contested"],
+        r["verification_expire_time"],
+    )
 
 
 def _state(row: Any) -> CustomerState:
@@ -94,18 +115,7 @@ class Session:
         by_id: dict[uuid.UUID, list[IdentifierRow]] = {r["id"]: [] for r in rows}
         if by_id:
             for r in await self.conn.fetch(_IDENTIFIERS, list(by_id)):
-                by_id[r["customer_id"]].append(
-                    IdentifierRow(
-                        r["kind"],
-                        r["value"],
-                        r["raw_value"],
-                        r["verified"],
-                        r["evidence"],
-                        r["create_time"],
-                        r["contested"],
-                        r["verification_expire_time"],
-                    )
-                )
+                by_id[r["customer_id"]].append(_identifier(r))
         customers = {r["id"]: CustomerRow(**dict(r), identifiers=tuple(by_id[r["id"]])) for r in rows}
         keys = order if order is not None else [r["id"] for r in rows]
         return [customers[k] for k in keys if k in customers]
@@ -130,10 +140,35 @@ class Session:
         )
         return await self._with_identifiers(rows[:size]), len(rows) > size
 
-    async def owners(self, idents: Sequence[Normalized]) -> dict[tuple[int, str], uuid.UUID]:
-        """The verified owner of each identifier that has one."""
-        rows = await self.conn.fetch(_OWNERS, [i.kind for i in idents], [i.value for i in idents])
-        return {(r["kind"], r["value"]): r["customer_id"] for r in rows}
+    async def owning_customers(
+        self, idents: Sequence[Normalized]
+    ) -> tuple[dict[tuple[int, str], uuid.UUID], dict[uuid.UUID, CustomerRow]]:
+        """The verified owner of each identifier that has one, and those owners with their
+        identifiers."""
+        rows = await self.conn.fetch(_OWNING_CUSTOMERS, [i.kind for i in idents], [i.value for i in idents])
+        wanted = {(i.kind, i.value) for i in idents}
+        owners: dict[tuple[int, str], uuid.UUID] = {}
+        columns: dict[uuid.UUID, Any] = {}
+        held: dict[uuid.UUID, list[IdentifierRow]] = {}
+        for r in rows:
+            ident = _identifier(r)
+            if ident.verified and ident.key in wanted:
+                owners[ident.key] = r["c_id"]
+            columns.setdefault(r["c_id"], r)
+            held.setdefault(r["c_id"], []).append(ident)
+        customers = {
+            cid: CustomerRow(
+                cid,
+                r["c_display_name"],
+                r["c_state"],
+                r["c_merged_into"],
+                r["c_create_time"],
+                r["c_update_time"],
+                tuple(held[cid]),
+            )
+            for cid, r in columns.items()
+        }
+        return owners, customers
 
     async def verified_owner(self, ident: Normalized) -> uuid.UUID | None:
         """The customer holding the identifier verified, if any (at most one: a unique index)."""
