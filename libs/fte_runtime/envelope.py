@@ -49,16 +49,29 @@ def encode(
     correlation_id: str | None = None,
 ) -> tuple[bytes, Headers]:
     """Value and headers for a record carrying `message`."""
-    headers: Headers = [
+    return message.SerializeToString(), headers(
+        message.DESCRIPTOR.full_name, source=source, event_id=event_id, time=time, correlation_id=correlation_id
+    )
+
+
+def headers(
+    event_type: str,
+    *,
+    source: str,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    correlation_id: str | None = None,
+) -> Headers:
+    """The CloudEvents headers of a record whose value is a serialized `event_type` message."""
+    return [
         ("content-type", CONTENT_TYPE.encode()),
         ("ce_specversion", SPEC_VERSION.encode()),
         ("ce_id", (event_id or str(uuid.uuid4())).encode()),
-        ("ce_type", message.DESCRIPTOR.full_name.encode()),
+        ("ce_type", event_type.encode()),
         ("ce_source", source.encode()),
         ("ce_time", (time or datetime.now(UTC)).isoformat().encode()),
         (CORRELATION_ATTRIBUTE, (correlation_id or current_correlation_id()).encode()),
     ]
-    return message.SerializeToString(), headers
 
 
 def _header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:

@@ -127,12 +127,33 @@ class EventPublisher:
     ) -> asyncio.Future[RecordMetadata]:
         """Queue the event; the returned future resolves when the broker acknowledged it.
         Events queued one after another keep their order within a partition."""
+        return await self.send_serialized(
+            topic,
+            message.SerializeToString(),
+            message.DESCRIPTOR.full_name,
+            key=key,
+            event_id=event_id,
+            correlation_id=correlation_id,
+            trace_context=trace_context,
+        )
+
+    async def send_serialized(
+        self,
+        topic: str,
+        payload: bytes,
+        event_type: str,
+        *,
+        key: str,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """`send` for an event already serialized (an outbox row): sent as stored, never parsed, so
+        a relay also carries event types newer than its own code."""
         with tracing.producer_span(topic, trace_context) as trace_headers:
-            value, headers = envelope.encode(
-                message, source=self.source, event_id=event_id, correlation_id=correlation_id
-            )
+            headers = envelope.headers(event_type, source=self.source, event_id=event_id, correlation_id=correlation_id)
             sent: asyncio.Future[RecordMetadata] = await self.producer.send(
-                topic, value=value, key=key.encode(), headers=headers + trace_headers
+                topic, value=payload, key=key.encode(), headers=headers + trace_headers
             )
         sent.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self._count(topic))
         return sent

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +84,8 @@ class PendingEvent:
     event_id: str
     topic: str
     key: str
-    message: Message
+    event_type: str  # the message's full name, the record's ce_type
+    payload: bytes  # the serialized message, sent as stored
     correlation_id: str | None
     trace_context: dict[str, str] | None = None
 
@@ -98,7 +98,6 @@ class OutboxRelay:
         pool: Any,
         kafka: KafkaSettings,
         table: OutboxTable,
-        types: Mapping[str, type[Message]],
         *,
         source: str,
         client_id: str,
@@ -108,7 +107,6 @@ class OutboxRelay:
         self._pool = pool
         self._kafka = kafka
         self._table = table
-        self._types = types
         self._source = source
         self._client_id = client_id
         self._batch_size = batch_size
@@ -142,7 +140,8 @@ class OutboxRelay:
             event_id=row["event_id"],
             topic=row["topic"],
             key=row["record_key"],
-            message=self._types[row["event_type"]].FromString(row["payload"]),
+            event_type=row["event_type"],
+            payload=bytes(row["payload"]),
             correlation_id=row["correlation_id"],
             trace_context=json.loads(row["trace_context"]) if row["trace_context"] else None,
         )
@@ -164,9 +163,10 @@ class OutboxRelay:
             for e in events:
                 try:
                     sends.append(
-                        await publisher.send(
+                        await publisher.send_serialized(
                             e.topic,
-                            e.message,
+                            e.payload,
+                            e.event_type,
                             key=e.key,
                             event_id=e.event_id,
                             correlation_id=e.correlation_id,

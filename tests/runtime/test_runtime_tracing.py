@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tests.runtime.test_runtime_kafka import drain
+from tests.runtime.test_runtime_outbox import TABLE, create_outbox
 
 pytestmark = pytest.mark.kafka
 
@@ -133,22 +134,15 @@ async def test_traceparent_survives_the_outbox(
     kafka_settings: KafkaSettings, new_database: Callable[[], Awaitable[str]], traced: InMemorySpanExporter
 ) -> None:
     dsn = await new_database()
-    table = outbox.OutboxTable("outbox", event_id="event_id", position="id", published="publish_time")
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            """CREATE TABLE outbox (
-                   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id uuid NOT NULL,
-                   topic text NOT NULL, record_key text NOT NULL, event_type text NOT NULL, payload bytea NOT NULL,
-                   correlation_id text, trace_context jsonb, attempts integer NOT NULL DEFAULT 0,
-                   publish_time timestamptz)"""
-        )
+        await create_outbox(conn)
         topic = f"test.trace.{uuid.uuid4().hex[:8]}"
         await ensure_topics(kafka_settings.kafka_bootstrap, [topic], partitions=1)
         # The request that writes the row; the relay runs later, in no span at all.
         with tracing.tracer.start_as_current_span("SendMessage") as request:
             async with conn.transaction():
-                await outbox.enqueue(conn, table, topic, "k", message("m2"))
+                await outbox.enqueue(conn, TABLE, topic, "k", message("m2"))
         stored = await conn.fetchval("SELECT trace_context->>'traceparent' FROM outbox")
     finally:
         await conn.close()
@@ -156,9 +150,7 @@ async def test_traceparent_survives_the_outbox(
     assert stored.split("-")[1] == want
 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    relay = outbox.OutboxRelay(
-        pool, kafka_settings, table, TYPES, source="test.fte", client_id="test-relay", poll_seconds=0.1
-    )
+    relay = outbox.OutboxRelay(pool, kafka_settings, TABLE, source="test.fte", client_id="test-relay", poll_seconds=0.1)
     try:
         assert trace.get_current_span().get_span_context().is_valid is False
         assert await relay.publish_pending() == 1

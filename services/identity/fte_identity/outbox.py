@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from fte_identity.names import customer_name, timestamp
 from fte_identity.rows import MergeRow
 
+# The events this outbox carries, as its consumers decode them (the relay sends rows as stored).
 EVENT_TYPES = envelope.type_map(customer_events_pb2.CustomerErased, customer_events_pb2.CustomersMerged)
 TABLE = outbox.OutboxTable("outbox", event_id="event_id", position="id", published="publish_time")
 
@@ -35,7 +36,6 @@ class OutboxRelay(outbox.OutboxRelay):
             pool,
             kafka,
             TABLE,
-            EVENT_TYPES,
             source=source,
             client_id="fte-identity-outbox",
             batch_size=batch_size,

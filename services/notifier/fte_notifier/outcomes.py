@@ -10,16 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fte.events.v1 import delivery_events_pb2
 from fte_runtime import outbox
-from fte_runtime.envelope import type_map
 from fte_runtime.settings import KafkaSettings
 
 from fte_notifier.store import OUTCOMES_TABLE
-
-OUTCOME_TYPES = type_map(
-    delivery_events_pb2.ReplyDelivered, delivery_events_pb2.DeliveryFailed, delivery_events_pb2.ReplyStatusChanged
-)
 
 
 class OutcomeRelay(outbox.OutboxRelay):
@@ -30,7 +24,6 @@ class OutcomeRelay(outbox.OutboxRelay):
             pool,
             kafka,
             OUTCOMES_TABLE,
-            OUTCOME_TYPES,
             source=source,
             client_id="fte-notifier-outcomes",
             batch_size=500,
