@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
 
 import grpc
 import jinja2
@@ -36,102 +34,25 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fte_console import customers, dashboard, deadletters, delivery, oidc, queue, traces, verify
+from fte_console import customers, dashboard, deadletters, delivery, oidc, pages, queue, traces, verify
 from fte_console.accounts import SCHEMA, Accounts, Role, Session, SignIn
 from fte_console.live import LiveFeed, run_feed
+from fte_console.pages import HEADERS, SESSION_COOKIE, Deps, staff_action, staff_page
 from fte_console.queue import BadFilter, Filters
 from fte_console.settings import ConsoleSettings
 
-SESSION_COOKIE = "fte_console_session"
 LOGIN_CSRF_COOKIE = "fte_console_login"
 _TICKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 MAX_REPLY = 5000
 MAX_NOTE = 5000
-MAX_FORM_BYTES = 64 * 1024
-HEADERS = {
-    "content-security-policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "cache-control": "no-store",
-}
 AUTHORS = value_names(agent_pb2.Author)
 DELIVERY = value_names(common_pb2.DeliveryStatus)
 # What staff may escalate a ticket for, by name ("refund" -> ESCALATION_REASON_REFUND).
 ESCALATION_REASONS = {name: value for value, name in queue.REASONS.items()}
-
-
-@dataclass
-class Deps:
-    settings: ConsoleSettings
-    accounts: Accounts
-    agent: agent_service_pb2_grpc.AgentServiceAsyncStub
-    identity: identity_service_pb2_grpc.IdentityServiceAsyncStub
-    knowledge: knowledge_service_pb2_grpc.KnowledgeServiceAsyncStub
-    limiter: RateLimiter
-    templates: jinja2.Environment
-    live: LiveFeed
-    delivery: delivery.DeliveryFeed
-
-
-def _deps(request: Request) -> Deps:
-    deps: Deps = request.app.state.deps
-    return deps
-
-
-def _render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _deps(request).templates.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
-
-
-async def _session(request: Request) -> Session | None:
-    return await _deps(request).accounts.session(request.cookies.get(SESSION_COOKIE, ""))
-
-
-async def _form(request: Request) -> FormData:
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise HTTPException(413, "the form is too large")
-    return await request.form(max_files=0, max_fields=20)
-
-
-def _same(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
-
-
-Handler = Callable[[Request, Session], Awaitable[Response]]
-
-
-def staff_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A page for signed-in staff: without a session, the sign-in page."""
-
-    async def endpoint(request: Request) -> Response:
-        session = await _session(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303, headers=HEADERS)
-        return await handler(request, session)
-
-    return endpoint
-
-
-def staff_action(
-    handler: Callable[[Request, Session, FormData], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """A form POST of signed-in staff: 401 without a session, 403 without its CSRF token."""
-
-    async def endpoint(request: Request) -> Response:
-        session = await _session(request)
-        if session is None:
-            return PlainTextResponse("sign in first", status_code=401, headers=HEADERS)
-        form = await _form(request)
-        if not _same(str(form.get("csrf_token", "")), session.csrf_token):
-            return PlainTextResponse("the form's CSRF token is missing or wrong; reload the page", 403, headers=HEADERS)
-        return await handler(request, session, form)
-
-    return endpoint
 
 
 # -- sign-in ---------------------------------------------------------------------------------
@@ -143,20 +64,20 @@ async def login_page(request: Request) -> Response:
 
 def _login_form(request: Request, status: int = 200, error: str = "") -> Response:
     token = secrets.token_urlsafe(24)
-    settings = _deps(request).settings
-    response = _render(
+    settings = pages.deps(request).settings
+    response = pages.render(
         request, "login.html", status, csrf_token=token, error=error,
         oidc=oidc.enabled(settings), password=settings.password_sign_in,
     )  # fmt: skip
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
-        secure=_deps(request).settings.cookie_secure,
+        secure=pages.deps(request).settings.cookie_secure,
     )  # fmt: skip
     return response
 
 
 async def login(request: Request) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     client = request.client.host if request.client else ""
     wait = deps.limiter.acquire(client)
     if wait > 0:
@@ -165,8 +86,8 @@ async def login(request: Request) -> Response:
         return response
     if not deps.settings.password_sign_in:
         return PlainTextResponse("password sign-in is off: sign in with the identity provider", 403, headers=HEADERS)
-    form = await _form(request)
-    if not _same(str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
+    form = await pages.form(request)
+    if not pages.same(str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
         return PlainTextResponse("the form's CSRF token is missing or wrong; reload the page", 403, headers=HEADERS)
     username = str(form.get("username", ""))[:100]
     outcome, user = await deps.accounts.sign_in(username, str(form.get("password", ""))[:1000])
@@ -189,7 +110,7 @@ async def login(request: Request) -> Response:
 
 @staff_action
 async def logout(request: Request, session: Session, form: FormData) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     await deps.accounts.close_session(request.cookies.get(SESSION_COOKIE, ""))
     await deps.accounts.audit(session.user.username, "sign_out")
     response = RedirectResponse("/login", status_code=303, headers=HEADERS)
@@ -202,17 +123,17 @@ async def logout(request: Request, session: Session, form: FormData) -> Response
 
 @staff_page
 async def queue_page(request: Request, session: Session) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     try:
         filters = Filters.parse(request.query_params)
     except BadFilter as exc:
         return PlainTextResponse(f"{exc}", status_code=400, headers=HEADERS)
     # One call per status shown, at once: the page waits for the slowest, not for their sum.
     asks = filters.requests(session.user.username, deps.settings.queue_page_size)
-    replies = await asyncio.gather(*(_call(deps.agent.ListTickets(ask)) for ask in asks))
+    replies = await asyncio.gather(*(pages.call(deps.agent.ListTickets(ask)) for ask in asks))
     tickets = [t for reply in replies for t in reply.tickets]
     now = datetime.now(UTC)
-    return _render(
+    return pages.render(
         request,
         "queue.html",
         session=session,
@@ -230,21 +151,6 @@ def _ticket_name(request: Request) -> str:
     if not _TICKET.match(ticket):
         raise HTTPException(404, "no such ticket")
     return f"tickets/{ticket}"
-
-
-async def _call(call: Awaitable[Any], what: str = "ticket") -> Any:
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise HTTPException(404, f"no such {what}") from exc
-        if exc.code() in (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            grpc.StatusCode.FAILED_PRECONDITION,
-            grpc.StatusCode.ABORTED,
-        ):
-            raise HTTPException(409, exc.details() or f"the {what} changed; reload it") from exc
-        raise HTTPException(502, f"the {what} service did not answer; try again") from exc
 
 
 @dataclass(frozen=True)
@@ -288,7 +194,7 @@ async def _conversation(deps: Deps, ticket: str) -> list[Entry]:
     entries: list[Entry] = []
     token = ""
     for _ in range(10):  # at most 1,000 messages on one page
-        reply = await _call(
+        reply = await pages.call(
             deps.agent.ListMessages(
                 agent_service_pb2.ListMessagesRequest(ticket=ticket, page_size=100, page_token=token)
             )
@@ -324,20 +230,20 @@ async def _nothing() -> tuple[str, str]:
 
 @staff_page
 async def ticket_page(request: Request, session: Session) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _ticket_name(request)
-    ticket = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
+    ticket = (await pages.call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
     suggest = request.query_params.get("suggest") == "1" and ticket.status != agent_pb2.TICKET_STATUS_RESOLVED
     # What the page shows besides the ticket, read at once.
     entries, notes, card, trail, (draft, no_draft), staff = await asyncio.gather(
         _conversation(deps, name),
-        _call(deps.agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=100))),
+        pages.call(deps.agent.ListNotes(agent_service_pb2.ListNotesRequest(ticket=name, page_size=100))),
         _card(deps, ticket.customer),
         deps.accounts.audit_trail(name),
         _suggestion(deps, name) if suggest else _nothing(),
         deps.accounts.usernames(),
     )
-    return _render(
+    return pages.render(
         request,
         "ticket.html",
         session=session,
@@ -364,7 +270,7 @@ async def ticket_page(request: Request, session: Session) -> Response:
 
 @staff_action
 async def reply(request: Request, session: Session, form: FormData) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _ticket_name(request)
     text = _text(form)
     if not text or len(text) > MAX_REPLY:
@@ -373,7 +279,7 @@ async def reply(request: Request, session: Session, form: FormData) -> Response:
     if request_id is None:
         return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
     actor = session.user.username
-    await _call(
+    await pages.call(
         deps.agent.ReplyToTicket(
             agent_service_pb2.ReplyToTicketRequest(ticket=name, text=text, request_id=request_id, actor=actor)
         )
@@ -384,10 +290,10 @@ async def reply(request: Request, session: Session, form: FormData) -> Response:
 
 @staff_action
 async def resolve(request: Request, session: Session, form: FormData) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _ticket_name(request)
     note = str(form.get("note", "")).strip()[:1000]
-    await _call(
+    await pages.call(
         deps.agent.ResolveTicket(
             agent_service_pb2.ResolveTicketRequest(ticket=name, note=note, actor=session.user.username)
         )
@@ -399,14 +305,14 @@ async def resolve(request: Request, session: Session, form: FormData) -> Respons
 @staff_action
 async def assign(request: Request, session: Session, form: FormData) -> Response:
     """Assign to me (no `assignee` given) or reassign to another staff member."""
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _ticket_name(request)
     assignee = str(form.get("assignee", "")).strip().lower() or session.user.username
     if assignee not in await deps.accounts.usernames():
         return PlainTextResponse(f"no staff member is called {assignee!r}", 400, headers=HEADERS)
-    current = (await _call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
+    current = (await pages.call(deps.agent.GetTicket(agent_service_pb2.GetTicketRequest(name=name)))).ticket
     change = agent_pb2.Ticket(name=name, etag=current.etag, assignee=assignee)
-    await _call(
+    await pages.call(
         deps.agent.UpdateTicket(
             agent_service_pb2.UpdateTicketRequest(
                 ticket=change, update_mask=FieldMask(paths=["assignee"]), actor=session.user.username
@@ -420,7 +326,7 @@ async def assign(request: Request, session: Session, form: FormData) -> Response
 @staff_action
 async def escalate(request: Request, session: Session, form: FormData) -> Response:
     """Escalate with a reason, e.g. an answered question the customer's reply shows needs a person."""
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _ticket_name(request)
     reason = str(form.get("reason", "")).strip()
     value = ESCALATION_REASONS.get(reason)
@@ -432,7 +338,7 @@ async def escalate(request: Request, session: Session, form: FormData) -> Respon
     request_id = _request_id(form)
     if request_id is None:
         return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
-    await _call(
+    await pages.call(
         deps.agent.EscalateTicket(
             agent_service_pb2.EscalateTicketRequest(
                 ticket=name,
@@ -450,7 +356,7 @@ async def escalate(request: Request, session: Session, form: FormData) -> Respon
 @staff_action
 async def add_note(request: Request, session: Session, form: FormData) -> Response:
     """An internal note: kept by the agent service with the ticket, shown to staff only."""
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _ticket_name(request)
     text = _text(form)
     if not text or len(text) > MAX_NOTE:
@@ -458,7 +364,7 @@ async def add_note(request: Request, session: Session, form: FormData) -> Respon
     request_id = _request_id(form)
     if request_id is None:
         return PlainTextResponse("the form's request id is missing; reload the page", 400, headers=HEADERS)
-    await _call(
+    await pages.call(
         deps.agent.AddNote(
             agent_service_pb2.AddNoteRequest(ticket=name, text=text, actor=session.user.username, request_id=request_id)
         )
@@ -476,16 +382,16 @@ def _customer_name(request: Request) -> str:
 
 @staff_page
 async def customer_page(request: Request, session: Session) -> Response:
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _customer_name(request)
-    found = await _call(deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=name)), "customer")
+    found = await pages.call(deps.identity.GetCustomer(identity_service_pb2.GetCustomerRequest(name=name)), "customer")
     if found.customer.name != name:  # merged: identity answers with the customer it was merged into
         return RedirectResponse(f"/{found.customer.name}", 303, headers=HEADERS)
-    history = await _call(
+    history = await pages.call(
         deps.agent.GetCustomerHistory(agent_service_pb2.GetCustomerHistoryRequest(customer=name, page_size=50))
     )
     now = datetime.now(UTC)
-    return _render(
+    return pages.render(
         request,
         "customer.html",
         session=session,
@@ -517,7 +423,7 @@ async def merge_customer(request: Request, session: Session, form: FormData) -> 
     """Merges this customer (the source) into another (the target), with a reason; admins only."""
     if (refused := _admin_only(session)) is not None:
         return refused
-    deps = _deps(request)
+    deps = pages.deps(request)
     source = _customer_name(request)
     target = customers.customer_id(str(form.get("target", "")))
     reason = _reason(form)
@@ -528,7 +434,7 @@ async def merge_customer(request: Request, session: Session, form: FormData) -> 
         return PlainTextResponse(
             f"a merge needs a reason of 1 to {customers.MAX_REASON} characters", 400, headers=HEADERS
         )
-    await _call(
+    await pages.call(
         deps.identity.MergeCustomers(
             identity_service_pb2.MergeCustomersRequest(
                 source_customer=source, target_customer=f"customers/{target}", reason=reason, request_id=request_id
@@ -546,7 +452,7 @@ async def erase_customer(request: Request, session: Session, form: FormData) -> 
     """Erases a customer's personal data; admins only, confirmed by typing the customer's id."""
     if (refused := _admin_only(session)) is not None:
         return refused
-    deps = _deps(request)
+    deps = pages.deps(request)
     name = _customer_name(request)
     if str(form.get("confirm", "")).strip() != name.removeprefix("customers/"):
         return PlainTextResponse("to erase, type the customer's id into the confirmation box", 400, headers=HEADERS)
@@ -556,7 +462,7 @@ async def erase_customer(request: Request, session: Session, form: FormData) -> 
         return PlainTextResponse(
             f"an erasure needs a reason of 1 to {customers.MAX_REASON} characters", 400, headers=HEADERS
         )
-    await _call(
+    await pages.call(
         deps.identity.EraseCustomer(
             identity_service_pb2.EraseCustomerRequest(name=name, reason=reason, request_id=request_id)
         ),
@@ -569,10 +475,10 @@ async def erase_customer(request: Request, session: Session, form: FormData) -> 
 async def queue_events(request: Request) -> Response:
     """The live queue's stream (server-sent events): 401 without a session, so a signed-out page's
     EventSource stops instead of retrying."""
-    session = await _session(request)
+    session = await pages.session(request)
     if session is None:
         return PlainTextResponse("sign in first", status_code=401, headers=HEADERS)
-    deps = _deps(request)
+    deps = pages.deps(request)
     token = request.cookies.get(SESSION_COOKIE, "")
 
     async def still_signed_in() -> bool:
@@ -591,7 +497,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Ready when its own database answers (the mesh's readiness is each service's own)."""
     try:
-        await _deps(request).accounts.pool.fetchval("SELECT 1")
+        await pages.deps(request).accounts.pool.fetchval("SELECT 1")
     except Exception:  # any failure means not ready
         return PlainTextResponse("database unavailable", status_code=503)
     return PlainTextResponse("ready")
@@ -668,7 +574,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         *oidc.OidcSignIn(HEADERS, SESSION_COOKIE).routes(),
         Route("/", queue_page, methods=["GET"]),
         Route("/events/queue", queue_events, methods=["GET"]),
-        Route("/events/tickets/{ticket}", delivery.ticket_events(_session, HEADERS), methods=["GET"]),
+        Route("/events/tickets/{ticket}", delivery.ticket_events(pages.session, HEADERS), methods=["GET"]),
         Route("/tickets/{ticket}", ticket_page, methods=["GET"], name="ticket"),
         Route("/tickets/{ticket}/reply", reply, methods=["POST"]),
         Route("/tickets/{ticket}/resolve", resolve, methods=["POST"]),

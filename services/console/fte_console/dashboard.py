@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fte_console.accounts import Session
-from fte_console.admin import call, deps, render
+from fte_console.pages import call, deps, render
 
 CHANNELS = value_names(common_pb2.Channel)
 REASONS = value_names(common_pb2.EscalationReason)

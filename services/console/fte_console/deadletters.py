@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fte_console.accounts import Session
-from fte_console.admin import admin_action, admin_page, deps, render, text
+from fte_console.pages import admin_action, admin_page, deps, render, text
 
 # Records one replay form may name (each checkbox is a form field).
 MAX_REPLAY = 200

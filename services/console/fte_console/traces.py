@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fte_console.accounts import Session
-from fte_console.admin import admin_page, deps, render
+from fte_console.pages import admin_page, deps, render
 
 # Indentation levels the stylesheet has (deeper spans are drawn at the last).
 MAX_DEPTH = 12
