@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 GRPC_HANDLED = Counter(
     "grpc_server_handled_total",
@@ -21,6 +21,16 @@ KAFKA_CONSUMED = Counter(
     ["topic", "outcome"],
 )
 KAFKA_PRODUCED = Counter("kafka_produced_total", "Records produced, by topic.", ["topic"])
+# Principals with a quota only (internal teams): a handful of label values.
+QUOTA_LIMIT = Gauge("quota_limit_calls", "Calls a principal's quota allows in its window.", ["principal", "window"])
+QUOTA_USED = Gauge(
+    "quota_used_calls",
+    "Calls counted in a principal's current window by every replica, as of this replica's last flush.",
+    ["principal", "window"],
+)
+QUOTA_REFUSED = Counter(
+    "quota_refused_total", "Calls refused because the principal's quota was used up.", ["principal", "window"]
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

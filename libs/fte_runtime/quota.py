@@ -26,6 +26,7 @@ from typing import Literal
 
 import asyncpg
 
+from fte_runtime.metrics import QUOTA_LIMIT, QUOTA_REFUSED, QUOTA_USED
 from fte_runtime.settings import Quota
 from fte_runtime.tasks import cancel_all
 
@@ -151,6 +152,8 @@ class QuotaCounter:
             if quota.per_month is not None:
                 current.append(((principal, "month", _month_start(today)), quota.per_month))
             windows[principal] = tuple(current)
+            for (_, period, _), limit in current:
+                QUOTA_LIMIT.labels(principal, period).set(limit)
         self._windows = windows
         live = self._current_keys()
         self._known = {k: v for k, v in self._known.items() if k in live}
@@ -176,6 +179,7 @@ class QuotaCounter:
                 if refused is None or resets_at > refused.resets_at:
                     refused = QuotaExhausted(principal, key[1], limit, resets_at, resets_at.timestamp() - now)
         if refused is not None:
+            QUOTA_REFUSED.labels(principal, refused.period).inc()
             return refused
         for key, _ in windows:
             self._pending[key] = self._pending.get(key, 0) + 1
@@ -208,6 +212,8 @@ class QuotaCounter:
             self._waiting -= waiting
             # A key with no row reads 0: an operator who deleted a row gave the allowance back.
             self._known = {key: totals.get(key, 0) for key in self._current_keys()}
+            for (principal, period, _), used in self._known.items():
+                QUOTA_USED.labels(principal, period).set(used)
             if self._forget:
                 # Last month's rows stay for a look back; older ones go.
                 today = datetime.fromtimestamp(self._clock(), UTC).date()

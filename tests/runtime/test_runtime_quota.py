@@ -23,6 +23,7 @@ from fte_runtime.grpc_client import connect
 from fte_runtime.grpc_server import GrpcServer
 from fte_runtime.quota import Key, QuotaCounter, QuotaStore
 from fte_runtime.settings import GrpcServerSettings, Quota, TokenGrant
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from .conftest import TOKENS, start_probe
@@ -150,19 +151,30 @@ async def test_a_monthly_quota_runs_out_before_the_daily_one(new_database: NewDa
     assert abs(details.retry_delay - expected) < 5
 
 
+def sample(name: str, principal: str, window: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"principal": principal, "window": window})
+
+
 async def test_two_servers_sharing_the_database_share_the_quota(new_database: NewDatabase) -> None:
     dsn = await new_database()
     fast = {"quota_flush_seconds": 0.05}
+    refused_before = sample("quota_refused_total", "trial", "day") or 0.0
     async with identity(dsn, **fast) as (a, at_a), identity(dsn, **fast) as (b, at_b):
         for _ in range(2):
             assert await list_customers(at_a, "trial-token") is None
         # Once a has added its calls and b has read them back, b serves the one call left.
         await until(knows(b, "trial", {"day": 2}))
+        # The metrics show what the database holds, whichever replica read it last.
+        assert sample("quota_used_calls", "trial", "day") == 2
+        assert sample("quota_limit_calls", "trial", "day") == 3
+        assert sample("quota_limit_calls", "monthly", "month") == 2
         assert await list_customers(at_b, "trial-token") is None
         err = await list_customers(at_b, "trial-token")
         assert err is not None
         assert status_details(err).reason == "QUOTA_EXCEEDED"
+        assert sample("quota_refused_total", "trial", "day") == refused_before + 1
         await until(knows(a, "trial", {"day": 3}))
+        assert sample("quota_used_calls", "trial", "day") == 3
         err = await list_customers(at_a, "trial-token")
         assert err is not None
         assert status_details(err).reason == "QUOTA_EXCEEDED"
