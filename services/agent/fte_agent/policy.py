@@ -88,7 +88,7 @@ class Policy:
             tone=reading.tone,
             stage=reading.stage,
         )
-        rule = self._rule(clean, language)
+        rule = self._rule(clean, language, reading)
         if rule is not None:
             reason, evidence["rule"] = rule
         elif reading.intent in reasons.learned():
@@ -124,13 +124,25 @@ class Policy:
                     return CATEGORIES[name]
         return R.CATEGORY_GENERAL
 
-    def _rule(self, clean: str, language: str) -> tuple[reasons.Reason, str] | None:
-        """The first safety-net rule that matches, in registry order, in the message's language
-        and in English (customers mix English words into other languages)."""
+    def _rule(self, clean: str, language: str, reading: reader.Reading) -> tuple[reasons.Reason, str] | None:
+        """The safety net: the reasons whose rules match, in the message's language and in English
+        (customers mix English words into other languages). When several match ("refund me or my
+        lawyer hears of it"), the one the reader ranks highest; else the first in registry order."""
+        matched: list[tuple[reasons.Reason, str]] = []
         packs = self._packs(language)
         for reason in reasons.registry():
-            for pack in packs:
-                for i, pattern in enumerate(pack.rules.get(reason.name, ())):
-                    if pattern.search(clean):
-                        return reason, f"{pack.code}:{reason.name}[{i}]"
-        return None
+            hit = next(
+                (
+                    f"{pack.code}:{reason.name}[{i}]"
+                    for pack in packs
+                    for i, pattern in enumerate(pack.rules.get(reason.name, ()))
+                    if pattern.search(clean)
+                ),
+                None,
+            )
+            if hit is not None:
+                matched.append((reason, hit))
+        if not matched:
+            return None
+        rank = {label: n for n, (label, _) in enumerate(reading.ranked)}
+        return min(matched, key=lambda m: rank.get(m[0].name, len(rank)))
