@@ -119,6 +119,22 @@ def test_every_supported_language_pack_is_complete() -> None:
         assert list(pack.categories) == ["billing", "bug_report", "feedback", "technical"]
 
 
+def test_whole_message_intent_rules_match_only_the_whole_message() -> None:
+    loaded = packs.require(("en", "es", "de"))
+
+    def settles(code: str, message: str) -> list[str]:
+        return [name for name, patterns in loaded[code].intents.items() if any(p.search(message) for p in patterns)]
+
+    assert settles("en", "ok thx!") == ["thanks"]
+    assert settles("en", "👍👍") == ["thanks"]
+    assert settles("en", "Hi there") == ["greeting"]
+    assert settles("en", "??") == ["unclear"]
+    assert settles("de", "Vielen Dank nochmal!") == ["thanks"]
+    assert settles("es", "buenas") == ["greeting"]
+    for message in ("Thanks for nothing.", "Hi, my account was hacked", "thanks, but it is still broken", "why?"):
+        assert settles("en", message) == [], message
+
+
 def test_an_incomplete_language_pack_stops_the_start() -> None:
     with pytest.raises(packs.PackError, match="no language pack"):
         packs.require(("en", "xx"))
