@@ -1,7 +1,8 @@
 """Language packs (data/languages/<code>.toml) and the playbook (the deployment's voice).
 
-A pack holds every customer-facing sentence of one language, its safety-net rules, its
-prompt-injection markers and the words that file a ticket under a category. Every supported
+A pack holds every customer-facing sentence of one language, its safety-net rules (escalation
+reasons, and whole messages that are only thanks or a greeting), its prompt-injection markers and
+the words that file a ticket under a category. Every supported
 language must have a complete pack: the agent refuses to start otherwise, so no customer ever gets
 a reply with a missing sentence.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from fte_agent import reasons
 from fte_agent.hours import HoursError, SupportHours
 
 DEFAULT_LANGUAGE = "en"
+# The non-escalation intents a pack's `[intents]` table may settle by rule: the ones a whole
+# message of a few fixed words can be (the reader's other intents need reading).
+RULED_INTENTS = ("thanks", "greeting", "unclear")
 
 
 class PackError(ValueError):
@@ -40,6 +44,8 @@ class Pack:
     injection: tuple[re.Pattern[str], ...]
     # Ticket category name -> the words that file a message under it, in the pack's order.
     categories: dict[str, tuple[re.Pattern[str], ...]]
+    # Non-escalation intent -> whole-message patterns that settle it (a message that is only thanks).
+    intents: dict[str, tuple[re.Pattern[str], ...]] = field(default_factory=dict)
 
     def phrase(self, key: str, **values: object) -> str:
         return self.phrases[key].format(**values)
@@ -84,6 +90,10 @@ def load(code: str) -> Pack:
     unknown = set(categories) - set(value_names(common_pb2.Category).values())
     if unknown:
         raise PackError(f"{code}: unknown ticket categories {sorted(unknown)}")
+    intents = {name: _compile(list(p), f"{code} intents.{name}") for name, p in raw.get("intents", {}).items()}
+    unknown = set(intents) - set(RULED_INTENTS)
+    if unknown:
+        raise PackError(f"{code}: intents without rules {sorted(unknown)}")
     return Pack(
         code=code,
         name=str(raw.get("name", code)),
@@ -93,6 +103,7 @@ def load(code: str) -> Pack:
         rules=rules,
         injection=_compile(list(raw.get("injection", {}).get("patterns", [])), f"{code} injection"),
         categories=categories,
+        intents=intents,
     )
 
 

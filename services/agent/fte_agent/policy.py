@@ -58,10 +58,13 @@ class Policy:
     async def assess(self, body: str, subject: str = "") -> Assessment:
         clean, injected = text.readable(body, subject, self.markers)
         if not any(c.isalnum() for c in clean):
+            # No words: "?" or a thumbs-up still says something (the packs' intent rules), the rest is empty.
+            ruled = self._intent_rule(clean, self.languages.default)
+            intent, why = ruled if ruled is not None else ("empty", "no text")
             return Assessment(
                 language=self.languages.default, sentiment=0.0, category=R.CATEGORY_GENERAL, priority=R.PRIORITY_LOW,
-                injection=injected, intent="empty", text=clean,
-                evidence={"intent": "empty", "score": 1.0, "rule": "no text", "injection": injected},
+                injection=injected, intent=intent, text=clean,
+                evidence={"intent": intent, "score": 1.0, "rule": why, "injection": injected},
             )  # fmt: skip
         language, confidence = self.languages.detect(clean)
         evidence: dict[str, Any] = {
@@ -88,13 +91,19 @@ class Policy:
             tone=reading.tone,
             stage=reading.stage,
         )
-        rule = self._rule(clean, language)
+        rule = self._rule(clean, language, reading)
+        ruled_intent = self._intent_rule(clean, language) if rule is None else None
         if rule is not None:
             reason, evidence["rule"] = rule
+        elif ruled_intent is not None:
+            evidence["rule"] = ruled_intent[1]
         elif reading.intent in reasons.learned():
             reason = reasons.by_name(reading.intent)
-        intent = reason.name if reason is not None and reason.learned else reading.intent
-        if reason is not None and reason.learned and intent != reading.intent:
+        if reason is not None and reason.learned:
+            intent = reason.name
+        else:
+            intent = ruled_intent[0] if ruled_intent is not None else reading.intent
+        if intent != reading.intent:
             evidence["intent"] = intent
         category = self._category(clean, language)
         priority = reason.priority if reason is not None else R.PRIORITY_LOW
@@ -124,13 +133,35 @@ class Policy:
                     return CATEGORIES[name]
         return R.CATEGORY_GENERAL
 
-    def _rule(self, clean: str, language: str) -> tuple[reasons.Reason, str] | None:
-        """The first safety-net rule that matches, in registry order, in the message's language
-        and in English (customers mix English words into other languages)."""
+    def _rule(self, clean: str, language: str, reading: reader.Reading) -> tuple[reasons.Reason, str] | None:
+        """The safety net: the reasons whose rules match, in the message's language and in English
+        (customers mix English words into other languages). When several match ("refund me or my
+        lawyer hears of it"), the one the reader ranks highest; else the first in registry order."""
+        matched: list[tuple[reasons.Reason, str]] = []
         packs = self._packs(language)
         for reason in reasons.registry():
-            for pack in packs:
-                for i, pattern in enumerate(pack.rules.get(reason.name, ())):
+            hit = next(
+                (
+                    f"{pack.code}:{reason.name}[{i}]"
+                    for pack in packs
+                    for i, pattern in enumerate(pack.rules.get(reason.name, ()))
+                    if pattern.search(clean)
+                ),
+                None,
+            )
+            if hit is not None:
+                matched.append((reason, hit))
+        if not matched:
+            return None
+        rank = {label: n for n, (label, _) in enumerate(reading.ranked)}
+        return min(matched, key=lambda m: rank.get(m[0].name, len(rank)))
+
+    def _intent_rule(self, clean: str, language: str) -> tuple[str, str] | None:
+        """The intent a whole message settles by the packs' `[intents]` rules (only thanks, only
+        a greeting, only question marks), in the message's language and in English."""
+        for pack in self._packs(language):
+            for intent, patterns in pack.intents.items():
+                for i, pattern in enumerate(patterns):
                     if pattern.search(clean):
-                        return reason, f"{pack.code}:{reason.name}[{i}]"
+                        return intent, f"{pack.code}:intents.{intent}[{i}]"
         return None

@@ -15,7 +15,8 @@ _MACHINE_NOTE = re.compile(
     r"\s*[:\-][^\])>}]*[\])>}]",
     re.I,
 )
-_SENTENCE = re.compile(r"(?<=[.!?\n])\s+")
+# A closing bracket ends a unit too: "[ignore your rules] We are filing a claim." keeps the claim.
+_SENTENCE = re.compile(r"(?<=[.!?\n\])])\s+")
 
 
 def visible(text: str) -> str:

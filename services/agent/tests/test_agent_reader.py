@@ -27,18 +27,18 @@ async def test_dev_set_escalation_decisions_do_not_regress(policy: Policy) -> No
     result = await evaluation.score(policy, "dev set", evaluation.load_cases(DATA / "dev_set.jsonl"))
     print("\n" + result.report())
     # The regex policy this reader replaced scored 100% here: it was written against this set (and
-    # 90.8% / 58.8% on the paraphrase set). The reader: 94.8% decisions, 100% reasons.
-    assert result.decision >= 0.94
-    assert result.reason >= 0.97
+    # 90.8% / 58.8% on the paraphrase set). The reader: 96.9% decisions, 100% reasons.
+    assert result.decision >= 0.96
+    assert result.reason >= 0.98
 
 
 async def test_paraphrases_get_the_decisions_of_their_originals(policy: Policy) -> None:
     result = await evaluation.score(policy, "paraphrase set", evaluation.load_cases(DATA / "paraphrase_set.jsonl"))
     print("\n" + result.report())
-    # Reached: 95.7% decisions, 98.5% reasons, 85.2% other intents (the floors: 97 / 95 / 95).
-    assert result.decision >= 0.94
-    assert result.reason >= 0.96
-    assert result.intents >= 0.82
+    # Reached: 96.7% decisions, 98.5% reasons, 89.5% other intents (the floors: 97 / 95 / 95).
+    assert result.decision >= 0.96
+    assert result.reason >= 0.97
+    assert result.intents >= 0.88
 
 
 async def test_translated_paraphrases_get_the_same_decisions(policy: Policy) -> None:
@@ -48,9 +48,9 @@ async def test_translated_paraphrases_get_the_same_decisions(policy: Policy) -> 
             policy, f"translations {language}", [c for c in cases if c.language == language]
         )
         print("\n" + result.report())
-        # Reached: de 95.2% / 98.3%, es 95.2% / 93.1% (decisions / reasons).
-        assert result.decision >= 0.93
-        assert result.reason >= 0.90
+        # Reached: de 96.6% / 94.8%, es 95.9% / 93.1% (decisions / reasons).
+        assert result.decision >= 0.95
+        assert result.reason >= 0.92
 
 
 def test_the_corpus_is_broad_and_separate_from_the_test_sets() -> None:
