@@ -96,6 +96,8 @@ class Weights:
     deep: float = 8.0
     # The fused score's weight on that pass: the first stage already left these articles close.
     deep_fused: float = 0.5
+    # ... and e5's similarity of each section next to MiniLM's when choosing the answering one.
+    deep_section: float = 1.0
 
 
 def _section_scores(sims: Matrix, chunk_sections: Sequence[int], count: int) -> Matrix:
@@ -199,6 +201,7 @@ def rerank(
         if deep and deep_question is not None and cand.cross_vectors is not None:
             deep_sections = _section_scores(cand.cross_vectors @ deep_question, cand.chunk_sections, len(cand.sections))
             value += deep * float(deep_sections.max())
+            best = int(np.argmax(choice + weights.deep_section * deep_sections))
         if cand.language == language:
             value += weights.language
         value /= scale  # in [0, 1]
