@@ -90,9 +90,10 @@ class Weights:
     cross_same_fused: float = 0.05  # the fused score's weight for articles in the question's language
     part_floor: float = 0.35  # a part of the question this article's best section matches less is not answered
     part_margin: float = 0.12  # ... or one matched this much less than by the best candidate
-    # The second opinion for an English question the MiniLM scores leave close (see `ambiguous`):
-    # the multilingual model's best-section similarity, next to MiniLM's. e5's cosines lie in a
-    # narrow band (about 0.75-0.9), hence the large weight.
+    # The second opinion for an English question the MiniLM scores leave close (the service's
+    # `rerank_deep_margin`): the multilingual model's best-section similarity, next to MiniLM's.
+    # e5's cosines lie in a narrow band (about 0.75-0.9), hence the large weight (chosen on the
+    # tuning set: 5 and 8 tie on top-3, 8 keeps top-1; 15 loses it).
     deep: float = 8.0
     # The fused score's weight on that pass: the first stage already left these articles close.
     deep_fused: float = 0.5
