@@ -8,6 +8,10 @@ ARTICLES_WRITTEN = Counter(
     "knowledge_articles_written_total", "Article writes, by outcome (created, updated, deleted).", ["outcome"]
 )
 SEARCHES = Counter("knowledge_searches_total", "Searches answered.")
+DEEP_PASSES = Counter(
+    "knowledge_deep_reranks_total",
+    "English searches re-ranked with the multilingual model too (MiniLM left them too close to call).",
+)
 CHUNKS_REEMBEDDED = Counter("knowledge_chunks_reembedded_total", "Chunks embedded in the background for a new model.")
 CHUNKS_PENDING = Gauge("knowledge_chunks_pending_embedding", "Chunks without a vector for the current model.")
 GAPS_RECORDED = Counter(

@@ -90,6 +90,15 @@ class Weights:
     cross_same_fused: float = 0.05  # the fused score's weight for articles in the question's language
     part_floor: float = 0.35  # a part of the question this article's best section matches less is not answered
     part_margin: float = 0.12  # ... or one matched this much less than by the best candidate
+    # The second opinion for an English question the MiniLM scores leave close (the service's
+    # `rerank_deep_margin`): the multilingual model's best-section similarity, next to MiniLM's.
+    # e5's cosines lie in a narrow band (about 0.75-0.9), hence the large weight (chosen on the
+    # tuning set: 5 and 8 tie on top-3, 8 keeps top-1; 15 loses it).
+    deep: float = 8.0
+    # The fused score's weight on that pass: the first stage already left these articles close.
+    deep_fused: float = 0.5
+    # ... and e5's similarity of each section next to MiniLM's when choosing the answering one.
+    deep_section: float = 1.0
 
 
 def _section_scores(sims: Matrix, chunk_sections: Sequence[int], count: int) -> Matrix:
@@ -144,17 +153,22 @@ def rerank(
     question_text: str = "",
     parts: Matrix | None = None,
     cross_question: Matrix | None = None,
+    deep_question: Matrix | None = None,
     weights: Weights = Weights(),
 ) -> list[Ranked]:
     """Candidates best first. `question` is the unit query vector of the search's model;
     `parts` one row per separate question when it asks several; `cross_question` the question
-    in the cross-lingual model, when it is not in English."""
+    in the cross-lingual model, when it is not in English; `deep_question` the same for an
+    English question whose MiniLM scores were too close to call (weighed by `weights.deep`)."""
     if not candidates:
         return []
     asked = _stems(question_text) if weights.heading_word else frozenset()
     # The most a candidate can score on this path, so that scores lie in [0, 1].
+    deep = weights.deep if deep_question is not None and cross_question is None else 0.0
     most_fused = weights.fused if cross_question is None else max(weights.cross_fused, weights.cross_same_fused)
-    scale = most_fused + weights.section + weights.language
+    if deep:
+        most_fused = weights.deep_fused
+    scale = most_fused + weights.section + weights.language + deep
     scored: list[tuple[float, float, int, Candidate, bool]] = []
     part_best: list[Matrix] = []
     for cand in candidates:
@@ -182,7 +196,13 @@ def rerank(
         )
         if cross_question is not None and cand.language == language:
             fused_weight = weights.cross_same_fused
+        if deep:
+            fused_weight = weights.deep_fused
         value = fused_weight * cand.fused + weights.section * similarity
+        if deep and deep_question is not None and cand.cross_vectors is not None:
+            deep_sections = _section_scores(cand.cross_vectors @ deep_question, cand.chunk_sections, len(cand.sections))
+            value += deep * float(deep_sections.max())
+            best = int(np.argmax(choice + weights.deep_section * deep_sections))
         if cand.language == language:
             value += weights.language
         value /= scale  # in [0, 1]

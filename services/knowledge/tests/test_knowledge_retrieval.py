@@ -36,7 +36,7 @@ TARGETS = {"held-out top-1": 0.90, "held-out top-3": 0.97, "section": 0.90, "cro
 # ... and what this version must keep (asserted): well above the search before it on every set,
 # a few questions below what it reaches, so a change that loses ground fails.
 HELDOUT_TOP1_FLOOR = 0.76
-HELDOUT_TOP3_FLOOR = 0.93
+HELDOUT_TOP3_FLOOR = 0.94
 SECTION_FLOOR = 0.85
 CROSS_LINGUAL_FLOOR = 0.82
 
